@@ -1,0 +1,86 @@
+"""inferkit: a sync-first Python client for model servers (Triton, KServe, MLServer).
+
+The public sync API and the shared types. Importing this package imports numpy and the codec only: the REST
+client loads ``requests`` on first use of its name, and gRPC, aiohttp, orjson and ml_dtypes are never imported
+here (``inferkit.aio`` is the async namespace).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from inferkit._version import __version__
+from inferkit.codec.datatypes import DATATYPES
+from inferkit.codec.tensors import (
+    InferInput,
+    InferOutput,
+    InferRequest,
+    InferRequestedOutput,
+    InferResponse,
+)
+from inferkit.config import APIKey, BasicAuth, BearerToken, RESTConfig, RetryPolicy, Timeout
+from inferkit.errors import (
+    ConnectError,
+    DecodeError,
+    EncodeError,
+    InferkitError,
+    InferTimeoutError,
+    InvalidInputError,
+    NotFoundError,
+    ServerError,
+    TransportError,
+)
+
+if TYPE_CHECKING:
+    from inferkit.factory import InferenceClientFactory
+    from inferkit.grpc_client import InferenceGRPCClient
+    from inferkit.rest_client import InferenceRESTClient
+
+__all__ = [
+    "__version__",
+    "DATATYPES",
+    "InferInput",
+    "InferOutput",
+    "InferRequest",
+    "InferRequestedOutput",
+    "InferResponse",
+    "RESTConfig",
+    "RetryPolicy",
+    "Timeout",
+    "APIKey",
+    "BasicAuth",
+    "BearerToken",
+    "InferenceRESTClient",
+    "InferenceGRPCClient",
+    "InferenceClientFactory",
+    "InferkitError",
+    "EncodeError",
+    "DecodeError",
+    "TransportError",
+    "ConnectError",
+    "InferTimeoutError",
+    "ServerError",
+    "InvalidInputError",
+    "NotFoundError",
+]
+
+# Names whose modules import optional or heavier dependencies: loaded on first attribute access.
+_LAZY = {
+    "InferenceRESTClient": "inferkit.rest_client",
+    "InferenceGRPCClient": "inferkit.grpc_client",
+    "InferenceClientFactory": "inferkit.factory",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'inferkit' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

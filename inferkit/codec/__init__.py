@@ -1,0 +1,27 @@
+"""The sans-IO codec: tensors and protocol messages as bytes, dicts and protobuf messages.
+
+Nothing here opens a socket, reads a clock, sleeps or starts a thread, and nothing here imports requests,
+urllib3, aiohttp or grpc; only ``codec/grpc_v2.py`` touches protobuf (and only when imported).
+"""
+
+from inferkit.codec.datatypes import DATATYPES, datatype_to_dtype, dtype_to_datatype
+from inferkit.codec.tensors import (
+    InferInput,
+    InferOutput,
+    InferRequest,
+    InferRequestedOutput,
+    InferResponse,
+    InferTensor,
+)
+
+__all__ = [
+    "DATATYPES",
+    "datatype_to_dtype",
+    "dtype_to_datatype",
+    "InferInput",
+    "InferOutput",
+    "InferRequest",
+    "InferRequestedOutput",
+    "InferResponse",
+    "InferTensor",
+]

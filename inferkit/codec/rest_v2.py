@@ -1,0 +1,361 @@
+"""Open Inference Protocol v2 over REST: JSON and binary-tensor bodies, in both directions.
+
+Owns: building and parsing infer request and response bodies (client side: encode request, decode response;
+server side: decode request, encode response), the ``Inference-Header-Content-Length`` framing, error bodies
+(``{"error": ...}`` from Triton/KServe, ``{"detail": ...}`` from MLServer/FastAPI) and capability checks.
+Must not import: requests, urllib3, aiohttp, grpc, protobuf. Bytes and dicts in, bytes and dicts out.
+
+Binary framing: the body is a JSON header followed by the raw bytes of each binary tensor in order; the
+header's length is sent in the HTTP header ``Inference-Header-Content-Length``. Each binary tensor carries
+``"parameters": {"binary_data_size": N}`` and no ``data``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Sequence, Union
+
+from inferkit.codec import _json
+from inferkit.codec.datatypes import DATATYPES
+from inferkit.codec.tensors import (
+    InferInput,
+    InferOutput,
+    InferRequest,
+    InferRequestedOutput,
+    InferResponse,
+    InferTensor,
+    shape_size,
+    validate_parameters,
+)
+from inferkit.errors import DecodeError, EncodeError
+
+__all__ = [
+    "HEADER_LENGTH",
+    "JSON_CONTENT_TYPE",
+    "BINARY_CONTENT_TYPE",
+    "EncodedBody",
+    "encode_infer_request",
+    "decode_infer_response",
+    "decode_infer_request",
+    "encode_infer_response",
+    "decode_error_body",
+    "encode_error_body",
+    "supports_binary",
+    "parse_header_length",
+]
+
+HEADER_LENGTH = "Inference-Header-Content-Length"
+JSON_CONTENT_TYPE = "application/json"
+BINARY_CONTENT_TYPE = "application/octet-stream"
+
+Buffer = Union[bytes, bytearray, memoryview]
+
+
+@dataclass(frozen=True)
+class EncodedBody:
+    """A ready-to-send body and the headers that describe it.
+
+    ``body`` is built once; retries resend the same object.
+    """
+
+    body: bytes
+    headers: Mapping[str, str] = field(default_factory=dict)
+    json_size: int | None = None
+
+    @property
+    def content_length(self) -> int:
+        return len(self.body)
+
+
+def _encode_tensors(
+    tensors: Sequence[InferTensor],
+    use_binary: Callable[[InferTensor], bool],
+    where: str,
+) -> tuple[list[dict[str, Any]], list[Buffer]]:
+    entries: list[dict[str, Any]] = []
+    buffers: list[Buffer] = []
+    for tensor in tensors:
+        if not tensor.has_data:
+            raise EncodeError(f"{where}: tensor {tensor.name!r} has no data; call set_data_from_numpy() first")
+        entry: dict[str, Any] = {"name": tensor.name, "shape": tensor.shape, "datatype": tensor.datatype}
+        params = dict(tensor.parameters)
+        if use_binary(tensor):
+            raw = tensor.wire_bytes()
+            params["binary_data_size"] = memoryview(raw).nbytes
+            buffers.append(raw)
+        else:
+            params.pop("binary_data_size", None)
+            entry["data"] = tensor.json_data()
+        if params:
+            entry["parameters"] = params
+        entries.append(entry)
+    return entries, buffers
+
+
+def _frame(header: dict[str, Any], buffers: list[Buffer]) -> EncodedBody:
+    try:
+        header_bytes = _json.dumps(header)
+    except (TypeError, ValueError) as exc:
+        raise EncodeError(f"request could not be serialized to JSON: {exc}") from exc
+    if not buffers:
+        return EncodedBody(header_bytes, {"Content-Type": JSON_CONTENT_TYPE}, None)
+    # One copy of each tensor, into the body; the parts are views, not copies.
+    body = b"".join([header_bytes, *buffers])
+    return EncodedBody(
+        body,
+        {"Content-Type": BINARY_CONTENT_TYPE, HEADER_LENGTH: str(len(header_bytes))},
+        len(header_bytes),
+    )
+
+
+def encode_infer_request(request: InferRequest, *, binary: bool = True) -> EncodedBody:
+    """Build the body of ``POST /v2/models/{m}/infer``.
+
+    Args:
+        request: The request.
+        binary: Whether the server supports the binary tensor extension. When True, inputs whose
+            ``binary_data`` is True travel as binary, and outputs are asked for as binary (each requested
+            output per its own ``binary_data``; when none are named, all outputs via ``binary_data_output``).
+            BF16 inputs are always binary (they have no JSON form).
+    """
+    where = f"model {request.model_name!r}"
+    if not request.inputs:
+        raise EncodeError(f"{where}: a request needs at least one input")
+
+    def use_binary(tensor: InferTensor) -> bool:
+        return tensor.datatype == "BF16" or (binary and tensor.binary_data)
+
+    entries, buffers = _encode_tensors(request.inputs, use_binary, where)
+    header: dict[str, Any] = {}
+    if request.request_id is not None:
+        header["id"] = request.request_id
+    params = dict(request.parameters)
+    if request.outputs is not None:
+        outputs = []
+        for out in request.outputs:
+            if not isinstance(out, InferRequestedOutput):
+                raise EncodeError(f"{where}: outputs must be InferRequestedOutput objects, got {out!r}")
+            out_params = out.wire_parameters()
+            if binary and out.binary_data:
+                out_params["binary_data"] = True
+            outputs.append({"name": out.name, "parameters": out_params} if out_params else {"name": out.name})
+        header["outputs"] = outputs
+    elif binary and "binary_data_output" not in params:
+        params["binary_data_output"] = True
+    if params:
+        header["parameters"] = params
+    header["inputs"] = entries
+    return _frame(header, buffers)
+
+
+def parse_header_length(value: str | None, body_size: int, what: str = "response") -> int | None:
+    """Validate an ``Inference-Header-Content-Length`` value against the body size."""
+    if value is None:
+        return None
+    try:
+        length = int(value)
+    except ValueError as exc:
+        raise DecodeError(f"{what}: {HEADER_LENGTH} is not an integer: {value[:40]!r}") from exc
+    if length <= 0 or length > body_size:
+        raise DecodeError(
+            f"{what}: {HEADER_LENGTH} says the JSON header is {length} bytes but the body has {body_size}; "
+            "the server sent a truncated or inconsistent body"
+        )
+    return length
+
+
+def _decode_tensors(
+    entries: Any,
+    body: memoryview,
+    offset: int,
+    factory: type[InferTensor],
+    where: str,
+    key: str,
+) -> tuple[list[Any], int]:
+    if not isinstance(entries, list):
+        raise DecodeError(f"{where}: {key!r} must be a list, got {type(entries).__name__}")
+    tensors = []
+    size = len(body)
+    for index, entry in enumerate(entries):
+        if not isinstance(entry, dict):
+            raise DecodeError(f"{where}: {key}[{index}] is not an object")
+        name = entry.get("name")
+        if not isinstance(name, str) or not name:
+            raise DecodeError(f"{where}: {key}[{index}] has no name")
+        try:
+            tensor = factory(name, entry.get("shape", ()), entry.get("datatype", ""))
+        except EncodeError as exc:  # the peer's metadata, so a decode problem
+            raise DecodeError(f"{where}: {exc.message}") from exc
+        if "shape" not in entry or "datatype" not in entry:
+            raise DecodeError(f"{where}: tensor {name!r} lacks its shape or datatype")
+        params = validate_parameters(entry.get("parameters"), f"{where}: tensor {name!r}", DecodeError)
+        binary_size = params.pop("binary_data_size", None)
+        tensor.parameters = params
+        if binary_size is not None:
+            if isinstance(binary_size, bool) or not isinstance(binary_size, int) or binary_size < 0:
+                raise DecodeError(f"{where}: tensor {name!r} has an invalid binary_data_size {binary_size!r}")
+            end = offset + binary_size
+            if end > size:
+                raise DecodeError(
+                    f"{where}: tensor {name!r} declares {binary_size} binary bytes at offset {offset}, "
+                    f"but only {size - offset} remain in the body (truncated or inconsistent reply)"
+                )
+            item = DATATYPES[tensor.datatype]
+            expected = shape_size(tensor.shape) * item if item is not None else None
+            if expected is not None and expected != binary_size:
+                raise DecodeError(
+                    f"{where}: tensor {name!r} has shape {tensor.shape} of {tensor.datatype} "
+                    f"({expected} bytes) but binary_data_size {binary_size}"
+                )
+            tensor._raw = body[offset:end]  # zero-copy view of the received body
+            offset = end
+        elif "data" in entry:
+            tensor._json = entry["data"]
+            tensor._binary = False
+        elif "shared_memory_region" not in params:
+            raise DecodeError(f"{where}: tensor {name!r} has neither data nor binary_data_size")
+        tensors.append(tensor)
+    return tensors, offset
+
+
+def _split(body: Buffer, header_length: int | None, where: str) -> tuple[dict[str, Any], memoryview, int]:
+    view = memoryview(body).cast("B") if not isinstance(body, memoryview) else body.cast("B")
+    json_part = view if header_length is None else view[:header_length]
+    header = _json.loads(json_part, what=f"{where} JSON")
+    if not isinstance(header, dict):
+        raise DecodeError(f"{where}: JSON body must be an object, got {type(header).__name__}")
+    return header, view, header_length or len(view)
+
+
+def decode_infer_response(
+    body: Buffer, header_length: int | None = None, *, model_name: str | None = None
+) -> InferResponse:
+    """Parse an infer response body (JSON, or JSON header + binary outputs).
+
+    Binary outputs become zero-copy views of ``body``. Raises DecodeError for any inconsistency: a header
+    length past the body, sizes that do not add up, shapes that disagree with the data, trailing bytes.
+    """
+    where = f"response of model {model_name!r}" if model_name else "infer response"
+    header, view, offset = _split(body, header_length, where)
+    outputs, end = _decode_tensors(header.get("outputs", []), view, offset, InferOutput, where, "outputs")
+    if header_length is not None and end != len(view):
+        raise DecodeError(f"{where}: {len(view) - end} bytes after the last binary output (sizes do not add up)")
+    name = header.get("model_name", model_name or "")
+    version = header.get("model_version")
+    return InferResponse(
+        model_name=str(name),
+        outputs=outputs,
+        model_version=str(version) if version is not None else None,
+        id=header.get("id"),
+        parameters=validate_parameters(header.get("parameters"), where, DecodeError),
+    )
+
+
+def decode_infer_request(
+    body: Buffer, header_length: int | None = None, *, model_name: str, model_version: str | None = None
+) -> InferRequest:
+    """Server side: parse an infer request body into an InferRequest with zero-copy binary inputs."""
+    where = f"request for model {model_name!r}"
+    header, view, offset = _split(body, header_length, where)
+    if "inputs" not in header:
+        raise DecodeError(f"{where}: no 'inputs'")
+    inputs, end = _decode_tensors(header["inputs"], view, offset, InferInput, where, "inputs")
+    if header_length is not None and end != len(view):
+        raise DecodeError(f"{where}: {len(view) - end} bytes after the last binary input (sizes do not add up)")
+    outputs = None
+    if header.get("outputs") is not None:
+        if not isinstance(header["outputs"], list):
+            raise DecodeError(f"{where}: 'outputs' must be a list")
+        outputs = []
+        for entry in header["outputs"]:
+            if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+                raise DecodeError(f"{where}: every requested output needs a name")
+            params = validate_parameters(entry.get("parameters"), where, DecodeError)
+            binary_flag = bool(params.pop("binary_data", False))
+            class_count = params.pop("classification", 0)
+            if isinstance(class_count, bool) or not isinstance(class_count, int) or class_count < 0:
+                raise DecodeError(f"{where}: output {entry['name']!r}: classification must be an integer >= 0")
+            outputs.append(InferRequestedOutput(entry["name"], binary_flag, class_count, params))
+    request_id = header.get("id")
+    if request_id is not None and not isinstance(request_id, str):
+        raise DecodeError(f"{where}: 'id' must be a string")
+    try:
+        return InferRequest(
+            model_name,
+            inputs,
+            request_id=request_id,
+            parameters=validate_parameters(header.get("parameters"), where, DecodeError),
+            outputs=outputs,
+            model_version=model_version,
+        )
+    except EncodeError as exc:
+        raise DecodeError(exc.message) from exc
+
+
+def encode_infer_response(
+    response: InferResponse,
+    *,
+    requested: Sequence[InferRequestedOutput] | None = None,
+    binary_output: bool = False,
+) -> EncodedBody:
+    """Server side: build the infer response body.
+
+    An output is binary when the request asked for it (``requested[i].binary_data`` or request-level
+    ``binary_data_output``); BF16 outputs are always binary.
+    """
+    wanted = {r.name: r.binary_data for r in requested or ()}
+
+    def use_binary(tensor: InferTensor) -> bool:
+        return tensor.datatype == "BF16" or wanted.get(tensor.name, binary_output)
+
+    entries, buffers = _encode_tensors(response.outputs, use_binary, f"response of model {response.model_name!r}")
+    header: dict[str, Any] = {"model_name": response.model_name}
+    if response.model_version is not None:
+        header["model_version"] = response.model_version
+    if response.id is not None:
+        header["id"] = response.id
+    if response.parameters:
+        header["parameters"] = response.parameters
+    header["outputs"] = entries
+    return _frame(header, buffers)
+
+
+def decode_error_body(body: Buffer, default: str = "") -> str:
+    """Extract the message from an error body: ``{"error": ...}``, ``{"detail": ...}`` or plain text."""
+    raw = bytes(body[:65536])
+    try:
+        parsed = _json.loads(raw, what="error body")
+    except DecodeError:
+        text = raw.decode("utf-8", "replace").strip()
+        return text[:1000] or default
+    if isinstance(parsed, dict):
+        for key in ("error", "detail", "message"):
+            if key in parsed:
+                return _message_text(parsed[key])[:2000]
+    return (_message_text(parsed) if parsed not in (None, "") else default)[:2000]
+
+
+def _message_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list):  # FastAPI validation errors: [{"loc": [...], "msg": "...", ...}]
+        parts = []
+        for item in value:
+            if isinstance(item, dict) and "msg" in item:
+                loc = ".".join(str(x) for x in item.get("loc", ()))
+                parts.append(f"{loc}: {item['msg']}" if loc else str(item["msg"]))
+            else:
+                parts.append(str(item))
+        return "; ".join(parts)
+    return str(value)
+
+
+def encode_error_body(message: str) -> bytes:
+    """Server side: the Triton/KServe error body ``{"error": message}``."""
+    return _json.dumps({"error": message})
+
+
+def supports_binary(server_metadata: Mapping[str, Any]) -> bool:
+    """Whether the server metadata lists the ``binary_tensor_data`` extension."""
+    extensions = server_metadata.get("extensions") or ()
+    return isinstance(extensions, (list, tuple)) and "binary_tensor_data" in extensions

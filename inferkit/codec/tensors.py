@@ -1,0 +1,579 @@
+"""Tensors and inference messages, independent of the transport: InferInput, InferOutput, InferRequestedOutput,
+InferRequest, InferResponse.
+
+Owns: holding a tensor's name, shape, datatype and parameters, and its data as a numpy array, as wire bytes
+(binary, a zero-copy view into a received body) or as JSON-decoded lists; converting between those forms with
+validation that names the tensor and the problem.
+Must not import: requests, urllib3, aiohttp, grpc, protobuf.
+
+Data ownership: ``set_data_from_numpy`` keeps a reference to the caller's array when it is already in wire
+layout (little-endian, C-contiguous), so building a request copies each tensor at most once (into the body).
+Do not modify the array between setting it and sending the request. Outputs decoded from a binary body are
+read-only views of the received bytes; ``as_numpy()`` returns the same array on every call.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Iterator, Mapping, Sequence, Union
+
+import numpy as np
+
+from inferkit.codec.datatypes import (
+    DATATYPES,
+    bf16_bits_to_float32,
+    bfloat16_dtype,
+    check_datatype,
+    datatype_to_dtype,
+    deserialize_bytes_tensor,
+    dtype_to_datatype,
+    serialize_bytes_tensor,
+    to_wire_array,
+)
+from inferkit.errors import DecodeError, EncodeError
+
+__all__ = [
+    "ParameterValue",
+    "InferTensor",
+    "InferInput",
+    "InferOutput",
+    "InferRequestedOutput",
+    "InferRequest",
+    "InferResponse",
+    "validate_parameters",
+    "shape_size",
+]
+
+ParameterValue = Union[bool, int, float, str]
+Buffer = Union[bytes, bytearray, memoryview]
+
+
+def shape_size(shape: Sequence[int]) -> int:
+    """Number of elements of a shape (1 for a 0-d tensor)."""
+    return math.prod(shape)
+
+
+def _check_shape(shape: Any, tensor: str, error: type[EncodeError] | type[DecodeError]) -> list[int]:
+    if isinstance(shape, (str, bytes)) or not isinstance(shape, Iterable):
+        raise error(f"tensor {tensor!r}: shape must be a list of integers, got {shape!r}")
+    dims = []
+    for dim in shape:
+        if isinstance(dim, (bool, np.bool_)) or not isinstance(dim, (int, np.integer)):
+            raise error(f"tensor {tensor!r}: shape {list(shape)!r} has a non-integer dimension {dim!r}")
+        if dim < 0:
+            raise error(
+                f"tensor {tensor!r}: shape {list(shape)!r} has a negative dimension; "
+                "-1 is only valid in model metadata, give the actual size"
+            )
+        dims.append(int(dim))
+    return dims
+
+
+def validate_parameters(
+    parameters: Mapping[str, Any] | None, where: str, error: type[EncodeError] | type[DecodeError] = EncodeError
+) -> dict[str, ParameterValue]:
+    """Copy ``parameters`` into a plain dict, checking each value is bool, int, float or str."""
+    if not parameters:
+        return {}
+    if not isinstance(parameters, Mapping):
+        raise error(f"{where}: parameters must be a mapping of str to bool/int/float/str, got {parameters!r}")
+    out: dict[str, ParameterValue] = {}
+    for key, value in parameters.items():
+        if not isinstance(key, str):
+            raise error(f"{where}: parameter name {key!r} is not a string")
+        if isinstance(value, np.generic):
+            value = value.item()
+        if not isinstance(value, (bool, int, float, str)):
+            raise error(
+                f"{where}: parameter {key!r} has a {type(value).__name__} value; use bool, int, float or str"
+            )
+        out[key] = value
+    return out
+
+
+class InferTensor:
+    """A named tensor with a shape and datatype. Base of InferInput and InferOutput.
+
+    The data is held in one of three forms, converted on demand:
+    a numpy array (``set_data_from_numpy``), wire bytes (binary body or gRPC raw contents), or a JSON list.
+    """
+
+    __slots__ = ("name", "_shape", "datatype", "parameters", "_array", "_raw", "_json", "_binary", "_decoded")
+
+    def __init__(
+        self,
+        name: str,
+        shape: Sequence[int],
+        datatype: str,
+        data: Any = None,
+        parameters: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise EncodeError(f"tensor name must be a non-empty string, got {name!r}")
+        self.name = name
+        self._shape = _check_shape(shape, name, EncodeError)
+        self.datatype = check_datatype(datatype)
+        self.parameters: dict[str, ParameterValue] = validate_parameters(parameters, f"tensor {name!r}")
+        self._array: np.ndarray[Any, Any] | None = None
+        self._raw: Buffer | None = None
+        self._json: Any = None
+        self._binary: bool = True
+        self._decoded: np.ndarray[Any, Any] | None = None
+        if data is not None:
+            if isinstance(data, np.ndarray):
+                self.set_data_from_numpy(data)
+            else:
+                self.set_data_from_list(data)
+
+    # -- shape -----------------------------------------------------------------------------------------------
+    @property
+    def shape(self) -> list[int]:
+        """The tensor's shape (a copy; use ``set_shape`` to change it)."""
+        return list(self._shape)
+
+    @shape.setter
+    def shape(self, value: Sequence[int]) -> None:
+        self.set_shape(value)
+
+    def set_shape(self, shape: Sequence[int]) -> None:
+        """Set the shape (for example before reusing the input for another batch size)."""
+        self._shape = _check_shape(shape, self.name, EncodeError)
+
+    @property
+    def binary_data(self) -> bool:
+        """Whether this tensor may travel as binary when the server supports the binary extension."""
+        return self._binary
+
+    @property
+    def data(self) -> Any:
+        """The data as a flat list (JSON form). Prefer ``as_numpy()``: this converts."""
+        if self._json is None:
+            arr = self.as_numpy()
+            if self.datatype == "BYTES":
+                return [x.decode("utf-8", "replace") if isinstance(x, bytes) else x for x in arr.reshape(-1)]
+            return arr.reshape(-1).tolist()
+        return self._json
+
+    # -- setting data ---------------------------------------------------------------------------------------
+    def set_data_from_numpy(self, input_tensor: np.ndarray[Any, Any], binary_data: bool = True) -> InferTensor:
+        """Set the data from a numpy array.
+
+        Args:
+            input_tensor: The array. Its dtype must match the datatype (BYTES: object arrays of bytes/str or
+                numpy ``S``/``U``; BF16: float32 or ``ml_dtypes.bfloat16``); its shape must match the tensor's.
+            binary_data: Send as binary when the server supports the binary tensor extension (REST). False
+                forces JSON. Ignored by gRPC, which is always binary.
+
+        Returns:
+            self, so calls can be chained.
+        """
+        if not isinstance(input_tensor, np.ndarray):
+            raise EncodeError(
+                f"tensor {self.name!r}: set_data_from_numpy needs a numpy array, got {type(input_tensor).__name__}"
+            )
+        if list(input_tensor.shape) != self._shape:
+            raise EncodeError(
+                f"tensor {self.name!r}: array shape {list(input_tensor.shape)} does not match the declared "
+                f"shape {self._shape}; call set_shape() first or reshape the array"
+            )
+        if self.datatype == "BYTES":
+            if input_tensor.dtype.kind not in ("O", "S", "U", "T"):
+                raise EncodeError(
+                    f"tensor {self.name!r}: BYTES needs an object, bytes (S) or str (U) array, got "
+                    f"{input_tensor.dtype}"
+                )
+            array = input_tensor
+        else:
+            if dtype_to_datatype_or_none(input_tensor.dtype) not in (self.datatype, None) and not (
+                self.datatype == "BF16" and input_tensor.dtype.kind == "f"
+            ):
+                raise EncodeError(
+                    f"tensor {self.name!r}: datatype {self.datatype} does not match the array's dtype "
+                    f"{input_tensor.dtype} ({dtype_to_datatype_or_none(input_tensor.dtype)}); convert the array or "
+                    "declare the matching datatype"
+                )
+            array = to_wire_array(input_tensor, self.datatype, tensor=self.name)
+        self._array = array
+        self._raw = None
+        self._json = None
+        self._decoded = None
+        self._binary = bool(binary_data)
+        return self
+
+    def set_data_from_list(self, data: Sequence[Any]) -> InferTensor:
+        """Set the data from a (flat or nested, row-major) list; validated against the shape and datatype."""
+        self._decoded = None
+        self._array = None
+        self._raw = None
+        self._json = data
+        self._binary = False
+        self._decoded = self._json_to_numpy(data, EncodeError)
+        return self
+
+    def set_raw_data(self, raw: Buffer, binary_data: bool = True) -> InferTensor:
+        """Set already-serialized wire bytes (little-endian elements; BYTES length-prefixed). Validated lazily."""
+        self._array = None
+        self._json = None
+        self._decoded = None
+        self._raw = raw
+        self._binary = binary_data
+        size = DATATYPES[self.datatype]
+        if size is not None and len(memoryview(raw).cast("B")) != shape_size(self._shape) * size:
+            raise EncodeError(
+                f"tensor {self.name!r}: {len(memoryview(raw).cast('B'))} raw bytes do not match shape "
+                f"{self._shape} of {self.datatype} ({shape_size(self._shape) * size} bytes)"
+            )
+        return self
+
+    @property
+    def has_data(self) -> bool:
+        """Whether data has been set (in any form)."""
+        return self._array is not None or self._raw is not None or self._json is not None
+
+    # -- wire forms -----------------------------------------------------------------------------------------
+    def wire_bytes(self) -> Buffer:
+        """The tensor's binary wire form (computed once and cached; a view, not a copy, for numeric arrays)."""
+        if self._raw is None:
+            if self._array is not None:
+                if self.datatype == "BYTES":
+                    self._raw = serialize_bytes_tensor(self._array, tensor=self.name)
+                else:
+                    self._raw = memoryview(self._array).cast("B") if self._array.size else b""
+            elif self._json is not None:
+                self._array = self._decoded if self._decoded is not None else self._json_to_numpy(self._json)
+                return self.wire_bytes()
+            else:
+                raise EncodeError(f"tensor {self.name!r} has no data; call set_data_from_numpy() first")
+        return self._raw
+
+    def json_data(self) -> Any:
+        """The data in JSON form: a flat numpy array (numeric, bool) or list of str (BYTES).
+
+        Raises EncodeError for BF16 (no JSON form), non-UTF-8 BYTES, and NaN/Inf (not valid JSON).
+        """
+        if self.datatype == "BF16":
+            raise EncodeError(
+                f"tensor {self.name!r}: BF16 has no JSON form; the server must support the binary tensor "
+                "extension (binary_data=True)"
+            )
+        if self._json is not None and self._decoded is None:
+            return self._json
+        arr = self.as_numpy()
+        flat = arr.reshape(-1)
+        if self.datatype == "BYTES":
+            try:
+                return [x.decode("utf-8") if isinstance(x, bytes) else str(x) for x in flat.tolist()]
+            except UnicodeDecodeError as exc:
+                raise EncodeError(
+                    f"tensor {self.name!r}: a BYTES element is not valid UTF-8, which JSON cannot carry; "
+                    "send it as binary (binary_data=True) to a server with the binary tensor extension"
+                ) from exc
+        if flat.dtype.kind == "f" and flat.size and not np.isfinite(flat).all():
+            raise EncodeError(
+                f"tensor {self.name!r}: contains NaN or Inf, which JSON cannot carry; send it as binary "
+                "(binary_data=True)"
+            )
+        return flat
+
+    # -- reading data -----------------------------------------------------------------------------------------
+    def as_numpy(self, dtype: Any = None, *, as_str: bool = False) -> np.ndarray[Any, Any]:
+        """The data as a numpy array of the tensor's shape.
+
+        Args:
+            dtype: Convert to this dtype (e.g. ``np.float32`` to read BF16 without ml_dtypes).
+            as_str: For BYTES, decode elements as UTF-8 ``str`` instead of ``bytes``.
+
+        Binary data is decoded zero-copy (a read-only view of the received body); the array is cached, so
+        calling ``as_numpy()`` again returns the same object.
+        """
+        if self._decoded is None:
+            self._decoded = self._decode()
+        arr = self._decoded
+        if as_str and self.datatype == "BYTES":
+            try:
+                return np.array(
+                    [x.decode("utf-8") if isinstance(x, bytes) else x for x in arr.reshape(-1)], dtype=object
+                ).reshape(arr.shape)
+            except UnicodeDecodeError as exc:
+                raise DecodeError(f"tensor {self.name!r}: a BYTES element is not valid UTF-8; read it as bytes") from exc
+        if dtype is not None and np.dtype(dtype) != arr.dtype:
+            if self.datatype == "BF16" and arr.dtype == np.dtype("<u2"):
+                return bf16_bits_to_float32(arr).astype(dtype, copy=False)
+            return arr.astype(dtype)
+        if self.datatype == "BF16" and arr.dtype == np.dtype("<u2"):
+            return arr.view(bfloat16_dtype())
+        return arr
+
+    def _decode(self) -> np.ndarray[Any, Any]:
+        if self._array is not None:
+            return self._array
+        if self._raw is not None:
+            return self._raw_to_numpy(self._raw)
+        if self._json is not None:
+            return self._json_to_numpy(self._json)
+        raise EncodeError(f"tensor {self.name!r} has no data")
+
+    def _raw_to_numpy(self, raw: Buffer) -> np.ndarray[Any, Any]:
+        count = shape_size(self._shape)
+        if self.datatype == "BYTES":
+            return deserialize_bytes_tensor(raw, count, tensor=self.name).reshape(self._shape)
+        size = DATATYPES[self.datatype]
+        assert size is not None
+        nbytes = memoryview(raw).nbytes
+        if nbytes != count * size:
+            raise DecodeError(
+                f"tensor {self.name!r}: {nbytes} bytes of data do not match shape {self._shape} of "
+                f"{self.datatype} ({count * size} bytes)"
+            )
+        dtype = np.dtype("<u2") if self.datatype == "BF16" else datatype_to_dtype(self.datatype)
+        return np.frombuffer(raw, dtype=dtype, count=count).reshape(self._shape)
+
+    def _json_to_numpy(
+        self, data: Any, error: type[EncodeError] | type[DecodeError] = DecodeError
+    ) -> np.ndarray[Any, Any]:
+        count = shape_size(self._shape)
+        if self.datatype == "BF16":
+            raise error(f"tensor {self.name!r}: BF16 has no JSON form; it must be sent as binary")
+        if isinstance(data, np.ndarray):
+            flat = data.reshape(-1)
+        elif not isinstance(data, (list, tuple)):
+            raise error(f"tensor {self.name!r}: data must be a list, got {type(data).__name__}")
+        elif self.datatype == "BYTES":
+            flat = _flatten_bytes(data, self.name, error)
+        else:
+            try:
+                flat = np.asarray(data, dtype=datatype_to_dtype(self.datatype)).reshape(-1)
+            except (ValueError, TypeError, OverflowError) as exc:
+                raise error(
+                    f"tensor {self.name!r}: data is not a regular list of {self.datatype} values ({exc})"
+                ) from exc
+            if self.datatype == "BOOL" and _has_non_bool(data):
+                raise error(f"tensor {self.name!r}: BOOL data must contain only true/false")
+        if flat.size != count:
+            raise error(
+                f"tensor {self.name!r}: data has {flat.size} elements but shape {self._shape} needs {count}"
+            )
+        return flat.reshape(self._shape)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r}, shape={self._shape}, datatype={self.datatype!r})"
+
+
+def dtype_to_datatype_or_none(dtype: np.dtype[Any]) -> str | None:
+    try:
+        return dtype_to_datatype(dtype)
+    except EncodeError:
+        return None
+
+
+def _has_non_bool(data: Any) -> bool:
+    stack = [data]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, (list, tuple)):
+            stack.extend(item)
+        elif not isinstance(item, (bool, np.bool_)):
+            return True
+    return False
+
+
+def _flatten_bytes(data: Sequence[Any], tensor: str, error: type[EncodeError] | type[DecodeError]) -> np.ndarray[Any, Any]:
+    out: list[bytes] = []
+    stack: list[Iterator[Any]] = [iter(data)]
+    depth = 0
+    while stack:
+        for item in stack[-1]:
+            if isinstance(item, (list, tuple)):
+                depth += 1
+                if depth > 64:
+                    raise error(f"tensor {tensor!r}: BYTES data is nested more than 64 levels")
+                stack.append(iter(item))
+                break
+            if isinstance(item, str):
+                out.append(item.encode("utf-8"))
+            elif isinstance(item, bytes):
+                out.append(item)
+            else:
+                raise error(f"tensor {tensor!r}: BYTES JSON data must be strings, found {type(item).__name__}")
+        else:
+            stack.pop()
+            depth -= 1
+    arr = np.empty(len(out), dtype=object)
+    arr[:] = out
+    return arr
+
+
+class InferInput(InferTensor):
+    """An input tensor of an inference request.
+
+    Example:
+        >>> x = InferInput(name="INPUT0", shape=[1, 4], datatype="FP32")
+        >>> x.set_data_from_numpy(np.ones((1, 4), np.float32))
+    """
+
+    __slots__ = ()
+
+
+class InferOutput(InferTensor):
+    """An output tensor of an inference response; ``as_numpy()`` gives its data."""
+
+    __slots__ = ()
+
+
+class InferRequestedOutput:
+    """An output the client asks for.
+
+    Args:
+        name: Output name.
+        binary_data: Ask for the output as binary when the server supports it (REST).
+        class_count: If > 0, ask for the top-k classification result (Triton ``classification`` extension):
+            a BYTES output of ``"score:index[:label]"`` strings.
+        parameters: Extra output parameters.
+    """
+
+    __slots__ = ("name", "binary_data", "class_count", "parameters")
+
+    def __init__(
+        self,
+        name: str,
+        binary_data: bool = True,
+        class_count: int = 0,
+        parameters: Mapping[str, Any] | None = None,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise EncodeError(f"requested output name must be a non-empty string, got {name!r}")
+        if isinstance(class_count, bool) or not isinstance(class_count, int) or class_count < 0:
+            raise EncodeError(f"requested output {name!r}: class_count must be an integer >= 0")
+        self.name = name
+        self.binary_data = bool(binary_data)
+        self.class_count = class_count
+        self.parameters = validate_parameters(parameters, f"requested output {name!r}")
+
+    def wire_parameters(self) -> dict[str, ParameterValue]:
+        """The parameters as sent (without ``binary_data``, which depends on the server)."""
+        params = dict(self.parameters)
+        if self.class_count:
+            params["classification"] = self.class_count
+        return params
+
+    def __repr__(self) -> str:
+        return f"InferRequestedOutput(name={self.name!r}, binary_data={self.binary_data})"
+
+
+class InferRequest:
+    """An inference request: a model, its input tensors, and optionally the outputs wanted.
+
+    Args:
+        model_name: The model to run.
+        inputs: The input tensors.
+        request_id: An id the server echoes back in the response.
+        parameters: Request parameters (bool, int, float or str values), e.g. ``sequence_id``, ``priority``.
+        outputs: Which outputs to return (all when None).
+        model_version: A specific model version (the server's policy when None).
+    """
+
+    __slots__ = ("model_name", "inputs", "request_id", "parameters", "outputs", "model_version")
+
+    def __init__(
+        self,
+        model_name: str,
+        inputs: Sequence[InferInput],
+        request_id: str | None = None,
+        parameters: Mapping[str, Any] | None = None,
+        outputs: Sequence[InferRequestedOutput] | None = None,
+        model_version: str | None = None,
+    ) -> None:
+        if not isinstance(model_name, str) or not model_name:
+            raise EncodeError(f"model_name must be a non-empty string, got {model_name!r}")
+        if request_id is not None and not isinstance(request_id, str):
+            raise EncodeError(f"model {model_name!r}: request_id must be a string, got {request_id!r}")
+        self.model_name = model_name
+        self.inputs = list(inputs)
+        for tensor in self.inputs:
+            if not isinstance(tensor, InferTensor):
+                raise EncodeError(f"model {model_name!r}: inputs must be InferInput objects, got {tensor!r}")
+        names = [t.name for t in self.inputs]
+        if len(set(names)) != len(names):
+            raise EncodeError(f"model {model_name!r}: duplicate input names {names}")
+        self.request_id = request_id
+        self.parameters = validate_parameters(parameters, f"model {model_name!r} request")
+        self.outputs = list(outputs) if outputs is not None else None
+        self.model_version = str(model_version) if model_version not in (None, "") else None
+
+    @property
+    def id(self) -> str | None:
+        """Alias of ``request_id`` (the field name on the wire)."""
+        return self.request_id
+
+    @property
+    def is_sequence(self) -> bool:
+        """Whether the request carries sequence state (``sequence_id``), so it must not be retried blindly."""
+        seq = self.parameters.get("sequence_id")
+        return seq not in (None, 0, "")
+
+    def get_input(self, name: str) -> InferInput | None:
+        """The input called ``name``, or None."""
+        for tensor in self.inputs:
+            if tensor.name == name:
+                return tensor  # type: ignore[return-value]
+        return None
+
+    def as_numpy(self, name: str) -> np.ndarray[Any, Any]:
+        """The named input as a numpy array (server side)."""
+        tensor = self.get_input(name)
+        if tensor is None:
+            raise KeyError(f"request for model {self.model_name!r} has no input {name!r}")
+        return tensor.as_numpy()
+
+    def __repr__(self) -> str:
+        return f"InferRequest(model_name={self.model_name!r}, inputs={self.inputs!r}, request_id={self.request_id!r})"
+
+
+class InferResponse:
+    """An inference response.
+
+    Attributes:
+        model_name, model_version, id: As the server reported them.
+        parameters: Response parameters.
+        outputs: The output tensors, in the server's order.
+    """
+
+    __slots__ = ("model_name", "model_version", "id", "parameters", "outputs")
+
+    def __init__(
+        self,
+        model_name: str,
+        outputs: Sequence[InferOutput],
+        model_version: str | None = None,
+        id: str | None = None,  # noqa: A002 - the protocol's field name
+        parameters: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.model_name = model_name
+        self.outputs = list(outputs)
+        self.model_version = model_version
+        self.id = id
+        self.parameters = dict(parameters or {})
+
+    @property
+    def request_id(self) -> str | None:
+        """Alias of ``id``."""
+        return self.id
+
+    def get_output(self, name: str) -> InferOutput | None:
+        """The output called ``name``, or None."""
+        for tensor in self.outputs:
+            if tensor.name == name:
+                return tensor
+        return None
+
+    def as_numpy(self, name: str, dtype: Any = None, *, as_str: bool = False) -> np.ndarray[Any, Any]:
+        """The named output as a numpy array; KeyError naming the outputs present when it is missing."""
+        tensor = self.get_output(name)
+        if tensor is None:
+            raise KeyError(
+                f"model {self.model_name!r} returned no output {name!r}; outputs: {[t.name for t in self.outputs]}"
+            )
+        return tensor.as_numpy(dtype, as_str=as_str)
+
+    def __repr__(self) -> str:
+        return f"InferResponse(model_name={self.model_name!r}, id={self.id!r}, outputs={self.outputs!r})"
