@@ -1,0 +1,811 @@
+"""Open Inference Protocol v2 over gRPC: tensors <-> protobuf messages, in both directions.
+
+Owns: building and parsing ``ModelInferRequest`` / ``ModelInferResponse`` / ``ModelStreamInferResponse``
+(client side: encode request, decode response; server side: decode request, encode response), inference
+parameters, raw contents (``raw_input_contents`` / ``raw_output_contents``, one bytes blob per tensor, the
+default) and typed contents (``contents.fp32_contents`` ...), and turning metadata, config, statistics and
+repository replies into plain dicts. This is the only codec module that touches protobuf.
+Must not import: grpc, requests, urllib3, aiohttp (messages and bytes in, messages and bytes out).
+
+Two forms of every infer message are offered:
+
+* **Messages** (``encode_infer_request`` -> ``ModelInferRequest``): convenient, but protobuf's upb runtime
+  copies every ``bytes`` field when it is set, when a message is parsed and again on *each* read of the field.
+* **Wire bytes** (``serialize_infer_request`` -> ``bytes``, and ``decode_*`` given ``bytes``): the header
+  (everything but the raw contents) is a small protobuf message; the raw contents are appended as
+  length-delimited fields of the same message by hand (protobuf allows fields in any order and concatenates
+  repeated fields), so building a request copies each tensor exactly once, into the returned bytes. Decoding
+  walks the top-level fields, parses the header part with protobuf and keeps each raw content as a
+  ``memoryview`` of the received bytes, so ``as_numpy()`` is an ``np.frombuffer`` over them: zero copies.
+  The gRPC transports use this form with pass-through (de)serializers.
+
+Validation matches ``rest_v2``: the number of raw contents must equal the number of tensors, each tensor's
+byte size must match its shape and datatype, typed contents must hold exactly the shape's element count; any
+mismatch is a :class:`~inferkit.errors.DecodeError` (or ``EncodeError`` for local input) naming the tensor.
+
+Parameters map to ``InferParameter``: bool -> ``bool_param``, int -> ``int64_param`` (``uint64_param`` above
+2**63-1), float -> ``double_param``, str -> ``string_param``, and back.
+
+Stream errors: a ``ModelStreamInferResponse`` whose ``error_message`` is set becomes an exception from
+:func:`stream_error` (see there): ``error_for_grpc_code`` with the code guessed from the message text, INTERNAL
+(:class:`~inferkit.errors.InternalServerError`) by default; a stream error carries no status code on the wire.
+
+Dict shape of metadata/config/statistics replies (``message_to_dict``): ``MessageToDict`` with the .proto
+field names (snake_case), every field present including those at their default value (as Triton's REST JSON
+does), enums as their names, bytes as base64 text, and 64-bit integers as Python ``int`` (the protobuf JSON
+mapping would give strings; REST servers give numbers, and the two clients must return the same shape).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Iterable, Mapping, Sequence, Union
+
+import numpy as np
+from google.protobuf import json_format
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import DecodeError as _ProtoDecodeError
+from google.protobuf.message import Message
+
+from inferkit._proto import model_config_pb2, service_pb2
+from inferkit.codec.datatypes import DATATYPES, datatype_to_dtype
+from inferkit.codec.tensors import (
+    InferInput,
+    InferOutput,
+    InferRequest,
+    InferRequestedOutput,
+    InferResponse,
+    InferTensor,
+    ParameterValue,
+    shape_size,
+    validate_parameters,
+)
+from inferkit.errors import DecodeError, EncodeError, InferkitError, error_for_grpc_code
+
+__all__ = [
+    "pb",
+    "model_config_pb",
+    "encode_parameters",
+    "decode_parameters",
+    "encode_infer_request",
+    "serialize_infer_request",
+    "decode_infer_request",
+    "encode_infer_response",
+    "serialize_infer_response",
+    "decode_infer_response",
+    "encode_stream_response",
+    "serialize_stream_response",
+    "decode_stream_response",
+    "stream_error",
+    "message_to_dict",
+    "server_metadata_to_dict",
+    "model_metadata_to_dict",
+    "model_config_to_dict",
+    "model_statistics_to_dict",
+    "repository_index_to_list",
+    "model_metadata_request",
+    "model_ready_request",
+    "model_config_request",
+    "model_statistics_request",
+    "repository_index_request",
+    "repository_load_request",
+    "repository_unload_request",
+]
+
+pb = service_pb2
+model_config_pb = model_config_pb2
+
+Buffer = Union[bytes, bytearray, memoryview]
+InferRequestLike = Union[Message, bytes, bytearray, memoryview]
+
+_INT64_MAX = 2**63 - 1
+_INT64_MIN = -(2**63)
+_UINT64_MAX = 2**64 - 1
+
+# Field numbers of the raw contents (from the protocol's .proto; checked against the descriptors below).
+_REQ_RAW_FIELD = 7  # ModelInferRequest.raw_input_contents
+_RESP_RAW_FIELD = 6  # ModelInferResponse.raw_output_contents
+_STREAM_ERROR_FIELD = 1  # ModelStreamInferResponse.error_message
+_STREAM_RESPONSE_FIELD = 2  # ModelStreamInferResponse.infer_response
+assert pb.ModelInferRequest.DESCRIPTOR.fields_by_name["raw_input_contents"].number == _REQ_RAW_FIELD
+assert pb.ModelInferResponse.DESCRIPTOR.fields_by_name["raw_output_contents"].number == _RESP_RAW_FIELD
+assert pb.ModelStreamInferResponse.DESCRIPTOR.fields_by_name["infer_response"].number == _STREAM_RESPONSE_FIELD
+
+#: Below this size a reply is parsed whole by protobuf (one C call); above it, raw contents are sliced out.
+_SPLIT_THRESHOLD = 64 * 1024
+
+#: datatype -> the ``InferTensorContents`` field that carries it as typed contents (FP16/BF16 have none).
+TYPED_CONTENTS_FIELD: dict[str, str] = {
+    "BOOL": "bool_contents",
+    "INT8": "int_contents",
+    "INT16": "int_contents",
+    "INT32": "int_contents",
+    "INT64": "int64_contents",
+    "UINT8": "uint_contents",
+    "UINT16": "uint_contents",
+    "UINT32": "uint_contents",
+    "UINT64": "uint64_contents",
+    "FP32": "fp32_contents",
+    "FP64": "fp64_contents",
+    "BYTES": "bytes_contents",
+}
+
+
+# -- parameters -------------------------------------------------------------------------------------------
+
+
+def encode_parameters(params: Mapping[str, ParameterValue], target: Any, where: str = "request") -> None:
+    """Write ``params`` into a protobuf ``map<string, InferParameter>`` field (``target``)."""
+    for key, value in params.items():
+        entry = target[key]
+        if isinstance(value, (bool, np.bool_)):
+            entry.bool_param = bool(value)
+        elif isinstance(value, (int, np.integer)):
+            value = int(value)
+            if _INT64_MIN <= value <= _INT64_MAX:
+                entry.int64_param = value
+            elif _INT64_MAX < value <= _UINT64_MAX:
+                entry.uint64_param = value
+            else:
+                raise EncodeError(f"{where}: parameter {key!r} = {value} does not fit in 64 bits")
+        elif isinstance(value, (float, np.floating)):
+            entry.double_param = float(value)
+        elif isinstance(value, str):
+            entry.string_param = value
+        else:
+            raise EncodeError(f"{where}: parameter {key!r} has a {type(value).__name__} value; use bool/int/float/str")
+
+
+def decode_parameters(params: Any) -> dict[str, ParameterValue]:
+    """Read a protobuf ``map<string, InferParameter>`` into a dict (unset parameters are skipped)."""
+    out: dict[str, ParameterValue] = {}
+    for key, entry in params.items():
+        which = entry.WhichOneof("parameter_choice")
+        if which is not None:
+            out[key] = getattr(entry, which)
+    return out
+
+
+# -- tensors -> messages ----------------------------------------------------------------------------------
+
+
+def _fill_tensor(tensor: InferTensor, msg: Any, where: str) -> None:
+    if not tensor.has_data:
+        raise EncodeError(f"{where}: tensor {tensor.name!r} has no data; call set_data_from_numpy() first")
+    msg.name = tensor.name
+    msg.datatype = tensor.datatype
+    msg.shape.extend(tensor.shape)
+    if tensor.parameters:
+        params = {k: v for k, v in tensor.parameters.items() if k not in ("binary_data_size", "binary_data")}
+        encode_parameters(params, msg.parameters, f"{where}: tensor {tensor.name!r}")
+
+
+def _fill_typed_contents(tensor: InferTensor, msg: Any, where: str) -> None:
+    field = TYPED_CONTENTS_FIELD.get(tensor.datatype)
+    if field is None:
+        raise EncodeError(
+            f"{where}: tensor {tensor.name!r}: {tensor.datatype} has no typed contents field in the protocol; "
+            "send it as raw contents (raw=True)"
+        )
+    arr = tensor.as_numpy()
+    flat = arr.reshape(-1)
+    if tensor.datatype == "BYTES":
+        values: Any = [x if isinstance(x, bytes) else str(x).encode("utf-8") for x in flat.tolist()]
+    else:
+        values = flat.tolist()
+    getattr(msg.contents, field).extend(values)
+
+
+def _tensor_raw(tensor: InferTensor) -> Buffer:
+    raw = tensor.wire_bytes()
+    return raw
+
+
+def _build_request_header(request: InferRequest, *, raw: bool) -> tuple[Any, list[Buffer]]:
+    where = f"model {request.model_name!r}"
+    if not request.inputs:
+        raise EncodeError(f"{where}: a request needs at least one input")
+    msg = pb.ModelInferRequest()
+    msg.model_name = request.model_name
+    if request.model_version is not None:
+        msg.model_version = request.model_version
+    if request.request_id is not None:
+        msg.id = request.request_id
+    if request.parameters:
+        encode_parameters(request.parameters, msg.parameters, f"{where} request")
+    buffers: list[Buffer] = []
+    for tensor in request.inputs:
+        entry = msg.inputs.add()
+        _fill_tensor(tensor, entry, where)
+        if raw:
+            buffers.append(_tensor_raw(tensor))
+        else:
+            _fill_typed_contents(tensor, entry, where)
+    if request.outputs is not None:
+        for out in request.outputs:
+            if not isinstance(out, InferRequestedOutput):
+                raise EncodeError(f"{where}: outputs must be InferRequestedOutput objects, got {out!r}")
+            entry = msg.outputs.add()
+            entry.name = out.name
+            params = out.wire_parameters()
+            if params:
+                encode_parameters(params, entry.parameters, f"{where}: requested output {out.name!r}")
+    return msg, buffers
+
+
+def encode_infer_request(request: InferRequest, *, raw: bool = True) -> Any:
+    """Build a ``ModelInferRequest`` message.
+
+    Args:
+        request: The request.
+        raw: Put tensor data in ``raw_input_contents`` (default; the only form for FP16 and BF16). False
+            fills each input's typed ``contents`` instead.
+
+    Prefer :func:`serialize_infer_request` to send: setting a bytes field copies it into the message.
+    """
+    msg, buffers = _build_request_header(request, raw=raw)
+    for buf in buffers:
+        msg.raw_input_contents.append(buf if isinstance(buf, bytes) else bytes(buf))
+    return msg
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append((value & 0x7F) | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def _join_raw(header: bytes, field: int, buffers: Sequence[Buffer]) -> bytes:
+    if not buffers:
+        return header
+    tag = _varint((field << 3) | 2)
+    parts: list[Buffer] = [header]
+    for buf in buffers:
+        parts.append(tag + _varint(memoryview(buf).nbytes))
+        parts.append(buf)
+    # The only copy of each tensor: into the returned bytes.
+    return b"".join(parts)
+
+
+def serialize_infer_request(request: InferRequest) -> bytes:
+    """The wire bytes of a ``ModelInferRequest`` with raw contents, copying each tensor exactly once.
+
+    Byte-for-byte a valid ``ModelInferRequest`` (any protobuf parser reads it); the raw contents come after
+    the other fields. A retry resends the same bytes object.
+    """
+    msg, buffers = _build_request_header(request, raw=True)
+    return _join_raw(msg.SerializeToString(), _REQ_RAW_FIELD, buffers)
+
+
+# -- wire walking (zero-copy split of raw contents) ----------------------------------------------------------
+
+
+def _read_varint(data: memoryview, pos: int, end: int) -> tuple[int, int]:
+    result = 0
+    shift = 0
+    while True:
+        if pos >= end:
+            raise DecodeError("truncated protobuf message (varint runs past the end)")
+        byte = data[pos]
+        pos += 1
+        result |= (byte & 0x7F) << shift
+        if not byte & 0x80:
+            return result, pos
+        shift += 7
+        if shift > 63:
+            raise DecodeError("malformed protobuf message (varint longer than 10 bytes)")
+
+
+def _split_fields(
+    data: memoryview, raw_field: int, start: int = 0, end: int | None = None
+) -> tuple[bytes, list[memoryview]]:
+    """Split a serialized message into (all other fields, re-serialized) and the views of ``raw_field``."""
+    end = len(data) if end is None else end
+    pos = start
+    keep: list[memoryview] = []
+    raws: list[memoryview] = []
+    while pos < end:
+        field_start = pos
+        key, pos = _read_varint(data, pos, end)
+        number, wire_type = key >> 3, key & 7
+        if wire_type == 0:
+            _, pos = _read_varint(data, pos, end)
+        elif wire_type == 1:
+            pos += 8
+        elif wire_type == 5:
+            pos += 4
+        elif wire_type == 2:
+            length, pos = _read_varint(data, pos, end)
+            if number == raw_field:
+                if pos + length > end:
+                    raise DecodeError("truncated protobuf message (raw contents run past the end)")
+                raws.append(data[pos : pos + length])
+                pos += length
+                continue
+            pos += length
+        else:
+            raise DecodeError(f"malformed protobuf message (unsupported wire type {wire_type})")
+        if pos > end:
+            raise DecodeError("truncated protobuf message (a field runs past the end)")
+        keep.append(data[field_start:pos])
+    return b"".join(keep), raws
+
+
+def _parse(cls: Any, data: Buffer, what: str) -> Any:
+    try:
+        return cls.FromString(data if isinstance(data, bytes) else bytes(data))
+    except (_ProtoDecodeError, ValueError, TypeError) as exc:
+        raise DecodeError(f"{what}: the reply is not a valid {cls.DESCRIPTOR.name} message ({exc})") from exc
+
+
+def _message_and_raws(cls: Any, data: InferRequestLike, raw_field: int, what: str) -> tuple[Any, Sequence[Buffer]]:
+    if isinstance(data, Message):
+        raw_name = "raw_input_contents" if raw_field == _REQ_RAW_FIELD else "raw_output_contents"
+        return data, list(getattr(data, raw_name))
+    if len(data) < _SPLIT_THRESHOLD:
+        msg = _parse(cls, data, what)
+        raw_name = "raw_input_contents" if raw_field == _REQ_RAW_FIELD else "raw_output_contents"
+        return msg, list(getattr(msg, raw_name))
+    view = memoryview(data).cast("B")
+    header, raws = _split_fields(view, raw_field)
+    return _parse(cls, header, what), raws
+
+
+# -- messages -> tensors ----------------------------------------------------------------------------------
+
+
+def _typed_to_numpy(tensor: InferTensor, contents: Any, where: str) -> np.ndarray[Any, Any] | None:
+    field = TYPED_CONTENTS_FIELD.get(tensor.datatype)
+    count = shape_size(tensor.shape)
+    if field is None:
+        # FP16/BF16 only travel as raw contents; any typed field set is a protocol error.
+        if _has_typed_values(contents):
+            raise DecodeError(
+                f"{where}: tensor {tensor.name!r}: {tensor.datatype} has no typed contents; "
+                "it must be sent in raw contents"
+            )
+        return None
+    values = getattr(contents, field)
+    n = len(values)
+    if n == 0 and count != 0:
+        return None
+    if n != count:
+        raise DecodeError(
+            f"{where}: tensor {tensor.name!r} has {n} values in contents.{field} but shape {tensor.shape} "
+            f"needs {count}"
+        )
+    if tensor.datatype == "BYTES":
+        arr = np.empty(count, dtype=object)
+        arr[:] = list(values)
+        return arr.reshape(tensor.shape)
+    try:
+        return np.array(values, dtype=datatype_to_dtype(tensor.datatype)).reshape(tensor.shape)
+    except (OverflowError, ValueError) as exc:
+        raise DecodeError(
+            f"{where}: tensor {tensor.name!r}: contents.{field} holds a value out of range for {tensor.datatype}"
+        ) from exc
+
+
+def _decode_tensors(
+    entries: Any, raws: Sequence[Buffer], factory: type[InferTensor], where: str, kind: str
+) -> list[Any]:
+    if raws and len(raws) != len(entries):
+        raise DecodeError(
+            f"{where}: {len(raws)} raw {kind} contents for {len(entries)} {kind}s "
+            f"({', '.join(repr(e.name) for e in entries)}); there must be one per {kind} or none"
+        )
+    tensors = []
+    for index, entry in enumerate(entries):
+        name = entry.name
+        if not name:
+            raise DecodeError(f"{where}: {kind} {index} has no name")
+        try:
+            tensor = factory(name, list(entry.shape), entry.datatype)
+        except EncodeError as exc:  # the peer's description, so a decode problem
+            raise DecodeError(f"{where}: {exc.message}") from exc
+        if entry.parameters:
+            tensor.parameters = decode_parameters(entry.parameters)
+        has_typed = entry.HasField("contents")
+        if raws:
+            if has_typed and _has_typed_values(entry.contents):
+                raise DecodeError(
+                    f"{where}: {kind} {name!r} has both typed contents and raw contents; use one or the other"
+                )
+            raw = raws[index]
+            item = DATATYPES[tensor.datatype]
+            nbytes = memoryview(raw).nbytes
+            if item is not None and nbytes != shape_size(tensor.shape) * item:
+                raise DecodeError(
+                    f"{where}: {kind} {name!r} has shape {tensor.shape} of {tensor.datatype} "
+                    f"({shape_size(tensor.shape) * item} bytes) but {nbytes} bytes of raw contents"
+                )
+            tensor._raw = raw  # zero-copy: a view of the received bytes (or the message's bytes object)
+        else:
+            arr = _typed_to_numpy(tensor, entry.contents, where) if has_typed else None
+            if arr is None:
+                if shape_size(tensor.shape) != 0 and "shared_memory_region" not in tensor.parameters:
+                    raise DecodeError(f"{where}: {kind} {name!r} has no data (neither raw nor typed contents)")
+                arr = np.empty(tensor.shape, dtype=object if tensor.datatype == "BYTES" else _np_dtype(tensor))
+            tensor._decoded = arr
+            tensor._array = arr if tensor.datatype != "BF16" else None
+            tensor._binary = False
+        tensors.append(tensor)
+    return tensors
+
+
+def _has_typed_values(contents: Any) -> bool:
+    return any(len(getattr(contents, name)) for name in _TYPED_FIELDS)
+
+
+_TYPED_FIELDS = tuple(sorted(set(TYPED_CONTENTS_FIELD.values())))
+
+
+def _np_dtype(tensor: InferTensor) -> Any:
+    return np.dtype("<u2") if tensor.datatype == "BF16" else datatype_to_dtype(tensor.datatype)
+
+
+def decode_infer_response(data: InferRequestLike, *, model_name: str | None = None) -> InferResponse:
+    """Parse a ``ModelInferResponse`` (message or wire bytes) into an :class:`InferResponse`.
+
+    Given bytes, raw outputs are zero-copy views of them. Raises DecodeError for a malformed message, a raw
+    contents count that differs from the output count, or sizes that disagree with shapes.
+    """
+    where = f"response of model {model_name!r}" if model_name else "infer response"
+    msg, raws = _message_and_raws(pb.ModelInferResponse, data, _RESP_RAW_FIELD, where)
+    return _response_from_message(msg, raws, model_name, where)
+
+
+def _response_from_message(msg: Any, raws: Sequence[Buffer], model_name: str | None, where: str) -> InferResponse:
+    outputs = _decode_tensors(msg.outputs, raws, InferOutput, where, "output")
+    return InferResponse(
+        model_name=msg.model_name or model_name or "",
+        outputs=outputs,
+        model_version=msg.model_version or None,
+        id=msg.id or None,
+        parameters=decode_parameters(msg.parameters) if msg.parameters else None,
+    )
+
+
+def decode_infer_request(data: InferRequestLike) -> InferRequest:
+    """Server side: parse a ``ModelInferRequest`` (message or wire bytes) into an :class:`InferRequest`."""
+    if isinstance(data, Message):
+        where = f"request for model {data.model_name!r}"  # type: ignore[attr-defined]
+    else:
+        where = "infer request"
+    msg, raws = _message_and_raws(pb.ModelInferRequest, data, _REQ_RAW_FIELD, where)
+    where = f"request for model {msg.model_name!r}"
+    if not msg.model_name:
+        raise DecodeError("infer request: model_name is empty")
+    inputs = _decode_tensors(msg.inputs, raws, InferInput, where, "input")
+    outputs = None
+    if len(msg.outputs):
+        outputs = []
+        for entry in msg.outputs:
+            if not entry.name:
+                raise DecodeError(f"{where}: every requested output needs a name")
+            params = decode_parameters(entry.parameters)
+            params.pop("binary_data", None)
+            class_count = params.pop("classification", 0)
+            if isinstance(class_count, bool) or not isinstance(class_count, int) or class_count < 0:
+                raise DecodeError(f"{where}: output {entry.name!r}: classification must be an integer >= 0")
+            outputs.append(InferRequestedOutput(entry.name, True, class_count, params))
+    try:
+        return InferRequest(
+            msg.model_name,
+            inputs,
+            request_id=msg.id or None,
+            parameters=validate_parameters(decode_parameters(msg.parameters), where, DecodeError),
+            outputs=outputs,
+            model_version=msg.model_version or None,
+        )
+    except EncodeError as exc:
+        raise DecodeError(exc.message) from exc
+
+
+# -- server side: responses ---------------------------------------------------------------------------------
+
+
+def _build_response_header(response: InferResponse, *, raw: bool) -> tuple[Any, list[Buffer]]:
+    where = f"response of model {response.model_name!r}"
+    msg = pb.ModelInferResponse()
+    msg.model_name = response.model_name
+    if response.model_version is not None:
+        msg.model_version = str(response.model_version)
+    if response.id is not None:
+        msg.id = response.id
+    if response.parameters:
+        encode_parameters(response.parameters, msg.parameters, where)
+    buffers: list[Buffer] = []
+    for tensor in response.outputs:
+        entry = msg.outputs.add()
+        _fill_tensor(tensor, entry, where)
+        if raw:
+            buffers.append(_tensor_raw(tensor))
+        else:
+            _fill_typed_contents(tensor, entry, where)
+    return msg, buffers
+
+
+def encode_infer_response(response: InferResponse, *, raw: bool = True) -> Any:
+    """Server side: build a ``ModelInferResponse`` message (raw contents by default; typed when ``raw=False``)."""
+    msg, buffers = _build_response_header(response, raw=raw)
+    for buf in buffers:
+        msg.raw_output_contents.append(buf if isinstance(buf, bytes) else bytes(buf))
+    return msg
+
+
+def serialize_infer_response(response: InferResponse) -> bytes:
+    """Server side: the wire bytes of a ``ModelInferResponse`` with raw contents (one copy per tensor)."""
+    msg, buffers = _build_response_header(response, raw=True)
+    return _join_raw(msg.SerializeToString(), _RESP_RAW_FIELD, buffers)
+
+
+def encode_stream_response(response: InferResponse | None = None, *, error: str | None = None, raw: bool = True) -> Any:
+    """Server side: a ``ModelStreamInferResponse`` carrying a response or an ``error_message``."""
+    msg = pb.ModelStreamInferResponse()
+    if error is not None:
+        msg.error_message = error
+    if response is not None:
+        msg.infer_response.CopyFrom(encode_infer_response(response, raw=raw))
+    return msg
+
+
+def serialize_stream_response(response: InferResponse | None = None, *, error: str | None = None) -> bytes:
+    """Server side: the wire bytes of a ``ModelStreamInferResponse`` (one copy per tensor)."""
+    parts: list[bytes] = []
+    if error is not None:
+        err = error.encode("utf-8")
+        parts.append(_varint((_STREAM_ERROR_FIELD << 3) | 2) + _varint(len(err)) + err)
+    if response is not None:
+        inner = serialize_infer_response(response)
+        parts.append(_varint((_STREAM_RESPONSE_FIELD << 3) | 2) + _varint(len(inner)))
+        parts.append(inner)
+    return b"".join(parts)
+
+
+# Message fragments -> gRPC code for stream errors, which carry text only. Checked in order, lower case.
+_STREAM_ERROR_CODES: tuple[tuple[str, str], ...] = (
+    ("unknown model", "NOT_FOUND"),
+    ("not found", "NOT_FOUND"),
+    ("unavailable", "UNAVAILABLE"),
+    ("invalid argument", "INVALID_ARGUMENT"),
+    ("unexpected shape", "INVALID_ARGUMENT"),
+    ("unexpected datatype", "INVALID_ARGUMENT"),
+    ("unexpected inference input", "INVALID_ARGUMENT"),
+    ("unexpected inference output", "INVALID_ARGUMENT"),
+)
+
+
+def stream_error(message: str, *, model_name: str | None = None, request_id: str | None = None) -> InferkitError:
+    """The typed error for a stream reply's ``error_message``.
+
+    A stream error has no status code on the wire (the stream itself stays OK), so the code is guessed from
+    the text: a leading ``"<CODE>: "`` (e.g. ``"INVALID_ARGUMENT: ..."``) wins, then a few fragments Triton
+    uses (``"unknown model"`` -> NotFoundError, ``"unexpected shape"`` -> InvalidInputError, ...); anything else
+    is an :class:`~inferkit.errors.InternalServerError` (INTERNAL). The stream stays open after such an error:
+    later requests on it still get answers.
+    """
+    code = "INTERNAL"
+    head, sep, _ = message.partition(":")
+    if sep and head.strip().isupper() and head.strip().replace("_", "").isalpha():
+        code = head.strip()
+    else:
+        lowered = message.lower()
+        for fragment, candidate in _STREAM_ERROR_CODES:
+            if fragment in lowered:
+                code = candidate
+                break
+    return error_for_grpc_code(code, message, model_name=model_name, request_id=request_id)
+
+
+def decode_stream_response(data: InferRequestLike, *, model_name: str | None = None) -> InferResponse:
+    """Client side: parse a ``ModelStreamInferResponse`` (message or bytes) into an InferResponse.
+
+    Raises the error from :func:`stream_error` when the reply carries an ``error_message``.
+    """
+    where = f"stream response of model {model_name!r}" if model_name else "stream response"
+    if isinstance(data, Message):
+        error = data.error_message  # type: ignore[attr-defined]
+        if error:
+            inner_id = data.infer_response.id or None  # type: ignore[attr-defined]
+            raise stream_error(error, model_name=model_name, request_id=inner_id)
+        return decode_infer_response(data.infer_response, model_name=model_name)  # type: ignore[attr-defined]
+    view = memoryview(data).cast("B")
+    error_text: str | None = None
+    inner: memoryview | None = None
+    pos, end = 0, len(view)
+    while pos < end:
+        key, pos = _read_varint(view, pos, end)
+        number, wire_type = key >> 3, key & 7
+        if wire_type == 2:
+            length, pos = _read_varint(view, pos, end)
+            if pos + length > end:
+                raise DecodeError(f"{where}: truncated protobuf message")
+            chunk = view[pos : pos + length]
+            pos += length
+            if number == _STREAM_ERROR_FIELD:
+                error_text = bytes(chunk).decode("utf-8", "replace")
+            elif number == _STREAM_RESPONSE_FIELD:
+                inner = chunk  # last one wins, as protobuf merges; a server sends one
+        elif wire_type == 0:
+            _, pos = _read_varint(view, pos, end)
+        elif wire_type == 1:
+            pos += 8
+        elif wire_type == 5:
+            pos += 4
+        else:
+            raise DecodeError(f"{where}: malformed protobuf message (wire type {wire_type})")
+    if error_text:
+        request_id = None
+        if inner is not None:
+            try:
+                request_id = decode_infer_response(inner, model_name=model_name).id
+            except DecodeError:
+                pass
+        raise stream_error(error_text, model_name=model_name, request_id=request_id)
+    if inner is None:
+        inner = view[0:0]
+    return decode_infer_response(inner, model_name=model_name)
+
+
+# -- small request messages ------------------------------------------------------------------------------
+
+
+def model_ready_request(model_name: str, model_version: str | None = None) -> Any:
+    """``ModelReadyRequest``."""
+    return pb.ModelReadyRequest(name=model_name, version=model_version or "")
+
+
+def model_metadata_request(model_name: str, model_version: str | None = None) -> Any:
+    """``ModelMetadataRequest``."""
+    return pb.ModelMetadataRequest(name=model_name, version=model_version or "")
+
+
+def model_config_request(model_name: str, model_version: str | None = None) -> Any:
+    """``ModelConfigRequest``."""
+    return pb.ModelConfigRequest(name=model_name, version=model_version or "")
+
+
+def model_statistics_request(model_name: str | None = None, model_version: str | None = None) -> Any:
+    """``ModelStatisticsRequest`` (no name: every model)."""
+    return pb.ModelStatisticsRequest(name=model_name or "", version=model_version or "")
+
+
+def repository_index_request(ready: bool = False) -> Any:
+    """``RepositoryIndexRequest``."""
+    return pb.RepositoryIndexRequest(ready=ready)
+
+
+def _repo_params(target: Any, params: Mapping[str, Any] | None, where: str) -> None:
+    for key, value in (params or {}).items():
+        entry = target[key]
+        if isinstance(value, bool):
+            entry.bool_param = value
+        elif isinstance(value, int):
+            entry.int64_param = value
+        elif isinstance(value, str):
+            entry.string_param = value
+        elif isinstance(value, (bytes, bytearray)):
+            entry.bytes_param = bytes(value)
+        else:
+            raise EncodeError(f"{where}: parameter {key!r} must be bool, int, str or bytes, got {type(value).__name__}")
+
+
+def repository_load_request(model_name: str, parameters: Mapping[str, Any] | None = None) -> Any:
+    """``RepositoryModelLoadRequest`` (parameters: bool/int/str/bytes, e.g. ``{"config": json_text}``)."""
+    msg = pb.RepositoryModelLoadRequest(model_name=model_name)
+    _repo_params(msg.parameters, parameters, f"load of model {model_name!r}")
+    return msg
+
+
+def repository_unload_request(model_name: str, parameters: Mapping[str, Any] | None = None) -> Any:
+    """``RepositoryModelUnloadRequest`` (e.g. ``{"unload_dependents": True}``)."""
+    msg = pb.RepositoryModelUnloadRequest(model_name=model_name)
+    _repo_params(msg.parameters, parameters, f"unload of model {model_name!r}")
+    return msg
+
+
+# -- replies -> dicts -------------------------------------------------------------------------------------
+
+_INT64_TYPES = frozenset(
+    {
+        FieldDescriptor.TYPE_INT64,
+        FieldDescriptor.TYPE_UINT64,
+        FieldDescriptor.TYPE_SINT64,
+        FieldDescriptor.TYPE_FIXED64,
+        FieldDescriptor.TYPE_SFIXED64,
+    }
+)
+
+
+def _to_dict_kwargs() -> dict[str, Any]:
+    params = json_format.MessageToDict.__code__.co_varnames
+    if "always_print_fields_with_no_presence" in params:
+        return {"always_print_fields_with_no_presence": True}
+    return {"including_default_value_fields": True}  # protobuf < 5
+
+
+_DICT_KWARGS = _to_dict_kwargs()
+
+
+def _fix_int64(value: Any, descriptor: Any) -> Any:
+    """Turn the JSON mapping's int64-as-string back into ints, guided by the descriptor."""
+    if not isinstance(value, dict):
+        return value
+    for field in descriptor.fields:
+        key = field.name
+        if key not in value:
+            continue
+        item = value[key]
+        if field.type in _INT64_TYPES:
+            if isinstance(item, list):
+                value[key] = [int(x) for x in item]
+            else:
+                value[key] = int(item)
+        elif field.type == FieldDescriptor.TYPE_MESSAGE:
+            sub = field.message_type
+            if sub.GetOptions().map_entry:
+                value_field = sub.fields_by_name["value"]
+                if value_field.type in _INT64_TYPES:
+                    value[key] = {k: int(v) for k, v in item.items()}
+                elif value_field.type == FieldDescriptor.TYPE_MESSAGE:
+                    for v in item.values():
+                        _fix_int64(v, value_field.message_type)
+            elif isinstance(item, list):
+                for v in item:
+                    _fix_int64(v, sub)
+            else:
+                _fix_int64(item, sub)
+    return value
+
+
+def message_to_dict(message: Any) -> dict[str, Any]:
+    """A reply message as a plain dict (shape documented in the module docstring)."""
+    raw = json_format.MessageToDict(message, preserving_proto_field_name=True, **_DICT_KWARGS)
+    return _fix_int64(raw, message.DESCRIPTOR)  # type: ignore[no-any-return]
+
+
+def server_metadata_to_dict(message: Any) -> dict[str, Any]:
+    """``ServerMetadataResponse`` -> ``{"name", "version", "extensions"}`` (as ``GET /v2``)."""
+    return {"name": message.name, "version": message.version, "extensions": list(message.extensions)}
+
+
+def model_metadata_to_dict(message: Any) -> dict[str, Any]:
+    """``ModelMetadataResponse`` -> ``{"name", "versions", "platform", "inputs", "outputs"}`` (as REST)."""
+
+    def tensors(entries: Iterable[Any]) -> list[dict[str, Any]]:
+        return [{"name": t.name, "datatype": t.datatype, "shape": list(t.shape)} for t in entries]
+
+    return {
+        "name": message.name,
+        "versions": list(message.versions),
+        "platform": message.platform,
+        "inputs": tensors(message.inputs),
+        "outputs": tensors(message.outputs),
+    }
+
+
+def model_config_to_dict(message: Any) -> dict[str, Any]:
+    """``ModelConfigResponse`` (or a ``ModelConfig``) -> the config dict, as ``GET .../config`` returns it."""
+    config = message.config if message.DESCRIPTOR.name == "ModelConfigResponse" else message
+    return message_to_dict(config)
+
+
+def model_statistics_to_dict(message: Any) -> dict[str, Any]:
+    """``ModelStatisticsResponse`` -> ``{"model_stats": [...]}`` (as ``GET .../stats``)."""
+    return message_to_dict(message)
+
+
+def repository_index_to_list(message: Any) -> list[dict[str, Any]]:
+    """``RepositoryIndexResponse`` -> ``[{"name", "version", "state", "reason"}, ...]`` (as REST)."""
+    out = []
+    for m in message.models:
+        entry = {"name": m.name}
+        for key in ("version", "state", "reason"):
+            value = getattr(m, key)
+            if value:
+                entry[key] = value
+        out.append(entry)
+    return out
