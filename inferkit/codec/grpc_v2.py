@@ -373,8 +373,7 @@ def _typed_to_numpy(tensor: InferTensor, contents: Any, where: str) -> np.ndarra
         return None
     if n != count:
         raise DecodeError(
-            f"{where}: tensor {tensor.name!r} has {n} values in contents.{field} but shape {tensor.shape} "
-            f"needs {count}"
+            f"{where}: tensor {tensor.name!r} has {n} values in contents.{field} but shape {tensor.shape} needs {count}"
         )
     if tensor.datatype == "BYTES":
         arr = np.empty(count, dtype=object)
