@@ -157,7 +157,7 @@ def _rows_of(tensors: Sequence[Any], what: str) -> Any:
     if len(firsts) != 1 or None in firsts:
         raise EncodeError(f"{what}: several tensors must share their first dimension to form v1 rows")
     (rows,) = firsts
-    return [{name: _jsonable(arr[i].tolist()) for name, arr in arrays.items()} for i in range(rows)]
+    return [{name: _jsonable(np.asarray(arr[i]).tolist()) for name, arr in arrays.items()} for i in range(rows)]
 
 
 def v2_request_to_v1_body(request: InferRequest) -> dict[str, Any]:
