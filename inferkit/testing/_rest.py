@@ -1,0 +1,307 @@
+"""The REST front end of the reference server (aiohttp): Open Inference Protocol v2 and KServe v1.
+
+Owns: the aiohttp application, its routes, error replies, response compression, auth checks, and the REST
+form of every fault (with real socket behaviour: aborted and half-written connections, wrong lengths).
+Bodies are built and parsed only with ``inferkit.codec`` (``rest_v2``, ``rest_v1``). Must not import: grpc.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import gzip
+import zlib
+from typing import Any, Awaitable, Callable, Mapping
+
+from aiohttp import web
+
+from inferkit.codec import _json, rest_v1, rest_v2
+from inferkit.errors import DecodeError, EncodeError, http_status_for_grpc_code
+from inferkit.testing._engine import Engine
+from inferkit.testing._faults import Fault, FaultBook
+from inferkit.testing._model import ModelError
+
+__all__ = ["build_app"]
+
+_JSON = rest_v2.JSON_CONTENT_TYPE
+_HL = rest_v2.HEADER_LENGTH
+_PRE_ACTIONS = ("status", "grpc_status", "delay", "drop_before")
+_MAX_BODY = 1 << 31
+
+
+@dataclasses.dataclass
+class Reply:
+    """A complete answer, built before it is sent so that faults can bend it."""
+
+    status: int = 200
+    body: bytes = b""
+    headers: dict[str, str] = dataclasses.field(default_factory=dict)
+
+    @classmethod
+    def json(cls, value: Any, status: int = 200) -> Reply:
+        return cls(status, _json.dumps(value), {"Content-Type": _JSON})
+
+    @classmethod
+    def error(cls, status: int, message: str) -> Reply:
+        return cls(status, rest_v2.encode_error_body(message), {"Content-Type": _JSON})
+
+    def response(self) -> web.Response:
+        return web.Response(status=self.status, body=self.body, headers=self.headers)
+
+
+Handler = Callable[[web.Request, "Fault | None"], Awaitable[Reply]]
+
+
+def build_app(engine: Engine, book: FaultBook, auth: tuple[str, str] | None) -> web.Application:
+    """The aiohttp application serving ``engine``'s models."""
+    app = web.Application(client_max_size=_MAX_BODY)
+    api = _Api(engine)
+
+    def add(method: str, path: str, route: str, handler: Handler) -> None:
+        app.router.add_route(method, path, _wrap(route, handler, book, auth))
+
+    add("GET", "/v2/health/live", "live", api.live)
+    add("GET", "/v2/health/ready", "ready", api.ready)
+    add("GET", "/v2", "server_metadata", api.server_metadata)
+    add("GET", "/v2/models/stats", "model_statistics", api.statistics)
+    for base in ("/v2/models/{model}", "/v2/models/{model}/versions/{version}"):
+        add("GET", base, "model_metadata", api.model_metadata)
+        add("GET", base + "/ready", "model_ready", api.model_ready)
+        add("GET", base + "/config", "model_config", api.model_config)
+        add("GET", base + "/stats", "model_statistics", api.statistics)
+        add("POST", base + "/infer", "infer", api.infer)
+    add("POST", "/v2/repository/index", "repository_index", api.repository_index)
+    add("POST", "/v2/repository/models/{model}/load", "repository_load", api.repository_load)
+    add("POST", "/v2/repository/models/{model}/unload", "repository_unload", api.repository_unload)
+    add("GET", "/", "v1_live", api.v1_live)
+    add("GET", "/v1/models", "v1_models", api.v1_models)
+    add("GET", "/v1/models/{model:[^/:]+}", "v1_ready", api.v1_ready)
+    add("POST", "/v1/models/{model:[^/]+}:predict", "v1_predict", api.v1_predict)
+    add("POST", "/v1/models/{model:[^/]+}:explain", "v1_explain", api.v1_explain)
+    return app
+
+
+def _wrap(route: str, handler: Handler, book: FaultBook, auth: tuple[str, str] | None) -> Any:
+    async def serve(request: web.Request) -> web.StreamResponse:
+        fault = book.arrive(route, request.match_info.get("model"), "rest")
+        if fault is not None and fault.action in _PRE_ACTIONS:
+            if fault.action == "delay":
+                await asyncio.sleep(fault.seconds)
+            elif fault.action == "drop_before":
+                _abort(request)
+                return web.Response()  # never sent: the transport is gone
+            else:
+                return _fault_reply(fault).response()
+        if auth is not None and request.headers.get(auth[0]) != auth[1]:
+            reply = Reply.error(401, f"missing or wrong '{auth[0]}' header: this server requires authentication")
+        else:
+            try:
+                reply = await handler(request, fault)
+            except ModelError as exc:
+                reply = Reply.error(exc.status, exc.message)
+            except (DecodeError, EncodeError) as exc:
+                reply = Reply.error(400, str(exc))
+            except Exception as exc:  # a bug here or in a model: answer like a server would, with the reason
+                reply = Reply.error(500, f"reference server error: {type(exc).__name__}: {exc}")
+        if fault is not None:
+            reply = _bend(reply, fault)
+        reply = _compress(reply, request.headers.get("Accept-Encoding", ""))
+        if fault is None or fault.action not in ("drop_during", "truncate", "trickle"):
+            return reply.response()
+        return await _send_badly(request, reply, fault)
+
+    return serve
+
+
+def _fault_reply(fault: Fault) -> Reply:
+    status = fault.status if fault.action == "status" else http_status_for_grpc_code(fault.code)
+    reply = Reply.error(status, fault.error_message())
+    if fault.retry_after is not None:
+        seconds = fault.retry_after
+        reply.headers["Retry-After"] = str(int(seconds)) if float(seconds).is_integer() else str(seconds)
+    return reply
+
+
+def _abort(request: web.Request) -> None:
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+
+
+def _bend(reply: Reply, fault: Fault) -> Reply:
+    """Apply the body-level faults (wrong lengths, malformed JSON) to a built reply."""
+    if fault.action == "lie_header_length":
+        true_length = int(reply.headers.get(_HL, len(reply.body)))
+        lie = fault.value if fault.value is not None else len(reply.body) + 1
+        if lie == true_length:
+            lie += 1
+        reply.headers[_HL] = str(lie)
+    elif fault.action == "lie_binary_size" and _HL in reply.headers:
+        length = int(reply.headers[_HL])
+        header = _json.loads(reply.body[:length])
+        for output in header.get("outputs", []):
+            params = output.get("parameters") or {}
+            if "binary_data_size" in params:
+                params["binary_data_size"] += fault.value if fault.value is not None else 4
+                break
+        head = _json.dumps(header)
+        reply.body = head + reply.body[length:]
+        reply.headers[_HL] = str(len(head))
+    elif fault.action == "malformed_json":
+        body = reply.body[: int(reply.headers.get(_HL, len(reply.body)))]
+        reply.body = body[: len(body) // 2] if len(body) >= 8 else b'{"outputs": [{"na'
+        reply.headers.pop(_HL, None)
+        reply.headers["Content-Type"] = _JSON
+    return reply
+
+
+def _compress(reply: Reply, accept: str) -> Reply:
+    if not reply.body or not accept:
+        return reply
+    offered = [part.split(";")[0].strip().lower() for part in accept.split(",")]
+    if "gzip" in offered:
+        reply.body = gzip.compress(reply.body, compresslevel=1)
+        reply.headers["Content-Encoding"] = "gzip"
+    elif "deflate" in offered:
+        reply.body = zlib.compress(reply.body, 1)
+        reply.headers["Content-Encoding"] = "deflate"
+    return reply
+
+
+async def _send_badly(request: web.Request, reply: Reply, fault: Fault) -> web.StreamResponse:
+    """Send a reply with a transport-level fault: cut short (reset or clean close) or trickled."""
+    response = web.StreamResponse(status=reply.status, headers=reply.headers)
+    response.content_length = len(reply.body)
+    await response.prepare(request)
+    body = reply.body
+    if fault.action == "trickle":
+        for start in range(0, len(body), fault.chunk_size):
+            await response.write(body[start : start + fault.chunk_size])
+            await asyncio.sleep(fault.seconds)
+        await response.write_eof()
+        return response
+    cut = fault.value if fault.value is not None else len(body) // 2
+    await response.write(body[: max(0, min(cut, len(body) - 1))])
+    transport = request.transport
+    if transport is not None:
+        if fault.action == "drop_during":
+            transport.abort()
+        else:
+            transport.close()  # flushes what was written, then FIN: a clean close, short of Content-Length
+    return response
+
+
+class _Api:
+    """The route handlers: request in, Reply out (ModelError/DecodeError become error replies)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+
+    # -- health and metadata ----------------------------------------------------------------------------------
+    async def live(self, request: web.Request, fault: Fault | None) -> Reply:
+        return Reply(200, b"", {"Content-Type": _JSON})
+
+    async def ready(self, request: web.Request, fault: Fault | None) -> Reply:
+        return Reply(200, b"", {"Content-Type": _JSON})
+
+    async def server_metadata(self, request: web.Request, fault: Fault | None) -> Reply:
+        return Reply.json(self.engine.server_metadata())
+
+    async def model_metadata(self, request: web.Request, fault: Fault | None) -> Reply:
+        model, _ = self.engine.get(request.match_info["model"], request.match_info.get("version"))
+        return Reply.json(model.metadata())
+
+    async def model_ready(self, request: web.Request, fault: Fault | None) -> Reply:
+        name = request.match_info["model"]
+        if self.engine.is_ready(name, request.match_info.get("version")):
+            return Reply(200, b"", {"Content-Type": _JSON})
+        return Reply.error(400, f"model '{name}' is not ready (unloaded)")
+
+    async def model_config(self, request: web.Request, fault: Fault | None) -> Reply:
+        model, _ = self.engine.get(request.match_info["model"], request.match_info.get("version"))
+        return Reply.json(model.model_config())
+
+    async def statistics(self, request: web.Request, fault: Fault | None) -> Reply:
+        stats = self.engine.statistics(request.match_info.get("model"), request.match_info.get("version"))
+        return Reply.json(stats)
+
+    # -- inference --------------------------------------------------------------------------------------------
+    async def infer(self, request: web.Request, fault: Fault | None) -> Reply:
+        name = request.match_info["model"]
+        version = request.match_info.get("version")
+        self.engine.get(name, version)  # an unknown model is a 404 whatever the body
+        body = await request.read()
+        header_length = rest_v2.parse_header_length(request.headers.get(_HL), len(body), "request")
+        infer_request = rest_v2.decode_infer_request(body, header_length, model_name=name, model_version=version)
+        response = await self.engine.infer(infer_request)
+        binary_output = bool(infer_request.parameters.get("binary_data_output", False))
+        if fault is not None and fault.action == "lie_binary_size":
+            binary_output = True
+            for out in infer_request.outputs or ():
+                out.binary_data = True
+        encoded = rest_v2.encode_infer_response(response, requested=infer_request.outputs, binary_output=binary_output)
+        return Reply(200, encoded.body, dict(encoded.headers))
+
+    # -- repository -------------------------------------------------------------------------------------------
+    async def repository_index(self, request: web.Request, fault: Fault | None) -> Reply:
+        body = await _json_body(request)
+        return Reply.json(self.engine.repository_index(bool(body.get("ready", False))))
+
+    async def repository_load(self, request: web.Request, fault: Fault | None) -> Reply:
+        await _json_body(request)
+        self.engine.load(request.match_info["model"])
+        return Reply(200, b"", {"Content-Type": _JSON})
+
+    async def repository_unload(self, request: web.Request, fault: Fault | None) -> Reply:
+        await _json_body(request)
+        self.engine.unload(request.match_info["model"])
+        return Reply(200, b"", {"Content-Type": _JSON})
+
+    # -- KServe v1 --------------------------------------------------------------------------------------------
+    async def v1_live(self, request: web.Request, fault: Fault | None) -> Reply:
+        return Reply.json({"status": "alive"})
+
+    async def v1_models(self, request: web.Request, fault: Fault | None) -> Reply:
+        return Reply.json({"models": [n for n, ok in self.engine.loaded.items() if ok]})
+
+    async def v1_ready(self, request: web.Request, fault: Fault | None) -> Reply:
+        name = request.match_info["model"]
+        ready = self.engine.is_ready(name)
+        return Reply.json({"name": name, "ready": ready}, 200 if ready else 503)
+
+    async def _v1_request(self, request: web.Request) -> Any:
+        name = request.match_info["model"]
+        model, _ = self.engine.get(name)
+        body = rest_v1.decode_predict_request(await request.read(), model_name=name)
+        input_name = model.inputs[0].name if len(model.inputs) == 1 else "input-0"
+        return rest_v1.v1_instances_to_v2_request(body, name, input_name=input_name)
+
+    async def v1_predict(self, request: web.Request, fault: Fault | None) -> Reply:
+        infer_request = await self._v1_request(request)
+        response = await self.engine.infer(infer_request, lenient_datatypes=True)
+        return Reply.json(rest_v1.v2_response_to_v1_body(response))
+
+    async def v1_explain(self, request: web.Request, fault: Fault | None) -> Reply:
+        infer_request = await self._v1_request(request)
+        model, _ = self.engine.get(infer_request.model_name)
+        arrays = model.check_request(infer_request, lenient_datatypes=True)
+        loop = asyncio.get_running_loop()
+        try:
+            result = await loop.run_in_executor(
+                self.engine.executor, self.engine.explain, model.name, arrays, dict(infer_request.parameters)
+            )
+        except ModelError:
+            raise
+        except Exception as exc:
+            raise ModelError(500, f"model '{model.name}' explainer failed: {type(exc).__name__}: {exc}") from exc
+        return Reply.json(result)
+
+
+async def _json_body(request: web.Request) -> Mapping[str, Any]:
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    value = _json.loads(raw, what="request body")
+    if not isinstance(value, dict):
+        raise ModelError(400, "the request body must be a JSON object")
+    return value
