@@ -272,7 +272,13 @@ class ReferenceServer:
                 await site.start()
                 self.http_port = int(runner.addresses[0][1])
             if self._want_grpc:
-                from inferkit.testing._grpc import start_grpc_server  # noqa: PLC0415
+                try:
+                    from inferkit.testing._grpc import start_grpc_server  # noqa: PLC0415
+                except ImportError as exc:
+                    raise ImportError(
+                        "the reference server's gRPC front end needs grpcio: pip install 'inferkit[grpc]' "
+                        "(or ReferenceServer(..., grpc=False))"
+                    ) from exc
 
                 grpc_server, self.grpc_port = await start_grpc_server(
                     self._engine, self._book, self.auth, self.tls, self.host, self._grpc_port_wanted
