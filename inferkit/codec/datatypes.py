@@ -111,6 +111,7 @@ def element_size(datatype: str) -> int | None:
     return DATATYPES[check_datatype(datatype)]
 
 
+# np.ascontiguousarray would turn a 0-d array into shape (1,); np.asarray(order="C") keeps the shape.
 def to_wire_array(arr: np.ndarray[Any, Any], datatype: str, *, tensor: str = "") -> np.ndarray[Any, Any]:
     """Convert a numeric array to its wire layout: the datatype's little-endian dtype, C-contiguous.
 
@@ -119,16 +120,18 @@ def to_wire_array(arr: np.ndarray[Any, Any], datatype: str, *, tensor: str = "")
     """
     if datatype == "BF16":
         if arr.dtype.name == "bfloat16":
-            return np.ascontiguousarray(arr)
+            # As uint16 bits: Python's buffer protocol cannot export ml_dtypes' bfloat16 ('E'), so a
+            # bfloat16 array could not be framed into a body zero-copy.
+            return np.asarray(arr, order="C").view(np.uint16).astype("<u2", copy=False)
         if arr.dtype.kind == "f":
             return float32_to_bf16_bits(arr)
         raise EncodeError(f"tensor {tensor!r}: BF16 needs a float32 or ml_dtypes.bfloat16 array, got {arr.dtype}")
     target = _NUMERIC[datatype]
     if arr.dtype == target:
         # dtype equality ignores '=' vs '<' on little-endian hosts, which is what we want.
-        return arr if arr.flags.c_contiguous else np.ascontiguousarray(arr)
+        return arr if arr.flags.c_contiguous else np.asarray(arr, order="C")
     if arr.dtype.kind == target.kind and arr.dtype.itemsize == target.itemsize:
-        return np.ascontiguousarray(arr, dtype=target)  # byte-order swap only
+        return np.asarray(arr, dtype=target, order="C")  # byte-order swap only
     raise EncodeError(
         f"tensor {tensor!r}: datatype {datatype} needs numpy dtype {target.name}, got {arr.dtype}; "
         f"convert with arr.astype(np.{target.name}) or declare the matching datatype"
@@ -137,7 +140,7 @@ def to_wire_array(arr: np.ndarray[Any, Any], datatype: str, *, tensor: str = "")
 
 def float32_to_bf16_bits(arr: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     """Round float arrays to bfloat16 (nearest-even, NaN kept), returned as little-endian uint16 bits."""
-    f32 = np.ascontiguousarray(arr, dtype="<f4")
+    f32 = np.asarray(arr, dtype="<f4", order="C")
     bits = f32.view("<u4")
     rounding = ((bits >> 16) & 1) + np.uint32(0x7FFF)
     out = ((bits + rounding) >> 16).astype("<u2")

@@ -148,14 +148,28 @@ def encode_infer_request(request: InferRequest, *, binary: bool = True) -> Encod
     return _frame(header, buffers)
 
 
-def parse_header_length(value: str | None, body_size: int, what: str = "response") -> int | None:
-    """Validate an ``Inference-Header-Content-Length`` value against the body size."""
+def parse_header_length(value: str | int | None, body_size: int, what: str = "response") -> int | None:
+    """Validate an ``Inference-Header-Content-Length`` value against the body size.
+
+    Accepts the header's text (ASCII digits, surrounding whitespace ignored) or an int. Returns None when
+    ``value`` is None (the whole body is JSON). Raises DecodeError when the value is not a plain decimal
+    integer, is zero or negative, or exceeds ``body_size``.
+    """
     if value is None:
         return None
-    try:
-        length = int(value)
-    except ValueError as exc:
-        raise DecodeError(f"{what}: {HEADER_LENGTH} is not an integer: {value[:40]!r}") from exc
+    if isinstance(value, bool):
+        raise DecodeError(f"{what}: {HEADER_LENGTH} must be an integer, got {value!r}")
+    if isinstance(value, int):
+        length = value
+    elif isinstance(value, (str, bytes)):
+        text = value.decode("latin-1") if isinstance(value, bytes) else value
+        digits = text.strip()
+        # int() would also accept "+5", "1_000" and non-ASCII digits; a header value is plain ASCII digits.
+        if not (digits.isascii() and digits.isdigit()) or len(digits) > 19:
+            raise DecodeError(f"{what}: {HEADER_LENGTH} is not a non-negative integer: {text[:40]!r}")
+        length = int(digits)
+    else:
+        raise DecodeError(f"{what}: {HEADER_LENGTH} must be an integer, got {type(value).__name__}")
     if length <= 0 or length > body_size:
         raise DecodeError(
             f"{what}: {HEADER_LENGTH} says the JSON header is {length} bytes but the body has {body_size}; "
@@ -218,17 +232,26 @@ def _decode_tensors(
     return tensors, offset
 
 
-def _split(body: Buffer, header_length: int | None, where: str) -> tuple[dict[str, Any], memoryview, int]:
+def _split(body: Buffer, header_length: int | str | None, where: str) -> tuple[dict[str, Any], memoryview, int]:
     view = memoryview(body).cast("B") if not isinstance(body, memoryview) else body.cast("B")
-    json_part = view if header_length is None else view[:header_length]
-    header = _json.loads(json_part, what=f"{where} JSON")
+    # Validated here too (not only by parse_header_length): a negative length would silently slice from the end.
+    length = parse_header_length(header_length, len(view), where)
+    json_part = view if length is None else view[:length]
+    try:
+        header = _json.loads(json_part, what=f"{where} JSON")
+    except DecodeError as exc:
+        if length is None and b"binary_data_size" in bytes(view[:65536]):
+            raise DecodeError(
+                f"{exc.message}; the body has binary tensors but no {HEADER_LENGTH} was given"
+            ) from exc.__cause__
+        raise
     if not isinstance(header, dict):
         raise DecodeError(f"{where}: JSON body must be an object, got {type(header).__name__}")
-    return header, view, header_length or len(view)
+    return header, view, length if length is not None else len(view)
 
 
 def decode_infer_response(
-    body: Buffer, header_length: int | None = None, *, model_name: str | None = None
+    body: Buffer, header_length: int | str | None = None, *, model_name: str | None = None
 ) -> InferResponse:
     """Parse an infer response body (JSON, or JSON header + binary outputs).
 
@@ -238,21 +261,25 @@ def decode_infer_response(
     where = f"response of model {model_name!r}" if model_name else "infer response"
     header, view, offset = _split(body, header_length, where)
     outputs, end = _decode_tensors(header.get("outputs", []), view, offset, InferOutput, where, "outputs")
-    if header_length is not None and end != len(view):
+    if end != len(view):
         raise DecodeError(f"{where}: {len(view) - end} bytes after the last binary output (sizes do not add up)")
     name = header.get("model_name", model_name or "")
     version = header.get("model_version")
+    response_id = header.get("id")
+    for key, value in (("model_name", name), ("model_version", version), ("id", response_id)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int))):
+            raise DecodeError(f"{where}: {key!r} must be a string, got {type(value).__name__}")
     return InferResponse(
         model_name=str(name),
         outputs=outputs,
         model_version=str(version) if version is not None else None,
-        id=header.get("id"),
+        id=str(response_id) if response_id is not None else None,
         parameters=validate_parameters(header.get("parameters"), where, DecodeError),
     )
 
 
 def decode_infer_request(
-    body: Buffer, header_length: int | None = None, *, model_name: str, model_version: str | None = None
+    body: Buffer, header_length: int | str | None = None, *, model_name: str, model_version: str | None = None
 ) -> InferRequest:
     """Server side: parse an infer request body into an InferRequest with zero-copy binary inputs."""
     where = f"request for model {model_name!r}"
@@ -260,7 +287,7 @@ def decode_infer_request(
     if "inputs" not in header:
         raise DecodeError(f"{where}: no 'inputs'")
     inputs, end = _decode_tensors(header["inputs"], view, offset, InferInput, where, "inputs")
-    if header_length is not None and end != len(view):
+    if end != len(view):
         raise DecodeError(f"{where}: {len(view) - end} bytes after the last binary input (sizes do not add up)")
     outputs = None
     if header.get("outputs") is not None:

@@ -73,7 +73,7 @@ def validate_parameters(
     parameters: Mapping[str, Any] | None, where: str, error: type[EncodeError] | type[DecodeError] = EncodeError
 ) -> dict[str, ParameterValue]:
     """Copy ``parameters`` into a plain dict, checking each value is bool, int, float or str."""
-    if not parameters:
+    if parameters is None:
         return {}
     if not isinstance(parameters, Mapping):
         raise error(f"{where}: parameters must be a mapping of str to bool/int/float/str, got {parameters!r}")
@@ -341,14 +341,7 @@ class InferTensor:
         elif self.datatype == "BYTES":
             flat = _flatten_bytes(data, self.name, error)
         else:
-            try:
-                flat = np.asarray(data, dtype=datatype_to_dtype(self.datatype)).reshape(-1)
-            except (ValueError, TypeError, OverflowError) as exc:
-                raise error(
-                    f"tensor {self.name!r}: data is not a regular list of {self.datatype} values ({exc})"
-                ) from exc
-            if self.datatype == "BOOL" and _has_non_bool(data):
-                raise error(f"tensor {self.name!r}: BOOL data must contain only true/false")
+            flat = _numeric_json_to_numpy(data, self.datatype, self.name, error)
         if flat.size != count:
             raise error(
                 f"tensor {self.name!r}: data has {flat.size} elements but shape {self._shape} needs {count}"
@@ -366,15 +359,46 @@ def dtype_to_datatype_or_none(dtype: np.dtype[Any]) -> str | None:
         return None
 
 
-def _has_non_bool(data: Any) -> bool:
-    stack = [data]
-    while stack:
-        item = stack.pop()
-        if isinstance(item, (list, tuple)):
-            stack.extend(item)
-        elif not isinstance(item, (bool, np.bool_)):
-            return True
-    return False
+_JSON_KINDS = {"b": "true/false", "i": "integers", "u": "integers", "f": "numbers"}
+
+
+def _numeric_json_to_numpy(
+    data: Any, datatype: str, tensor: str, error: type[EncodeError] | type[DecodeError]
+) -> np.ndarray[Any, Any]:
+    """Convert JSON numbers to a flat array of ``datatype``, rejecting what would silently change value.
+
+    numpy alone would parse strings ("1.5"), truncate 1.5 to 1 for integer types and accept 0/1 for BOOL; the
+    protocol has none of that, so the values are parsed with numpy's own inference first and the kind checked.
+    """
+    target = datatype_to_dtype(datatype)
+    try:
+        parsed = np.asarray(data)
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise error(f"tensor {tensor!r}: data is not a regular list of {datatype} values ({exc})") from exc
+    if parsed.size == 0:
+        return np.empty(0, dtype=target)
+    kind = parsed.dtype.kind
+    want = target.kind
+    ok = kind == want or (want in "iu" and kind in "iu") or (want == "f" and kind in "iuf")
+    if not ok and kind in "fO" and want in "iu":
+        # Mixing int64 and uint64 values makes numpy infer float64 (or object beyond 64 bits): convert exactly to
+        # the target (numpy raises for out-of-range ints), then make sure no fractional value was truncated.
+        try:
+            exact = np.asarray(data, dtype=target).reshape(-1)
+        except (ValueError, TypeError, OverflowError) as exc:
+            raise error(f"tensor {tensor!r}: data is not a list of {datatype} values ({exc})") from exc
+        if kind == "O" or np.array_equal(exact.astype(np.float64), parsed.reshape(-1)):
+            return exact
+    if not ok:
+        found = "strings" if kind in "US" else _JSON_KINDS.get(kind, f"{parsed.dtype} values")
+        raise error(f"tensor {tensor!r}: {datatype} data must contain {_JSON_KINDS[want]}, found {found}")
+    if want in "iu" and parsed.dtype != target:
+        info = np.iinfo(target)
+        if parsed.min() < info.min or parsed.max() > info.max:
+            raise error(
+                f"tensor {tensor!r}: a value is out of range for {datatype} ([{info.min}, {info.max}])"
+            )
+    return parsed.astype(target, copy=False).reshape(-1)
 
 
 def _flatten_bytes(data: Sequence[Any], tensor: str, error: type[EncodeError] | type[DecodeError]) -> np.ndarray[Any, Any]:
