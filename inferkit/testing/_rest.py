@@ -282,6 +282,9 @@ class _Api:
         return Reply.json(rest_v1.v2_response_to_v1_body(response))
 
     async def v1_explain(self, request: web.Request, fault: Fault | None) -> Reply:
+        name = request.match_info["model"]
+        if self.engine.get(name)[0].explainer is None:
+            raise ModelError(501, f"model '{name}' has no explainer")
         infer_request = await self._v1_request(request)
         model, _ = self.engine.get(infer_request.model_name)
         arrays = model.check_request(infer_request, lenient_datatypes=True)
