@@ -117,7 +117,12 @@ class _Service:
         return pb.ServerReadyResponse(ready=True)
 
     async def ModelReady(self, request: Any, fault: Fault | None) -> Any:  # noqa: N802
-        return pb.ModelReadyResponse(ready=self.engine.is_ready(request.name, request.version or None))
+        # As Triton: an unknown model (or version) is simply not ready over gRPC (REST answers 404).
+        try:
+            ready = self.engine.is_ready(request.name, request.version or None)
+        except ModelError:
+            ready = False
+        return pb.ModelReadyResponse(ready=ready)
 
     async def ServerMetadata(self, request: Any, fault: Fault | None) -> Any:  # noqa: N802
         meta = self.engine.server_metadata()
