@@ -143,10 +143,11 @@ def float32_to_bf16_bits(arr: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     f32 = np.asarray(arr, dtype="<f4", order="C")
     bits = f32.view("<u4")
     rounding = ((bits >> 16) & 1) + np.uint32(0x7FFF)
-    out = ((bits + rounding) >> 16).astype("<u2")
+    out = np.asarray((bits + rounding) >> 16, dtype="<u2").reshape(f32.shape)  # 0-d math gives scalars
     nan = np.isnan(f32)
     if nan.any():
-        out[nan] = (bits[nan] >> 16).astype("<u2") | np.uint16(0x0040)  # quiet NaN, sign kept
+        quiet = np.asarray(bits >> 16, dtype="<u2") | np.uint16(0x0040)  # quiet NaN, sign kept
+        out = np.where(nan, quiet, out).astype("<u2", copy=False).reshape(f32.shape)
     return out
 
 
@@ -155,30 +156,81 @@ def bf16_bits_to_float32(bits: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     return (bits.astype("<u4") << 16).view("<f4")
 
 
-def _as_bytes_items(arr: np.ndarray[Any, Any], tensor: str) -> tuple[list[bytes], int]:
-    """Flatten a BYTES-like array into a list of bytes elements; returns (items, total data size)."""
+# -- BYTES ------------------------------------------------------------------------------------------------------
+# Both directions avoid a per-element Python loop: ``struct`` packs and unpacks every element in C from one
+# format string (``I3s I5s ...`` / ``4x3s 4x5s ...``) that numpy builds from the lengths, and decoding finds the
+# element offsets (each depends on the previous length) with many walkers advancing in lock-step over numpy
+# arrays (see ``_chain_offsets``). Small tensors take the plain loop, which is faster below a few thousand elements.
+
+_VECTOR_MIN = 512  # elements; below this the plain loop wins
+
+
+def _format_tokens(lens: np.ndarray[Any, Any], prefix: bytes, suffix: bytes) -> bytes:
+    """``prefix + str(n) + suffix`` for every n in ``lens``, concatenated, built with numpy (no Python loop)."""
+    count = len(lens)
+    digits = len(str(int(lens.max()))) if count else 1
+    width = len(prefix) + digits + len(suffix)
+    table = np.zeros((count, width), np.uint8)
+    table[:, : len(prefix)] = np.frombuffer(prefix, np.uint8)
+    table[:, width - len(suffix) :] = np.frombuffer(suffix, np.uint8)
+    for k in range(digits):
+        column = (lens // 10**k) % 10 + 48
+        if k:
+            column[lens < 10**k] = 0  # no leading zeros: NUL, removed below
+        table[:, len(prefix) + digits - 1 - k] = column
+    return table.tobytes().replace(b"\0", b"")
+
+
+def _fixed_width_items(flat: np.ndarray[Any, Any]) -> tuple[np.ndarray[Any, Any], np.ndarray[Any, Any]] | None:
+    """For numpy ``S`` and ASCII ``U`` arrays: (count x width uint8 matrix, lengths), vectorised; else None.
+
+    Element lengths follow numpy's semantics: trailing NULs are not part of an element.
+    """
+    count = flat.size
+    if flat.dtype.kind == "S":
+        width = flat.dtype.itemsize
+        chars = np.ascontiguousarray(flat).view(np.uint8).reshape(count, width)
+    else:
+        width = flat.dtype.itemsize // 4
+        codes = np.ascontiguousarray(flat, dtype=f"<U{width}").view("<u4").reshape(count, width)
+        if width and codes.max(initial=0) > 127:
+            return None  # non-ASCII: UTF-8 lengths differ from code point counts
+        chars = codes.astype(np.uint8)
+    if width == 0:
+        return chars, np.zeros(count, np.int64)
+    nonzero = chars != 0
+    # length = 1 + index of the last non-NUL byte (0 when all NUL)
+    last = width - np.argmax(nonzero[:, ::-1], axis=1)
+    lens = np.where(nonzero.any(axis=1), last, 0).astype(np.int64)
+    return chars, lens
+
+
+def _serialize_fixed_width(chars: np.ndarray[Any, Any], lens: np.ndarray[Any, Any]) -> bytes:
+    count, width = chars.shape
+    table = np.empty((count, 4 + width), np.uint8)
+    table[:, :4] = lens.astype("<u4").view(np.uint8).reshape(count, 4)
+    table[:, 4:] = chars
+    keep = np.arange(4 + width) < (lens + 4)[:, None]
+    return table[keep].tobytes()
+
+
+def _as_bytes_items(arr: np.ndarray[Any, Any], tensor: str) -> list[bytes]:
+    """Flatten a BYTES-like array into a list of bytes elements (str as UTF-8, numbers as decimal text)."""
     flat = arr.reshape(-1)
     if flat.dtype.kind == "S":
-        # numpy's fixed-width bytes drop trailing NULs on element access; that is numpy's semantics.
-        items = flat.tolist()
-    elif flat.dtype.kind == "U":
-        joined = "".join(flat.tolist())
-        if joined.isascii():
-            return list(map(str.encode, flat.tolist())), len(joined)
-        items = [s.encode("utf-8") for s in flat.tolist()]
-    else:
-        items = flat.tolist()
-    try:
-        return items, len(b"".join(items))
-    except TypeError:
-        pass
+        return flat.tolist()  # type: ignore[no-any-return]
+    items = flat.tolist()
+    if flat.dtype.kind in ("U", "T"):
+        return list(map(str.encode, items))
+    if set(map(type, items)) == {bytes}:  # the common case, checked at C speed
+        return items  # type: ignore[no-any-return]
     converted: list[bytes] = []
     for index, item in enumerate(items):
         if isinstance(item, bytes):
             converted.append(item)
         elif isinstance(item, str):
             converted.append(item.encode("utf-8"))
-        elif isinstance(item, (bytearray, memoryview, np.bytes_)):
+        elif isinstance(item, (bytearray, memoryview)):
             converted.append(bytes(item))
         elif isinstance(item, (int, float, bool, np.generic)) and not isinstance(item, np.void):
             converted.append(str(item).encode("utf-8"))
@@ -187,7 +239,7 @@ def _as_bytes_items(arr: np.ndarray[Any, Any], tensor: str) -> tuple[list[bytes]
                 f"tensor {tensor!r}: BYTES element {index} is {type(item).__name__}; "
                 "elements must be bytes or str (numbers are sent as their decimal text)"
             )
-    return converted, sum(map(len, converted))
+    return converted
 
 
 def serialize_bytes_tensor(arr: np.ndarray[Any, Any], *, tensor: str = "") -> bytes:
@@ -195,22 +247,140 @@ def serialize_bytes_tensor(arr: np.ndarray[Any, Any], *, tensor: str = "") -> by
 
     Row-major element order; each element is a little-endian uint32 length followed by its bytes.
     """
-    items, data_size = _as_bytes_items(np.asarray(arr), tensor)
-    count = len(items)
+    arr = np.asarray(arr)
+    flat = arr.reshape(-1)
+    count = flat.size
     if count == 0:
         return b""
+    if flat.dtype.kind in ("S", "U") and count >= _VECTOR_MIN:
+        fixed = _fixed_width_items(flat)
+        if fixed is not None:
+            return _serialize_fixed_width(*fixed)
+    items = _as_bytes_items(flat, tensor)
+    if count < _VECTOR_MIN:
+        pack = _U32.pack
+        return b"".join([part for item in items for part in (pack(len(item)), item)])
     lens = np.fromiter(map(len, items), dtype=np.int64, count=count)
-    if lens.max(initial=0) > 0xFFFFFFFF:
+    if int(lens.max()) > 0xFFFFFFFF:
         raise EncodeError(f"tensor {tensor!r}: a BYTES element is larger than 4 GiB, which the wire cannot carry")
-    total = 4 * count + data_size
-    ends = np.cumsum(lens + 4)
-    header_pos = (ends - lens - 4)[:, None] + np.arange(4)
-    out = np.empty(total, np.uint8)
-    is_header = np.zeros(total, np.bool_)
-    is_header[header_pos] = True
-    out[header_pos] = lens.astype("<u4").view(np.uint8).reshape(count, 4)
-    out[~is_header] = np.frombuffer(b"".join(items), np.uint8)
-    return out.tobytes()
+    args: list[Any] = [None] * (2 * count)
+    args[0::2] = lens.tolist()
+    args[1::2] = items
+    return struct.Struct(b"<" + _format_tokens(lens, b"I", b"s")).pack(*args)
+
+
+def _chain_offsets(data: Any, size: int, count: int) -> np.ndarray[Any, Any] | None:
+    """Offsets of the ``count`` length prefixes in ``data``, found without a per-element Python loop.
+
+    Each offset depends on the previous length, so the walk is sequential. The buffer is cut into K blocks and a
+    walker starts at each block's first byte, all advancing in lock-step with numpy (``next = pos + 4 +
+    u32(pos)``). Walker 0 starts at offset 0, so its path is true; a walker that starts mid-element reads
+    garbage, but walks that pass through a common position coincide from there on. So block j's path is true
+    from the point where the true chain enters the block, if the walker visited that point; otherwise that block
+    is walked again from the true entry. Returns None when the chain does not end exactly at ``size`` after
+    ``count`` elements (the caller then reports the precise error).
+    """
+    last = size - 4  # the last position where a length prefix can be read
+    u32 = np.ndarray((last + 1,), "<u4", data, 0, (1,))  # the uint32 at every byte position, zero-copy
+    blocks = max(2, min(4096, count // 16))
+    bounds = (np.arange(blocks + 1, dtype=np.int64) * size) // blocks
+    limit = bounds[1:]
+    # Start each walker (but the first) where a length prefix is plausible: the first position in a small window
+    # whose element ends inside the block and whose next prefix is readable. Inside text, the four bytes read
+    # as a huge length, so walkers skip to a real prefix and couple with the true chain at once.
+    window = min(24, int(limit[0] - bounds[0]))
+    probe = bounds[:-1, None] + np.arange(window)
+    step = probe + 4 + u32[np.minimum(probe, last)]
+    plausible = (probe <= last) & (step < limit[:, None]) & (step <= last)
+    plausible &= step + 4 + u32[np.minimum(step, last)] <= size
+    cur = np.where(plausible.any(axis=1), probe[np.arange(blocks), np.argmax(plausible, axis=1)], bounds[:-1])
+    cur[0] = 0
+    # A walker stops at its last start inside the block (it parks there, so its row values repeat) once the next
+    # step leaves the block or lands where no prefix can be read; its exit is that next step.
+    stop_at = np.minimum(limit, last + 1)
+    cur = np.minimum(cur, last)
+    rows = [cur]
+    while True:
+        nxt = cur + 4
+        nxt += u32[cur]
+        go = nxt < stop_at
+        if not go.any():
+            break
+        cur = np.where(go, nxt, cur)
+        rows.append(cur)
+    exits = cur + 4 + u32[cur]
+    path = np.stack(rows)  # (steps, blocks)
+    fresh = np.ones(path.shape, np.bool_)
+    fresh[1:] = path[1:] != path[:-1]  # a parked walker repeats its last start
+    path[~fresh] = -1
+    entry = np.empty(blocks, np.int64)
+    entry[0] = 0
+    entry[1:] = exits[:-1]
+    coupled = np.ones(blocks, np.bool_)
+    coupled[1:] = (path[:, 1:] == entry[None, 1:]).any(axis=0)
+    extra: list[int] = []
+    unpack = _U32.unpack_from
+    if not coupled.all():
+        walked = np.zeros(blocks, np.bool_)
+        true_exit = exits.copy()
+        j = int(np.argmin(coupled))
+        while j < blocks:
+            e = int(true_exit[j - 1])
+            if e < 0:
+                return None
+            entry[j] = e
+            if not (path[:, j] == e).any():
+                walked[j] = True
+                hi = int(limit[j])
+                while e < hi:
+                    if e > last:
+                        return None
+                    extra.append(e)
+                    e += 4 + unpack(data, e)[0]
+                true_exit[j] = e
+            if true_exit[j] != exits[j]:
+                j += 1  # the next block's entry changed: check it explicitly
+            else:
+                later = np.flatnonzero(~coupled[j + 1 :])
+                j = j + 1 + int(later[0]) if later.size else blocks
+        if int(true_exit[-1]) != size:
+            return None
+        keep = (path >= entry[None, :]) & ~walked[None, :]
+    else:
+        if int(exits[-1]) != size:
+            return None
+        keep = path >= entry[None, :]
+    offsets = path.T[keep.T]
+    if extra:
+        offsets = np.sort(np.concatenate([offsets, np.asarray(extra, np.int64)]))
+    return offsets if len(offsets) == count else None
+
+
+def _deserialize_loop(data: Any, size: int, count: int, tensor: str) -> list[bytes]:
+    """The reference decoder: sequential, with a precise error for every inconsistency."""
+    out: list[Any] = [None] * count
+    unpack = _U32.unpack_from
+    offset = 0
+    for i in range(count):
+        if offset + 4 > size:
+            raise DecodeError(
+                f"tensor {tensor!r}: BYTES data ends inside the length prefix of element {i} at offset {offset}"
+                f" ({count} elements expected)"
+            )
+        (length,) = unpack(data, offset)
+        offset += 4
+        end = offset + length
+        if end > size:
+            raise DecodeError(
+                f"tensor {tensor!r}: BYTES element {i} declares {length} bytes but only {size - offset} remain"
+            )
+        out[i] = bytes(data[offset:end])
+        offset = end
+    if offset != size:
+        raise DecodeError(
+            f"tensor {tensor!r}: {size - offset} bytes left over after {count} BYTES elements (shape and data disagree)"
+        )
+    return out
 
 
 def deserialize_bytes_tensor(
@@ -221,42 +391,51 @@ def deserialize_bytes_tensor(
     Raises DecodeError when a length runs past the end, when bytes are left over, or (``as_str``) when an
     element is not valid UTF-8.
     """
-    data = bytes(buf) if not isinstance(buf, bytes) else buf
+    data = buf if isinstance(buf, bytes) else memoryview(buf).cast("B")
     size = len(data)
     if count < 0:
         raise DecodeError(f"tensor {tensor!r}: negative element count {count}")
     if count * 4 > size:
         raise DecodeError(
-            f"tensor {tensor!r}: {count} BYTES elements need at least {count * 4} bytes of length prefixes, "
-            f"got {size}"
+            f"tensor {tensor!r}: {count} BYTES elements need at least {count * 4} bytes of length prefixes, got {size}"
         )
-    out: list[Any] = [None] * count
-    unpack = _U32.unpack_from
-    offset = 0
-    try:
-        for i in range(count):
-            (length,) = unpack(data, offset)
-            offset += 4
-            end = offset + length
-            if end > size:
-                raise DecodeError(
-                    f"tensor {tensor!r}: BYTES element {i} declares {length} bytes but only "
-                    f"{size - offset} remain"
-                )
-            out[i] = data[offset:end]
-            offset = end
-    except struct.error as exc:
-        raise DecodeError(f"tensor {tensor!r}: BYTES data ends inside a length prefix at offset {offset}") from exc
-    if offset != size:
-        raise DecodeError(
-            f"tensor {tensor!r}: {size - offset} bytes left over after {count} BYTES elements "
-            "(shape and data disagree)"
-        )
+    result = np.empty(count, dtype=object)
+    if count == 0:
+        if size:
+            raise DecodeError(f"tensor {tensor!r}: {size} bytes left over after 0 BYTES elements")
+        return result
+    items: Any = None
+    if count >= _VECTOR_MIN:
+        first = _U32.unpack_from(data, 0)[0]
+        if size == count * (4 + first) and (np.ndarray((count,), "<u4", data, 0, (4 + first,)) == first).all():
+            # Every element has the same length: a strided view, converted to bytes objects in one call.
+            if first == 0:
+                result[:] = b""
+                items = result
+            else:
+                result = np.ndarray((count,), f"V{first}", data, 4, (4 + first,)).astype(object)
+                items = result
+        else:
+            offsets = _chain_offsets(data, size, count)
+            if offsets is not None:
+                lens = np.empty(count, np.int64)
+                lens[:-1] = offsets[1:] - offsets[:-1] - 4
+                lens[-1] = size - offsets[-1] - 4
+                items = struct.Struct(b"<" + _format_tokens(lens, b"4x", b"s")).unpack_from(data)
+                result[:] = items
+    if items is None:
+        items = _deserialize_loop(data, size, count, tensor)
+        result[:] = items
     if as_str:
         try:
-            out = [b.decode("utf-8") for b in out]
-        except UnicodeDecodeError as exc:
-            raise DecodeError(f"tensor {tensor!r}: BYTES element is not valid UTF-8; read it as bytes") from exc
-    result = np.empty(count, dtype=object)
-    result[:] = out
+            result[:] = list(map(bytes.decode, items))
+        except UnicodeDecodeError:
+            for index, item in enumerate(items):
+                try:
+                    item.decode("utf-8")
+                except UnicodeDecodeError as exc:
+                    raise DecodeError(
+                        f"tensor {tensor!r}: BYTES element {index} is not valid UTF-8 ({exc.reason} at byte "
+                        f"{exc.start}); read it as bytes (as_str=False)"
+                    ) from exc
     return result

@@ -84,9 +84,7 @@ def validate_parameters(
         if isinstance(value, np.generic):
             value = value.item()
         if not isinstance(value, (bool, int, float, str)):
-            raise error(
-                f"{where}: parameter {key!r} has a {type(value).__name__} value; use bool, int, float or str"
-            )
+            raise error(f"{where}: parameter {key!r} has a {type(value).__name__} value; use bool, int, float or str")
         out[key] = value
     return out
 
@@ -179,8 +177,7 @@ class InferTensor:
         if self.datatype == "BYTES":
             if input_tensor.dtype.kind not in ("O", "S", "U", "T"):
                 raise EncodeError(
-                    f"tensor {self.name!r}: BYTES needs an object, bytes (S) or str (U) array, got "
-                    f"{input_tensor.dtype}"
+                    f"tensor {self.name!r}: BYTES needs an object, bytes (S) or str (U) array, got {input_tensor.dtype}"
                 )
             array = input_tensor
         else:
@@ -295,7 +292,9 @@ class InferTensor:
                     [x.decode("utf-8") if isinstance(x, bytes) else x for x in arr.reshape(-1)], dtype=object
                 ).reshape(arr.shape)
             except UnicodeDecodeError as exc:
-                raise DecodeError(f"tensor {self.name!r}: a BYTES element is not valid UTF-8; read it as bytes") from exc
+                raise DecodeError(
+                    f"tensor {self.name!r}: a BYTES element is not valid UTF-8; read it as bytes"
+                ) from exc
         if dtype is not None and np.dtype(dtype) != arr.dtype:
             if self.datatype == "BF16" and arr.dtype == np.dtype("<u2"):
                 return bf16_bits_to_float32(arr).astype(dtype, copy=False)
@@ -343,9 +342,7 @@ class InferTensor:
         else:
             flat = _numeric_json_to_numpy(data, self.datatype, self.name, error)
         if flat.size != count:
-            raise error(
-                f"tensor {self.name!r}: data has {flat.size} elements but shape {self._shape} needs {count}"
-            )
+            raise error(f"tensor {self.name!r}: data has {flat.size} elements but shape {self._shape} needs {count}")
         return flat.reshape(self._shape)
 
     def __repr__(self) -> str:
@@ -395,13 +392,13 @@ def _numeric_json_to_numpy(
     if want in "iu" and parsed.dtype != target:
         info = np.iinfo(target)
         if parsed.min() < info.min or parsed.max() > info.max:
-            raise error(
-                f"tensor {tensor!r}: a value is out of range for {datatype} ([{info.min}, {info.max}])"
-            )
+            raise error(f"tensor {tensor!r}: a value is out of range for {datatype} ([{info.min}, {info.max}])")
     return parsed.astype(target, copy=False).reshape(-1)
 
 
-def _flatten_bytes(data: Sequence[Any], tensor: str, error: type[EncodeError] | type[DecodeError]) -> np.ndarray[Any, Any]:
+def _flatten_bytes(
+    data: Sequence[Any], tensor: str, error: type[EncodeError] | type[DecodeError]
+) -> np.ndarray[Any, Any]:
     out: list[bytes] = []
     stack: list[Iterator[Any]] = [iter(data)]
     depth = 0

@@ -131,7 +131,9 @@ def test_bf16_matches_ml_dtypes_and_widening_is_exact(arr):
     assert ours.shape == arr.shape
     finite = np.isfinite(arr)
     assert np.array_equal(ours[finite], theirs.view(np.uint16)[finite])
-    assert np.array_equal(dt.bf16_bits_to_float32(ours), ours.view(ml_dtypes.bfloat16).astype(np.float32), equal_nan=True)
+    assert np.array_equal(
+        dt.bf16_bits_to_float32(ours), ours.view(ml_dtypes.bfloat16).astype(np.float32), equal_nan=True
+    )
 
 
 def test_bf16_from_ml_dtypes_array_is_uint16_bits_without_copy():

@@ -64,7 +64,11 @@ def numeric_arrays(draw, finite: bool):
     dtype = np.dtype(NUMERIC[datatype])
     if draw(st.booleans()) and dtype.itemsize > 1:
         dtype = dtype.newbyteorder(">")
-    elements = st.floats(width=dtype.itemsize * 8, allow_nan=not finite, allow_infinity=not finite) if dtype.kind == "f" else None
+    elements = (
+        st.floats(width=dtype.itemsize * 8, allow_nan=not finite, allow_infinity=not finite)
+        if dtype.kind == "f"
+        else None
+    )
     arr = draw(hnp.arrays(dtype, draws_shape := draw(shapes), elements=elements))
     if draw(st.booleans()) and arr.ndim >= 2:  # non-contiguous input
         arr = arr.T
@@ -179,7 +183,10 @@ def test_decoded_binary_output_is_a_view_of_the_body_and_cached():
 def test_two_binary_outputs_each_view_their_own_slice():
     a = np.arange(3, dtype=np.int32)
     b = np.arange(5, dtype=np.int64) * 7
-    outs = [InferOutput("a", [3], "INT32").set_data_from_numpy(a), InferOutput("b", [5], "INT64").set_data_from_numpy(b)]
+    outs = [
+        InferOutput("a", [3], "INT32").set_data_from_numpy(a),
+        InferOutput("b", [5], "INT64").set_data_from_numpy(b),
+    ]
     resp = _client_round_trip(outs, True)
     assert _same(resp.as_numpy("a"), a) and _same(resp.as_numpy("b"), b)
 
@@ -218,7 +225,10 @@ def test_golden_binary_request_body():
     )
     assert body.body == header + b"\x01\0\0\0\x02\0\0\0" + b"\x02\0\0\0ab" + b"\x02\0\0\0\xc3\xa9"
     assert body.json_size == len(header)
-    assert body.headers == {"Content-Type": "application/octet-stream", "Inference-Header-Content-Length": str(len(header))}
+    assert body.headers == {
+        "Content-Type": "application/octet-stream",
+        "Inference-Header-Content-Length": str(len(header)),
+    }
 
 
 def test_golden_json_request_body():
@@ -277,8 +287,14 @@ def test_encoded_body_is_built_once_and_reusable():
 @pytest.mark.parametrize(
     ("build", "message"),
     [
-        (lambda: InferInput("x", [2], "FP32").set_data_from_numpy(np.zeros(3, np.float32)), r"tensor 'x'.*shape \[3\].*\[2\]"),
-        (lambda: InferInput("x", [2], "FP32").set_data_from_numpy(np.zeros(2, np.float64)), r"tensor 'x'.*FP32.*float64"),
+        (
+            lambda: InferInput("x", [2], "FP32").set_data_from_numpy(np.zeros(3, np.float32)),
+            r"tensor 'x'.*shape \[3\].*\[2\]",
+        ),
+        (
+            lambda: InferInput("x", [2], "FP32").set_data_from_numpy(np.zeros(2, np.float64)),
+            r"tensor 'x'.*FP32.*float64",
+        ),
         (lambda: InferInput("x", [2], "BYTES").set_data_from_numpy(np.zeros(2, np.int32)), r"tensor 'x'.*BYTES needs"),
         (lambda: InferInput("x", [2], "FP32").set_data_from_numpy([1.0, 2.0]), r"tensor 'x'.*needs a numpy array"),
         (lambda: InferInput("x", [2], "FLOAT"), r"unknown datatype 'FLOAT'"),
@@ -355,41 +371,96 @@ BAD_BODIES = [
     ([_bin("o", [2], "INT32", 8)], b"\1\0\0\0\2\0\0\0", "-5", r"not a non-negative integer"),
     ([_bin("o", [2], "INT32", 8)], b"\1\0\0\0\2\0\0\0", 1.5, r"must be an integer, got float"),
     ([_bin("o", [2], "INT32", 8)], b"\1\0\0\0\2\0\0\0", 40, r"not valid JSON"),  # header cut short
-    ([_bin("o", [2], "INT32", 8)], b"\1\0\0\0\2\0\0\0", None, r"not valid JSON.*no Inference-Header-Content-Length was given"),
+    (
+        [_bin("o", [2], "INT32", 8)],
+        b"\1\0\0\0\2\0\0\0",
+        None,
+        r"not valid JSON.*no Inference-Header-Content-Length was given",
+    ),
     ([_bin("o", [2], "INT32", 8)], b"\1\0\0\0\2\0", "auto", r"tensor 'o' declares 8 binary bytes.*only 6 remain"),
     ([_bin("o", [2], "INT32", 8)], b"\1\0\0\0\2\0\0\0\0", "auto", r"1 bytes after the last binary output"),
-    ([_bin("o", [2], "INT32", 4)], b"\1\0\0\0", "auto", r"tensor 'o' has shape \[2\] of INT32 \(8 bytes\) but binary_data_size 4"),
+    (
+        [_bin("o", [2], "INT32", 4)],
+        b"\1\0\0\0",
+        "auto",
+        r"tensor 'o' has shape \[2\] of INT32 \(8 bytes\) but binary_data_size 4",
+    ),
     ([_bin("o", [2], "INT32", -8)], b"", "auto", r"tensor 'o' has an invalid binary_data_size -8"),
     ([_bin("o", [2], "INT32", "8")], b"", "auto", r"tensor 'o' has an invalid binary_data_size '8'"),
     ([_bin("o", [2], "INT32", True)], b"", "auto", r"tensor 'o' has an invalid binary_data_size True"),
     ([_bin("o", [2], "INT32", 8.0)], b"", "auto", r"tensor 'o' has an invalid binary_data_size 8.0"),
-    ([_bin("o", [2], "INT32", 2**70)], b"", "auto", r"tensor 'o' (declares \d+ binary bytes|has an invalid binary_data_size)"),
+    (
+        [_bin("o", [2], "INT32", 2**70)],
+        b"",
+        "auto",
+        r"tensor 'o' (declares \d+ binary bytes|has an invalid binary_data_size)",
+    ),
     ([_bin("o", [10**12, 10**12], "FP32", 4)], b"abcd", "auto", r"tensor 'o' has shape .* but binary_data_size 4"),
     ([_bin("a", [1], "INT8", 1), _bin("b", [1], "INT8", 2)], b"\1\2", "auto", r"tensor 'b' declares 2 binary bytes"),
     ([_bin("o", [2], "BYTES", 4)], b"\5\0\0\0", "auto", r"tensor 'o': 2 BYTES elements need at least 8 bytes"),
     ([_bin("o", [1], "BYTES", 6)], b"\5\0\0\0ab", "auto", r"tensor 'o': BYTES element 0 declares 5 bytes but only 2"),
     ([_bin("o", [1], "BYTES", 7)], b"\1\0\0\0abc", "auto", r"tensor 'o': 2 bytes left over after 1 BYTES elements"),
     ([_bin("o", [2], "BYTES", 7)], b"\1\0\0\0a\0\0", "auto", r"tensor 'o'.*(length prefix|at least)"),
-    ([{"name": "o", "shape": [2], "datatype": "INT32", "data": [1]}], b"", None, r"tensor 'o': data has 1 elements but shape \[2\] needs 2"),
-    ([{"name": "o", "shape": [2], "datatype": "INT32", "data": [1, "2"]}], b"", None, r"tensor 'o': INT32 data must contain integers, found strings"),
-    ([{"name": "o", "shape": [2], "datatype": "INT32", "data": [1, [2]]}], b"", None, r"tensor 'o': data is not a regular list"),
-    ([{"name": "o", "shape": [2], "datatype": "FP32", "data": {"a": 1}}], b"", None, r"tensor 'o': data must be a list"),
+    (
+        [{"name": "o", "shape": [2], "datatype": "INT32", "data": [1]}],
+        b"",
+        None,
+        r"tensor 'o': data has 1 elements but shape \[2\] needs 2",
+    ),
+    (
+        [{"name": "o", "shape": [2], "datatype": "INT32", "data": [1, "2"]}],
+        b"",
+        None,
+        r"tensor 'o': INT32 data must contain integers, found strings",
+    ),
+    (
+        [{"name": "o", "shape": [2], "datatype": "INT32", "data": [1, [2]]}],
+        b"",
+        None,
+        r"tensor 'o': data is not a regular list",
+    ),
+    (
+        [{"name": "o", "shape": [2], "datatype": "FP32", "data": {"a": 1}}],
+        b"",
+        None,
+        r"tensor 'o': data must be a list",
+    ),
     ([{"name": "o", "shape": [2], "datatype": "FP32", "data": "12"}], b"", None, r"tensor 'o': data must be a list"),
     ([{"name": "o", "shape": [1], "datatype": "BF16", "data": [1.0]}], b"", None, r"tensor 'o': BF16 has no JSON form"),
-    ([{"name": "o", "shape": [1], "datatype": "BYTES", "data": [None]}], b"", None, r"tensor 'o': BYTES JSON data must be strings"),
+    (
+        [{"name": "o", "shape": [1], "datatype": "BYTES", "data": [None]}],
+        b"",
+        None,
+        r"tensor 'o': BYTES JSON data must be strings",
+    ),
     ([{"name": "o", "shape": [1], "datatype": "FLOAT", "data": [1]}], b"", None, r"unknown datatype 'FLOAT'"),
     ([{"name": "o", "shape": [1], "datatype": 5, "data": [1]}], b"", None, r"unknown datatype 5"),
     ([{"name": "o", "shape": "1", "datatype": "FP32", "data": [1]}], b"", None, r"tensor 'o': shape must be a list"),
     ([{"name": "o", "shape": [-1], "datatype": "FP32", "data": [1]}], b"", None, r"tensor 'o'.*negative dimension"),
-    ([{"name": "o", "shape": [True], "datatype": "FP32", "data": [1]}], b"", None, r"tensor 'o'.*non-integer dimension"),
+    (
+        [{"name": "o", "shape": [True], "datatype": "FP32", "data": [1]}],
+        b"",
+        None,
+        r"tensor 'o'.*non-integer dimension",
+    ),
     ([{"name": "o", "datatype": "FP32", "data": [1]}], b"", None, r"tensor 'o' lacks its shape or datatype"),
     ([{"name": "o", "shape": [1], "data": [1]}], b"", None, r"unknown datatype ''|tensor 'o' lacks"),
     ([{"name": "o", "shape": [1], "datatype": "FP32"}], b"", None, r"tensor 'o' has neither data nor binary_data_size"),
     ([{"shape": [1], "datatype": "FP32", "data": [1]}], b"", None, r"outputs\[0\] has no name"),
     ([{"name": 3, "shape": [1], "datatype": "FP32", "data": [1]}], b"", None, r"outputs\[0\] has no name"),
     (["o"], b"", None, r"outputs\[0\] is not an object"),
-    ([{"name": "o", "shape": [1], "datatype": "FP32", "data": [1], "parameters": [1]}], b"", None, r"tensor 'o': parameters must be a mapping"),
-    ([{"name": "o", "shape": [1], "datatype": "FP32", "data": [1], "parameters": {"p": {}}}], b"", None, r"tensor 'o': parameter 'p' has a dict"),
+    (
+        [{"name": "o", "shape": [1], "datatype": "FP32", "data": [1], "parameters": [1]}],
+        b"",
+        None,
+        r"tensor 'o': parameters must be a mapping",
+    ),
+    (
+        [{"name": "o", "shape": [1], "datatype": "FP32", "data": [1], "parameters": {"p": {}}}],
+        b"",
+        None,
+        r"tensor 'o': parameter 'p' has a dict",
+    ),
 ]
 
 
@@ -449,8 +520,14 @@ def test_malformed_or_wrongly_typed_response_json(body, message):
         ({"inputs": {}}, r"'inputs' must be a list"),
         ({"inputs": [], "outputs": {}}, r"'outputs' must be a list"),
         ({"inputs": [], "outputs": [{"parameters": {}}]}, r"every requested output needs a name"),
-        ({"inputs": [], "outputs": [{"name": "o", "parameters": {"classification": -1}}]}, r"output 'o': classification"),
-        ({"inputs": [], "outputs": [{"name": "o", "parameters": {"classification": "3"}}]}, r"output 'o': classification"),
+        (
+            {"inputs": [], "outputs": [{"name": "o", "parameters": {"classification": -1}}]},
+            r"output 'o': classification",
+        ),
+        (
+            {"inputs": [], "outputs": [{"name": "o", "parameters": {"classification": "3"}}]},
+            r"output 'o': classification",
+        ),
         ({"inputs": [], "outputs": [{"name": "o", "parameters": []}]}, r"parameters must be a mapping"),
         ({"inputs": [], "id": 5}, r"'id' must be a string"),
         ({"inputs": [], "parameters": {"sequence_id": [1]}}, r"parameter 'sequence_id' has a list"),
