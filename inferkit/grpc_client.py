@@ -61,7 +61,7 @@ from inferkit.errors import (
     error_for_grpc_code,
 )
 
-__all__ = ["InferenceGRPCClient", "InferStream", "DEFAULT_CHANNEL_OPTIONS"]
+__all__ = ["InferenceGRPCClient", "InferStream", "DEFAULT_CHANNEL_OPTIONS", "LARGE_REQUEST_BYTES"]
 
 logger = logging.getLogger("inferkit")
 
@@ -252,6 +252,21 @@ def _redact(metadata: Iterable[tuple[str, Any]]) -> list[tuple[str, Any]]:
 
 _UNSET: Any = object()
 
+#: Requests whose tensors total at least this many bytes take the large-request path (see ``infer``).
+LARGE_REQUEST_BYTES = 16 * 1024 * 1024
+
+
+def _payload_size(request: InferRequest) -> int:
+    total = 0
+    for tensor in request.inputs:
+        if tensor.has_data:
+            total += memoryview(tensor.wire_bytes()).nbytes
+    return total
+
+
+def _once(build: Any) -> Iterator[bytes]:
+    yield build()
+
 
 class InferenceGRPCClient:
     """A blocking gRPC client for servers that speak the Open Inference Protocol v2 (Triton, KServe, MLServer).
@@ -369,6 +384,12 @@ class InferenceGRPCClient:
                 # Bytes in and out: the codec builds and splits the wire form itself (one copy in, zero out).
                 factory = channel.stream_stream if method.is_stream else channel.unary_unary
                 stubs[name] = factory(method.path, request_serializer=None, response_deserializer=None)
+                if name == "ModelInfer":
+                    # The same unary RPC on the wire, sent from a request iterator: gRPC then sends the message
+                    # in its own batch and drops it once written, instead of holding it until the reply.
+                    stubs["ModelInfer/large"] = channel.stream_unary(
+                        method.path, request_serializer=None, response_deserializer=None
+                    )
             else:
                 stubs[name] = channel.unary_unary(
                     method.path,
@@ -448,8 +469,13 @@ class InferenceGRPCClient:
         model_name: str | None = None,
         request_id: str | None = None,
         retryable: bool = True,
+        size: int = 0,
     ) -> Any:
-        """One RPC with deadline, metadata and retries; the only place a ``grpc.RpcError`` is caught."""
+        """One RPC with deadline, metadata and retries; the only place a ``grpc.RpcError`` is caught.
+
+        ``request`` is a message, bytes, or (for the large-request path) a zero-argument callable that builds the
+        bytes, called once per attempt and not referenced after sending.
+        """
         stub = self._stub(name)
         metadata = self._call_metadata(headers)
         total = self._deadline(timeout)
@@ -467,7 +493,9 @@ class InferenceGRPCClient:
                         request_id=request_id,
                         attempts=attempt - 1,
                     )
-                reply = stub(request, timeout=remaining, metadata=metadata)
+                payload = _once(request) if callable(request) else request
+                reply = stub(payload, timeout=remaining, metadata=metadata)
+                del payload
                 if self._verbose:
                     self._log(name, model_name, "OK", start, attempt, metadata)
                 return reply
@@ -477,7 +505,7 @@ class InferenceGRPCClient:
                     model_name=model_name,
                     request_id=request_id,
                     attempts=attempt,
-                    sent=len(request) if isinstance(request, bytes) else 0,
+                    sent=len(request) if isinstance(request, bytes) else size,
                 )
                 if self._verbose:
                     self._log(name, model_name, err.grpc_code or type(err).__name__, start, attempt, metadata)
@@ -626,20 +654,31 @@ class InferenceGRPCClient:
     def infer(self, request: InferRequest, headers: Headers = None, timeout: float | None = None) -> InferResponse:
         """Run one inference (``ModelInfer``).
 
-        The request is serialized once (each tensor copied once); retries resend the same bytes. A request
-        with a ``sequence_id`` is never retried. Outputs are zero-copy views of the received reply.
+        The request is serialized once (each tensor copied once); retries resend the same bytes, except for
+        requests of :data:`LARGE_REQUEST_BYTES` or more, which are rebuilt for a retry so that no copy of the
+        tensors is held while the reply arrives (peak memory). A request with a ``sequence_id`` is never retried.
+        Outputs are zero-copy views of the received reply.
         """
         codec = _codec()
-        wire = codec.serialize_infer_request(request)
+        retryable = self._retry.allows_request(is_infer=True, is_sequence=request.is_sequence)
+        size = _payload_size(request)
+        if size < LARGE_REQUEST_BYTES:
+            name, wire = "ModelInfer", codec.serialize_infer_request(request)
+        else:
+            # Large: build the bytes inside the call so nothing here keeps them alive while the reply arrives;
+            # a retry rebuilds them from the caller's arrays (one memcpy) rather than holding a second copy.
+            name, wire = "ModelInfer/large", lambda: codec.serialize_infer_request(request)
         reply = self._call(
-            "ModelInfer",
+            name,
             wire,
             headers,
             timeout,
             model_name=request.model_name,
             request_id=request.request_id,
-            retryable=self._retry.allows_request(is_infer=True, is_sequence=request.is_sequence),
+            retryable=retryable,
+            size=size,
         )
+        del wire
         return codec.decode_infer_response(reply, model_name=request.model_name)  # type: ignore[no-any-return]
 
     def stream(self, timeout: float | None = _UNSET, headers: Headers = None) -> InferStream:

@@ -336,6 +336,18 @@ def test_large_request_is_retried_by_the_client(client, server):
     assert server.count(route="infer", model="id_fp32") == 3
 
 
+def test_large_request_path_retries_and_rebuilds(client, server, monkeypatch):
+    import inferkit.grpc_client as gc
+
+    monkeypatch.setattr(gc, "LARGE_REQUEST_BYTES", 1024)  # send from an iterator; rebuild the bytes per attempt
+    server.inject(Fault(route="infer", model="id_fp32", action="grpc_status", code="UNAVAILABLE", times=2))
+    req, arr = _fp32_request(1 << 16)
+    np.testing.assert_array_equal(client.infer(req).as_numpy("OUTPUT0"), arr)
+    assert server.count(route="infer", model="id_fp32") == 3
+    with pytest.raises(NotFoundError):
+        client.infer(_fp32_request(1 << 16, "no_such_model")[0])
+
+
 def test_sequence_request_is_never_retried(client, server):
     server.inject(Fault(route="infer", model="sequence", action="grpc_status", code="UNAVAILABLE", times=1))
     x = InferInput("INPUT", [1], "INT32").set_data_from_numpy(np.array([1], np.int32))
