@@ -244,3 +244,56 @@ def test_bytes_invalid_utf8_with_as_str():
     with pytest.raises(DecodeError, match=r"tensor 't': BYTES element 1 is not valid UTF-8"):
         dt.deserialize_bytes_tensor(b"\x01\x00\x00\x00a\x01\x00\x00\x00\xff", 2, tensor="t", as_str=True)
     assert list(dt.deserialize_bytes_tensor(b"\x01\x00\x00\x00\xff", 1)) == [b"\xff"]
+
+
+# -- the vectorised paths (used from a few hundred elements) agree with the sequential reference decoder ---------
+def _reference(wire: bytes, count: int):
+    try:
+        return dt._deserialize_loop(wire, len(wire), count, "t")
+    except DecodeError as exc:
+        return type(exc)
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda rng, i: bytes(rng.integers(97, 123, rng.integers(3, 21)).astype(np.uint8)),  # text
+        lambda rng, i: b"\0" * int(rng.choice([0, 4, 8, 12])),  # steps that never re-synchronise by luck
+        lambda rng, i: bytes(rng.integers(0, 256, rng.integers(0, 10)).astype(np.uint8)),  # binary
+        lambda rng, i: b"x" * (20_000 if i == 700 else int(rng.integers(0, 6))),  # one element spans many blocks
+        lambda rng, i: b"same\0",  # uniform lengths
+        lambda rng, i: b"",  # all empty
+    ],
+    ids=["text", "zeros-mult4", "binary", "one-huge", "uniform", "empty"],
+)
+def test_vectorised_bytes_codec_matches_the_reference_including_corruptions(make):
+    rng = np.random.default_rng(7)
+    for count in (512, 3000):
+        items = [make(rng, i) for i in range(count)]
+        arr = np.empty(count, dtype=object)
+        arr[:] = items
+        wire = dt.serialize_bytes_tensor(arr)
+        assert wire == b"".join(len(x).to_bytes(4, "little") + x for x in items)
+        assert list(dt.deserialize_bytes_tensor(memoryview(b"pad" + wire)[3:], count)) == items
+        for trial in range(12):
+            bad = bytearray(wire)
+            if trial % 3 == 0:
+                bad[int(rng.integers(0, len(bad)))] ^= 0xFF
+            elif trial % 3 == 1:
+                bad = bad[: -int(rng.integers(1, 6))] if len(bad) > 6 else bad + b"\1"
+            else:
+                bad += b"\0" * int(rng.integers(1, 6))
+            expected = _reference(bytes(bad), count)
+            try:
+                got = list(dt.deserialize_bytes_tensor(bytes(bad), count, tensor="t"))
+            except DecodeError as exc:
+                got = type(exc)
+            assert got == expected
+
+
+@pytest.mark.parametrize("kind", ["S", "U"])
+def test_vectorised_fixed_width_encode(kind):
+    items = [f"w{i}" * (i % 4) for i in range(1000)]
+    arr = np.array(items, dtype=kind)
+    assert dt.serialize_bytes_tensor(arr) == b"".join(len(x).to_bytes(4, "little") + x.encode() for x in items)
+    assert dt.serialize_bytes_tensor(np.array(["é"] * 600)) == b"\x02\0\0\0\xc3\xa9" * 600
