@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import http.client
 import logging
+import re
 import socket
 import ssl
 import threading
@@ -46,6 +47,7 @@ logger = logging.getLogger("inferkit")
 
 USER_AGENT = f"inferkit/{__version__}"
 _READ_CHUNK = 1 << 16
+_COALESCE_LIMIT = 1 << 16  # bodies up to this size are sent together with the headers, in one sendall()
 _ERROR_BODY_LIMIT = 1 << 20  # error bodies are read up to 1 MiB; the rest is dropped with the connection
 
 # Failures that mean "the peer closed or reset the connection"; on a reused keep-alive connection before any
@@ -271,7 +273,7 @@ class SyncTransport:
             raise ValueError(f"the server URL {url!r} must not carry a query or fragment")
         self.config = config
         self.scheme = scheme
-        self.base_path = parts.path.rstrip("/")
+        self.base_path = requests.utils.requote_uri(parts.path).rstrip("/")
         self.netloc = parts.netloc
         self.base_url = f"{scheme}://{parts.netloc}{self.base_path}"
         self._origin = f"{scheme}://{parts.netloc}"
@@ -326,8 +328,10 @@ class SyncTransport:
         static_auth = auth is None or config.static_auth_headers() != {}
         self._requests_auth = None if static_auth else auth
         why_session = []
+        # requests' own send() is what the direct path replaces; an adapter whose send() is anyone else's (a
+        # subclass, or responses / requests-mock patching it in tests) must see every request.
         if not isinstance(adapter, requests.adapters.HTTPAdapter) or (
-            type(adapter).send is not requests.adapters.HTTPAdapter.send
+            getattr(type(adapter).send, "__module__", None) != "requests.adapters"
         ):
             why_session.append("custom adapter")
         if proxy:
@@ -347,8 +351,15 @@ class SyncTransport:
                 f"own request path ({self.path_reason}); mount an adapter that uses the context on your session"
             )
 
+        self._default_budget = _Budget(config.timeouts, None)
         self._const_headers = self._constant_headers(session)
         self._const_lower = frozenset(k.lower() for k, _ in self._const_headers)
+        for key, value in self._const_headers:
+            _check_header(key, value)
+        self._const_lines = [(k.lower(), f"{k}: {v}\r\n".encode("latin-1")) for k, v in self._const_headers]
+        self._const_block = b"".join(line for _, line in self._const_lines)
+        self._host_line = b"" if "host" in self._const_lower else f"Host: {self._host_header()}\r\n".encode("idna")
+        self._target_prefix = ""
 
     # -- construction helpers -------------------------------------------------------------------------------
     def _constant_headers(self, session: requests.Session) -> list[tuple[str, str]]:
@@ -387,6 +398,14 @@ class SyncTransport:
                 adapter.cert_verify(pool, prepared.url, self._verify, self._cert)
             self._pool = pool
             return pool
+
+    def _host_header(self) -> str:
+        host = self._host()
+        if ":" in host:  # IPv6 literal
+            host = f"[{host}]"
+        port = urlsplit(self.base_url).port
+        default = 443 if self.scheme == "https" else 80
+        return host if port in (None, default) else f"{host}:{port}"
 
     def _host(self) -> str:
         host = urlsplit(self.base_url).hostname
@@ -443,28 +462,30 @@ class SyncTransport:
         tmo = config.timeouts if timeout is None else Timeout.coerce(timeout)
         target = self.base_path + path
         send_body = body
-        items = self._header_items(send_body, content_headers, headers, method)
-        skip_host = headers is not None and any(k.lower() == "host" for k in headers)
         if send_body is not None and config.compression is not None and len(send_body) >= config.compression_threshold:
             send_body = _compress(send_body, config.compression)
-            items = [(k, v) for k, v in items if k.lower() != "content-length"]
-            items.append(("Content-Encoding", config.compression))
-            items.append(("Content-Length", str(len(send_body))))
+            encoding: str | None = config.compression
+        else:
+            encoding = None
+        extra, drop = self._extra_headers(send_body, content_headers, headers, method, encoding)
+        head = self._head(method, target, extra, drop) if self.direct else b""
         start = time.monotonic()
         attempt = 0
         stale_retry_used = False
         fresh = False
+        deadline = policy.deadline
         while True:
             attempt += 1
-            elapsed = time.monotonic() - start
-            remaining = policy.remaining(elapsed)
-            budget = _Budget(tmo, remaining)
+            if deadline is None:
+                budget = self._default_budget if timeout is None else _Budget(tmo, None)
+            else:
+                budget = _Budget(tmo, policy.remaining(time.monotonic() - start))
             t0 = time.perf_counter() if self._verbose else 0.0
             try:
                 if self.direct:
-                    resp = self._direct_attempt(method, target, send_body, items, budget, fresh, skip_host)
+                    resp = self._direct_attempt(method, head, send_body, budget, fresh)
                 else:
-                    resp = self._session_attempt(method, target, send_body, items, budget)
+                    resp = self._session_attempt(method, target, send_body, self._items(extra, drop), budget)
             except _AttemptError as failure:
                 fresh = False
                 kind = failure.kind
@@ -512,7 +533,7 @@ class SyncTransport:
             resp.attempts = attempt
             status = resp.status
             if self._verbose:
-                self._log(method, target, items, send_body, resp, t0)
+                self._log(method, target, self._items(extra, drop), send_body, resp, t0)
             if status < 400:
                 return resp
             retry_after = parse_retry_after(resp.headers)
@@ -533,39 +554,64 @@ class SyncTransport:
                 attempts=attempt,
             )
 
-    def _header_items(
+    def _extra_headers(
         self,
         body: bytes | None,
         content_headers: Mapping[str, str] | None,
         headers: Mapping[str, str] | None,
         method: str,
-    ) -> list[tuple[str, str]]:
-        items = list(self._const_headers)
-        if content_headers:
-            items.extend(content_headers.items())
-        if body is not None or method == "POST":
-            items.append(("Content-Length", str(len(body) if body is not None else 0)))
+        encoding: str | None,
+    ) -> tuple[list[tuple[str, str]], frozenset[str]]:
+        """The per-request headers, and which client-wide headers the caller's per-call headers replace."""
+        override: dict[str, tuple[str, str]] = {}
         if headers:
-            override = {}
             for key, value in headers.items():
-                if not isinstance(key, str) or not isinstance(value, str):
-                    raise errors.EncodeError(f"headers must map str to str; {key!r}: {value!r} is not")
+                _check_header(key, value)
                 override[key.lower()] = (key, value)
             override.pop("content-length", None)  # framing is this module's job
-            items = [kv for kv in items if kv[0].lower() not in override]
-            items.extend(override.values())
-        return items
+            override.pop("content-encoding", None)
+        extra: list[tuple[str, str]] = []
+        if content_headers:
+            if override:
+                extra.extend((k, v) for k, v in content_headers.items() if k.lower() not in override)
+            else:
+                extra.extend(content_headers.items())
+        if body is not None or method == "POST":
+            extra.append(("Content-Length", str(len(body) if body is not None else 0)))
+        if encoding is not None:
+            extra.append(("Content-Encoding", encoding))
+        if not override:
+            return extra, frozenset()
+        extra.extend(override.values())
+        return extra, frozenset(override) & self._const_lower
+
+    def _items(self, extra: list[tuple[str, str]], drop: frozenset[str]) -> list[tuple[str, str]]:
+        if drop:
+            return [kv for kv in self._const_headers if kv[0].lower() not in drop] + extra
+        return self._const_headers + extra
+
+    def _head(self, method: str, target: str, extra: list[tuple[str, str]], drop: frozenset[str]) -> bytes:
+        """The request line and header block as sent on the wire (built once per call, reused by retries)."""
+        if drop:
+            block = b"".join(line for key, line in self._const_lines if key not in drop)
+            host = b"" if "host" in drop else self._host_line
+        else:
+            block = self._const_block
+            host = self._host_line
+        lines = [f"{method} {self._target_prefix}{target} HTTP/1.1\r\n".encode("latin-1"), host, block]
+        for key, value in extra:
+            lines.append(f"{key}: {value}\r\n".encode("latin-1"))
+        lines.append(b"\r\n")
+        return b"".join(lines)
 
     # -- direct path: the adapter's urllib3 pool, driven with http.client primitives ------------------------------
     def _direct_attempt(
         self,
         method: str,
-        target: str,
+        head: bytes,
         body: bytes | None,
-        items: Sequence[tuple[str, str]],
         budget: _Budget,
         fresh: bool,
-        skip_host: bool = False,
     ) -> HTTPResponse:
         pool = self._pool
         if pool is None or pool.pool is None:
@@ -583,42 +629,41 @@ class SyncTransport:
             except (EmptyPoolError, ClosedPoolError) as exc:
                 raise _AttemptError("pool", exc, timeout=budget.pool) from None
         reused = conn.sock is not None
-        put_back: Any = None
+        keep = False
         try:
             if fresh and reused:
                 conn.close()
                 reused = False
             if conn.sock is None:
-                conn.timeout = budget.connect
-                try:
-                    conn.connect()
-                except (socket.timeout, TimeoutError) as exc:
-                    raise _AttemptError("connect_timeout", exc, timeout=budget.connect) from None
-                except ssl.SSLError as exc:
-                    raise _AttemptError("tls", exc) from None
-                except (OSError, urllib3.exceptions.HTTPError) as exc:
-                    cause = exc.__cause__ if isinstance(exc, urllib3.exceptions.HTTPError) else exc
-                    if isinstance(cause, ssl.SSLError) or isinstance(exc, urllib3.exceptions.SSLError):
-                        raise _AttemptError("tls", exc) from None
-                    if isinstance(exc, urllib3.exceptions.ConnectTimeoutError) or isinstance(cause, socket.timeout):
-                        raise _AttemptError("connect_timeout", exc, timeout=budget.connect) from None
-                    raise _AttemptError("connect", exc) from None
+                _connect(conn, budget.connect)
             sock = conn.sock
             got_status = False
             sent = False
             try:
                 sock.settimeout(budget.write)
-                conn.putrequest(method, target, skip_host=skip_host, skip_accept_encoding=True)
-                for key, value in items:
-                    conn.putheader(key, value)
-                conn.endheaders(body)
+                # The request is written here rather than through http.client's putrequest/putheader: the
+                # constant header block is prebuilt bytes, and a small body leaves in the same segment.
+                if body is None:
+                    sock.sendall(head)
+                elif len(body) <= _COALESCE_LIMIT:
+                    sock.sendall(head + body)
+                else:
+                    sock.sendall(head)
+                    sock.sendall(body)
                 sent = True
-                sock.settimeout(budget.read)
-                raw = http.client.HTTPConnection.getresponse(conn)
-                got_status = True
-                status = raw.status
-                limit = self.config.max_response_size if status < 400 else _ERROR_BODY_LIMIT
-                data, complete = _read_body(raw, limit, raw.getheader("Content-Encoding"), allow_truncate=status >= 400)
+                if budget.read != budget.write:
+                    sock.settimeout(budget.read)
+                raw = http.client.HTTPResponse(sock, method=method)
+                try:
+                    raw.begin()
+                    got_status = True
+                    status = raw.status
+                    limit = self.config.max_response_size if status < 400 else _ERROR_BODY_LIMIT
+                    data, complete = _read_body(
+                        raw, limit, raw.getheader("Content-Encoding"), allow_truncate=status >= 400
+                    )
+                finally:
+                    raw.close()
             except (socket.timeout, TimeoutError) as exc:
                 if sent:
                     raise _AttemptError("read_timeout", exc, timeout=budget.read) from None
@@ -629,11 +674,10 @@ class SyncTransport:
                 raise _AttemptError("stale" if reused and not got_status else "dropped", exc) from None
             except (http.client.HTTPException, OSError) as exc:
                 raise _AttemptError("dropped", exc) from None
-            if complete:
-                put_back = conn  # the reply was read completely: the connection may be reused
+            keep = complete and not raw.will_close
             return HTTPResponse(status, raw.msg, data)
         finally:
-            if put_back is None:
+            if not keep:
                 conn.close()
             # Always exactly one put per get, so the blocking pool never loses a slot.
             pool._put_conn(conn)
@@ -763,6 +807,37 @@ class SyncTransport:
             ms,
             resp.attempts,
             redact(items),
+        )
+
+
+def _connect(conn: Any, timeout: float | None) -> None:
+    """Open (and for HTTPS, handshake) a pooled urllib3 connection, classifying the failure."""
+    conn.timeout = timeout
+    try:
+        conn.connect()
+    except (socket.timeout, TimeoutError) as exc:
+        raise _AttemptError("connect_timeout", exc, timeout=timeout) from None
+    except ssl.SSLError as exc:
+        raise _AttemptError("tls", exc) from None
+    except (OSError, urllib3.exceptions.HTTPError) as exc:
+        cause = exc.__cause__ if isinstance(exc, urllib3.exceptions.HTTPError) else exc
+        if isinstance(cause, ssl.SSLError) or isinstance(exc, urllib3.exceptions.SSLError):
+            raise _AttemptError("tls", exc) from None
+        if isinstance(exc, urllib3.exceptions.ConnectTimeoutError) or isinstance(cause, socket.timeout):
+            raise _AttemptError("connect_timeout", exc, timeout=timeout) from None
+        raise _AttemptError("connect", exc) from None
+
+
+_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
+_HEADER_VALUE_BAD = re.compile(r"[\r\n\x00]")
+
+
+def _check_header(key: Any, value: Any) -> None:
+    if not isinstance(key, str) or not isinstance(value, str):
+        raise errors.EncodeError(f"headers must map str to str; {key!r}: {value!r} is not")
+    if not _HEADER_NAME.match(key) or _HEADER_VALUE_BAD.search(value):
+        raise errors.EncodeError(
+            f"header {key!r} is not a valid HTTP header (names are tokens; values cannot contain CR, LF or NUL)"
         )
 
 

@@ -59,6 +59,7 @@ class InferenceRESTClient:
         self._binary: bool | None = config.binary_data
         self._binary_lock = threading.Lock()
         self._infer_paths: dict[tuple[str, str | None], str] = {}
+        self._retry_infer = config.retry_policy.allows_request(is_infer=True, is_sequence=False)
 
     # -- properties ---------------------------------------------------------------------------------------------
     @property
@@ -224,7 +225,7 @@ class InferenceRESTClient:
             content_headers=encoded.headers,
             headers=headers,
             timeout=timeout,
-            retryable=self._config.retry_policy.allows_request(is_infer=True, is_sequence=request.is_sequence),
+            retryable=self._retry_infer and not request.is_sequence,
             model_name=name,
             request_id=request.request_id,
         )
