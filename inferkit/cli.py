@@ -138,7 +138,7 @@ class _Demo:
     def say(self, text: str = "") -> None:
         print(text, file=self.out, flush=True)
 
-    def timed(self, label: str, fn: Callable[[], Any], show: Callable[[Any], str] = repr) -> Any:
+    def timed(self, label: str, fn: Callable[[], Any], show: Callable[[Any], Any] = repr) -> Any:
         start = time.perf_counter()
         value = fn()
         elapsed = (time.perf_counter() - start) * 1000
@@ -219,22 +219,39 @@ def _demo(args: argparse.Namespace) -> int:
             with InferenceRESTClient(server.http_url) as client:
                 demo.timed("is_server_live()", client.is_server_live)
                 demo.timed("get_server_metadata()", client.get_server_metadata, lambda m: m["name"])
-                demo.timed("get_model_metadata('iris')", lambda: client.get_model_metadata("iris"),
-                           lambda m: [(t["name"], t["datatype"], t["shape"]) for t in m["inputs"]])
+                demo.timed(
+                    "get_model_metadata('iris')",
+                    lambda: client.get_model_metadata("iris"),
+                    lambda m: [(t["name"], t["datatype"], t["shape"]) for t in m["inputs"]],
+                )
                 for i in range(2):
                     demo.timed(f"infer iris [3,4] (call {i + 1})", lambda: client.infer(_iris_request()), _labels)
                 demo.timed("infer iris top-1 (classification)", lambda: client.infer(_iris_request()), _top1)
-                demo.timed("infer add_sub", lambda: client.infer(_add_sub_request()),
-                           lambda r: f"OUTPUT0[:4]={r.as_numpy('OUTPUT0')[0, :4].tolist()}")
-                server.inject(Fault(route="infer", model="add_sub", action="status", status=503, retry_after=0, times=1))
+                demo.timed(
+                    "infer add_sub",
+                    lambda: client.infer(_add_sub_request()),
+                    lambda r: f"OUTPUT0[:4]={r.as_numpy('OUTPUT0')[0, :4].tolist()}",
+                )
+                server.inject(
+                    Fault(route="infer", model="add_sub", action="status", status=503, retry_after=0, times=1)
+                )
                 before = server.count(route="infer", model="add_sub")
-                demo.timed("infer add_sub after an injected 503", lambda: client.infer(_add_sub_request()),
-                           lambda r: f"ok after {server.count(route='infer', model='add_sub') - before} attempts")
+                demo.timed(
+                    "infer add_sub after an injected 503",
+                    lambda: client.infer(_add_sub_request()),
+                    lambda r: f"ok after {server.count(route='infer', model='add_sub') - before} attempts",
+                )
             with InferenceRESTClient(server.http_url, config=RESTConfig(protocol="v1")) as v1:
-                demo.timed("v1 predict iris", lambda: v1.predict("iris", instances=IRIS_SAMPLES.tolist()),
-                           lambda r: [p["label"] for p in r["predictions"]])
-                demo.timed("v1 explain iris", lambda: v1.explain("iris", instances=IRIS_SAMPLES[:1].tolist()),
-                           lambda r: r["explanations"][0]["contributions"])
+                demo.timed(
+                    "v1 predict iris",
+                    lambda: v1.predict("iris", instances=IRIS_SAMPLES.tolist()),
+                    lambda r: [p["label"] for p in r["predictions"]],
+                )
+                demo.timed(
+                    "v1 explain iris",
+                    lambda: v1.explain("iris", instances=IRIS_SAMPLES[:1].tolist()),
+                    lambda r: r["explanations"][0]["contributions"],
+                )
 
         def grpc_sync() -> None:
             from inferkit import InferenceGRPCClient  # noqa: PLC0415
@@ -243,18 +260,21 @@ def _demo(args: argparse.Namespace) -> int:
                 demo.timed("is_server_ready()", client.is_server_ready)
                 for i in range(2):
                     demo.timed(f"infer iris [3,4] (call {i + 1})", lambda: client.infer(_iris_request()), _labels)
-                demo.timed("stream_infer repeat [7, 8, 9] (decoupled)",
-                           lambda: list(client.stream_infer([_repeat_request([7, 8, 9])])),
-                           lambda rs: f"{len(rs)} responses: {[int(r.as_numpy('OUT')[0]) for r in rs]}")
+                demo.timed(
+                    "stream_infer repeat [7, 8, 9] (decoupled)",
+                    lambda: list(client.stream_infer([_repeat_request([7, 8, 9])])),
+                    lambda rs: f"{len(rs)} responses: {[int(r.as_numpy('OUT')[0]) for r in rs]}",
+                )
 
         async def aio() -> None:
-            import inferkit.aio as aio_pkg  # noqa: PLC0415
+            aio_pkg: Any = importlib.import_module("inferkit.aio")  # Any: its names land as the package grows
 
             async with aio_pkg.InferenceRESTClient(server.http_url) as client:
                 await _atimed(demo, "aio REST infer iris", client.infer(_iris_request()), _labels)
                 requests = [client.infer(_iris_request()) for _ in range(8)]
-                await _atimed(demo, "aio REST 8 concurrent infers", asyncio.gather(*requests),
-                              lambda rs: f"{len(rs)} responses")
+                await _atimed(
+                    demo, "aio REST 8 concurrent infers", asyncio.gather(*requests), lambda rs: f"{len(rs)} responses"
+                )
             if not args.no_grpc:
                 async with aio_pkg.InferenceGRPCClient(server.grpc_address) as client:
                     await _atimed(demo, "aio gRPC infer iris", client.infer(_iris_request()), _labels)
@@ -270,7 +290,7 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _atimed(demo: _Demo, label: str, awaitable: Any, show: Callable[[Any], str]) -> Any:
+async def _atimed(demo: _Demo, label: str, awaitable: Any, show: Callable[[Any], Any]) -> Any:
     start = time.perf_counter()
     value = await awaitable
     demo.say(f"  {label:<44} {(time.perf_counter() - start) * 1000:8.2f} ms  {show(value)}")
@@ -281,7 +301,9 @@ async def _atimed(demo: _Demo, label: str, awaitable: Any, show: Callable[[Any],
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="inferkit", description="inferkit: clients for model servers, and a reference server")
+    parser = argparse.ArgumentParser(
+        prog="inferkit", description="inferkit: clients for model servers, and a reference server"
+    )
     parser.add_argument("--version", action="version", version=f"inferkit {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
@@ -298,10 +320,20 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (default 8001; 0: any free port)")
     serve.add_argument("--no-grpc", action="store_true", help="serve REST only")
     serve.add_argument("--name", help="model name for a plain function (default: the function's name)")
-    serve.add_argument("--input", action="append", type=parse_tensor_spec, metavar="NAME:DATATYPE[:SHAPE]",
-                       help="an input of a plain function, e.g. x:FP32:-1,4 (repeatable)")
-    serve.add_argument("--output", action="append", type=parse_tensor_spec, metavar="NAME:DATATYPE[:SHAPE]",
-                       help="an output of a plain function (repeatable)")
+    serve.add_argument(
+        "--input",
+        action="append",
+        type=parse_tensor_spec,
+        metavar="NAME:DATATYPE[:SHAPE]",
+        help="an input of a plain function, e.g. x:FP32:-1,4 (repeatable)",
+    )
+    serve.add_argument(
+        "--output",
+        action="append",
+        type=parse_tensor_spec,
+        metavar="NAME:DATATYPE[:SHAPE]",
+        help="an output of a plain function (repeatable)",
+    )
     serve.add_argument("--duration", type=float, default=None, help=argparse.SUPPRESS)
 
     demo = commands.add_parser("demo", help="run the reference server with demo models and call it with inferkit")

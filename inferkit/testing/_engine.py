@@ -129,7 +129,7 @@ class Engine:
         if name in (None, ""):
             stats = [s for n, m in self.models.items() if self.loaded[n] for s in m.statistics()]
         else:
-            model, _ = self.get(name)  # type: ignore[arg-type]
+            model, _ = self.get(name)
             stats = model.statistics(version)
         return {"model_stats": stats}
 
@@ -212,7 +212,7 @@ class Engine:
                 if item is _END:
                     break
                 count += 1
-                yield model.build_response(item, request, version)
+                yield model.build_response(item, request, version)  # type: ignore[arg-type]
         except ModelError:
             model.record(version, False, 0, {"compute_infer": time.perf_counter_ns() - t0})
             raise

@@ -72,7 +72,7 @@ class _Abort(Exception):
 
 
 def _serialize(reply: Any) -> bytes:
-    return reply if isinstance(reply, bytes) else reply.SerializeToString()  # type: ignore[no-any-return]
+    return reply if isinstance(reply, bytes) else reply.SerializeToString()
 
 
 def _code_for(error: ModelError) -> str:
@@ -81,9 +81,9 @@ def _code_for(error: ModelError) -> str:
 
 def _model_of(rpc: str, request: Any) -> str | None:
     if rpc in ("ModelReady", "ModelMetadata", "ModelConfig", "ModelStatistics"):
-        return request.name or None  # type: ignore[no-any-return]
+        return request.name or None
     if rpc in ("RepositoryModelLoad", "RepositoryModelUnload"):
-        return request.model_name or None  # type: ignore[no-any-return]
+        return request.model_name or None
     return None
 
 

@@ -363,4 +363,3 @@ def _convert(arr: np.ndarray, datatype: str, tensor: str, model: str, status: in
             status, f"tensor '{tensor}' of model '{model}' holds {arr.dtype} values where {datatype} is declared"
         )
     return arr.astype(target)
-

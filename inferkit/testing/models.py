@@ -89,9 +89,7 @@ def repeat_model(name: str = "repeat", datatype: str = "INT32") -> Model:
 def failing_stream_model(name: str = "fail_mid_stream", fail_after: int = 2) -> Model:
     """A decoupled model that sends ``fail_after`` responses (``OUT`` = ``IN``), then raises."""
 
-    def fail_mid_stream(
-        inputs: dict[str, np.ndarray], parameters: dict[str, Any]
-    ) -> Iterator[dict[str, np.ndarray]]:
+    def fail_mid_stream(inputs: dict[str, np.ndarray], parameters: dict[str, Any]) -> Iterator[dict[str, np.ndarray]]:
         for _ in range(int(parameters.get("fail_after", fail_after))):
             yield {"OUT": inputs["IN"]}
         raise RuntimeError(f"planned failure after {fail_after} responses")
@@ -111,9 +109,7 @@ def failing_model(name: str = "fail", message: str = "planned failure") -> Model
     def fail(inputs: dict[str, np.ndarray], parameters: dict[str, Any]) -> dict[str, np.ndarray]:
         raise RuntimeError(message)
 
-    return Model(
-        name, fail, inputs=[TensorSpec("INPUT0", "FP32", [-1])], outputs=[TensorSpec("OUTPUT0", "FP32", [-1])]
-    )
+    return Model(name, fail, inputs=[TensorSpec("INPUT0", "FP32", [-1])], outputs=[TensorSpec("OUTPUT0", "FP32", [-1])])
 
 
 def slow_model(name: str = "slow", seconds: float = 0.5) -> Model:
@@ -126,9 +122,7 @@ def slow_model(name: str = "slow", seconds: float = 0.5) -> Model:
         interruptible_sleep(float(parameters.get("sleep", seconds)))
         return {"OUTPUT0": inputs["INPUT0"]}
 
-    return Model(
-        name, slow, inputs=[TensorSpec("INPUT0", "FP32", [-1])], outputs=[TensorSpec("OUTPUT0", "FP32", [-1])]
-    )
+    return Model(name, slow, inputs=[TensorSpec("INPUT0", "FP32", [-1])], outputs=[TensorSpec("OUTPUT0", "FP32", [-1])])
 
 
 def sequence_model(name: str = "sequence") -> Model:

@@ -268,7 +268,9 @@ class ReferenceServer:
                 runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0, handle_signals=False)
                 await runner.setup()
                 ssl_context = self.tls.ssl_context() if self.tls else None
-                site = web.TCPSite(runner, self.host, self._http_port_wanted, ssl_context=ssl_context, reuse_address=True)
+                site = web.TCPSite(
+                    runner, self.host, self._http_port_wanted, ssl_context=ssl_context, reuse_address=True
+                )
                 await site.start()
                 self.http_port = int(runner.addresses[0][1])
             if self._want_grpc:

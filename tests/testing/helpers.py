@@ -89,7 +89,9 @@ def grpc_stub(channel: Any, rpc: str) -> Any:
     """A callable for ``rpc`` on ``channel`` built from the method table (no generated stubs)."""
     m = GRPC_METHODS[rpc]
     factory = channel.stream_stream if m.is_stream else channel.unary_unary
-    return factory(m.path, request_serializer=m.request_type.SerializeToString, response_deserializer=m.response_type.FromString)
+    return factory(
+        m.path, request_serializer=m.request_type.SerializeToString, response_deserializer=m.response_type.FromString
+    )
 
 
 def infer_message(model: str, arrays: Mapping[str, np.ndarray], **kwargs: Any) -> Any:

@@ -52,9 +52,24 @@ def test_bad_tensor_spec():
 
 def test_serve_runs_until_sigterm():
     proc = subprocess.Popen(
-        [sys.executable, "-m", "inferkit.cli", "serve", "tests.testing.cli_models:make_models",
-         "--http-port", "0", "--grpc-port", "0", "--duration", "60"],
-        cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "inferkit.cli",
+            "serve",
+            "tests.testing.cli_models:make_models",
+            "--http-port",
+            "0",
+            "--grpc-port",
+            "0",
+            "--duration",
+            "60",
+        ],
+        cwd=ROOT,
+        env=ENV,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     try:
         url = None

@@ -24,7 +24,9 @@ def infer(server, body=None, **kwargs):
 
 
 def test_status_fault_with_retry_after_applies_times_then_clears(reference_server):
-    reference_server.inject(Fault(route="infer", model="add_sub", action="status", status=503, retry_after=1.0, times=2))
+    reference_server.inject(
+        Fault(route="infer", model="add_sub", action="status", status=503, retry_after=1.0, times=2)
+    )
     first, second, third = infer(reference_server), infer(reference_server), infer(reference_server)
     assert first.status == second.status == 503 and third.status == 200
     assert first.headers["retry-after"] == "1" and "injected fault" in first.json()["error"]
@@ -136,7 +138,9 @@ def test_fault_validation():
 def grpc_infer(reference_server):
     with grpc.insecure_channel(reference_server.grpc_address) as channel:
         stub = grpc_stub(channel, "ModelInfer")
-        yield lambda **kw: stub.with_call(infer_message("add_sub", {"INPUT0": A, "INPUT1": B}), timeout=kw.get("timeout", 10))
+        yield lambda **kw: stub.with_call(
+            infer_message("add_sub", {"INPUT0": A, "INPUT1": B}), timeout=kw.get("timeout", 10)
+        )
 
 
 def test_grpc_status_fault_with_retry_after(reference_server, grpc_infer):

@@ -28,7 +28,9 @@ def rpc(channel, name, request=None, **kwargs):
 
 def outputs(reply):
     return {
-        t.name: np.frombuffer(raw, dtype={"INT32": "<i4", "UINT32": "<u4", "FP32": "<f4"}[t.datatype]).reshape(list(t.shape))
+        t.name: np.frombuffer(raw, dtype={"INT32": "<i4", "UINT32": "<u4", "FP32": "<f4"}[t.datatype]).reshape(
+            list(t.shape)
+        )
         for t, raw in zip(reply.outputs, reply.raw_output_contents)
     }
 
@@ -88,7 +90,9 @@ def test_config_statistics_repository(channel):
     with pytest.raises(grpc.RpcError) as info:
         rpc(channel, "ModelInfer", infer_message("add_sub", {"INPUT0": A, "INPUT1": B}))
     assert info.value.code() == grpc.StatusCode.NOT_FOUND
-    assert not any(m.name == "add_sub" for m in rpc(channel, "RepositoryIndex", pb.RepositoryIndexRequest(ready=True)).models)
+    assert not any(
+        m.name == "add_sub" for m in rpc(channel, "RepositoryIndex", pb.RepositoryIndexRequest(ready=True)).models
+    )
     rpc(channel, "RepositoryModelLoad", pb.RepositoryModelLoadRequest(model_name="add_sub"))
     assert rpc(channel, "ModelReady", pb.ModelReadyRequest(name="add_sub")).ready
 
@@ -100,7 +104,9 @@ def test_minimal_rpcs(channel):
     rpc(channel, "TraceSetting")
     rpc(channel, "LogSettings")
     with pytest.raises(grpc.RpcError) as info:
-        rpc(channel, "SystemSharedMemoryRegister", pb.SystemSharedMemoryRegisterRequest(name="r", key="/k", byte_size=8))
+        rpc(
+            channel, "SystemSharedMemoryRegister", pb.SystemSharedMemoryRegisterRequest(name="r", key="/k", byte_size=8)
+        )
     assert info.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 
@@ -111,8 +117,11 @@ def test_every_rpc_of_the_table_answers(channel):
         try:
             rpc(channel, name)
         except grpc.RpcError as exc:  # empty requests may be invalid; never UNIMPLEMENTED by accident
-            assert exc.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT,
-                                  grpc.StatusCode.UNIMPLEMENTED), (name, exc)
+            assert exc.code() in (
+                grpc.StatusCode.NOT_FOUND,
+                grpc.StatusCode.INVALID_ARGUMENT,
+                grpc.StatusCode.UNIMPLEMENTED,
+            ), (name, exc)
             if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
                 assert "Register" in name
 
@@ -122,7 +131,12 @@ def test_every_rpc_of_the_table_answers(channel):
     [
         ("nope", {"INPUT0": A}, grpc.StatusCode.NOT_FOUND, "Request for unknown model: 'nope' is not found"),
         ("add_sub", {"INPUT0": A[:, :4], "INPUT1": B[:, :4]}, grpc.StatusCode.INVALID_ARGUMENT, "unexpected shape"),
-        ("add_sub", {"INPUT0": A.astype(np.float32), "INPUT1": B}, grpc.StatusCode.INVALID_ARGUMENT, "data-type is 'FP32'"),
+        (
+            "add_sub",
+            {"INPUT0": A.astype(np.float32), "INPUT1": B},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "data-type is 'FP32'",
+        ),
         ("add_sub", {"INPUT0": A}, grpc.StatusCode.INVALID_ARGUMENT, "missing required input(s) ['INPUT1']"),
         ("fail", {"INPUT0": np.ones(1, np.float32)}, grpc.StatusCode.INTERNAL, "planned failure"),
         ("repeat", {"IN": np.ones(2, np.int32)}, grpc.StatusCode.INVALID_ARGUMENT, "decoupled"),
@@ -153,10 +167,13 @@ def stream(channel, requests):
 
 
 def test_stream_decoupled_several_responses_per_request(channel):
-    replies = stream(channel, [
-        infer_message("repeat", {"IN": np.array([5, 6, 7], np.int32)}, id="a"),
-        infer_message("add_sub", {"INPUT0": A, "INPUT1": B}, id="b"),
-    ])
+    replies = stream(
+        channel,
+        [
+            infer_message("repeat", {"IN": np.array([5, 6, 7], np.int32)}, id="a"),
+            infer_message("add_sub", {"INPUT0": A, "INPUT1": B}, id="b"),
+        ],
+    )
     assert [r.error_message for r in replies] == [""] * 4
     assert [r.infer_response.id for r in replies] == ["a", "a", "a", "b"]
     assert [int(outputs(r.infer_response)["OUT"][0]) for r in replies[:3]] == [5, 6, 7]
@@ -174,11 +191,14 @@ def test_stream_repeat_count_parameter_and_final_flag(channel):
 
 
 def test_stream_errors_arrive_as_messages_and_the_stream_goes_on(channel):
-    replies = stream(channel, [
-        infer_message("fail_mid_stream", {"IN": np.array([1, 2], np.int32)}, id="f"),
-        infer_message("nope", {"IN": np.array([1], np.int32)}, id="g"),
-        infer_message("repeat", {"IN": np.array([3], np.int32)}, id="h"),
-    ])
+    replies = stream(
+        channel,
+        [
+            infer_message("fail_mid_stream", {"IN": np.array([1, 2], np.int32)}, id="f"),
+            infer_message("nope", {"IN": np.array([1], np.int32)}, id="g"),
+            infer_message("repeat", {"IN": np.array([3], np.int32)}, id="h"),
+        ],
+    )
     assert [bool(r.error_message) for r in replies] == [False, False, True, True, False]
     assert "planned failure after 2 responses" in replies[2].error_message and replies[2].infer_response.id == "f"
     assert "unknown model" in replies[3].error_message and replies[3].infer_response.id == "g"

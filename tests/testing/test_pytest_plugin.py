@@ -9,7 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 
-USER_TEST = '''
+USER_TEST = """
 import http.client
 from inferkit.testing import Fault
 from inferkit.testing.models import add_sub_model
@@ -37,16 +37,29 @@ def test_faults_do_not_leak(inferkit_server):
 def test_factory(inferkit_server_factory):
     server = inferkit_server_factory([add_sub_model()], grpc=False, auth=("X-Key", "k"))
     assert get(server, "/v2/models/add_sub") == 401
-'''
+"""
 
 
 def test_plugin_fixtures(tmp_path):
     (tmp_path / "test_user.py").write_text(USER_TEST)
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-q", "-p", "inferkit.testing.pytest_plugin", "-p", "no:cacheprovider",
-         str(tmp_path / "test_user.py")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "inferkit.testing.pytest_plugin",
+            "-p",
+            "no:cacheprovider",
+            str(tmp_path / "test_user.py"),
+        ],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "3 passed" in result.stdout

@@ -22,8 +22,15 @@ def test_health_and_server_metadata(reference_server):
     assert call(reference_server, "GET", "/v2/health/ready").status == 200
     meta = call(reference_server, "GET", "/v2").json()
     assert meta["name"] == "inferkit-reference" and meta["version"]
-    for ext in ("binary_tensor_data", "model_configuration", "statistics", "model_repository", "classification",
-                "sequence", "schedule_policy"):
+    for ext in (
+        "binary_tensor_data",
+        "model_configuration",
+        "statistics",
+        "model_repository",
+        "classification",
+        "sequence",
+        "schedule_policy",
+    ):
         assert ext in meta["extensions"]
 
 
@@ -92,7 +99,12 @@ def test_infer_per_output_binary_and_selection(reference_server):
     np.testing.assert_array_equal(np.frombuffer(raw["OUTPUT1"], "<i4"), (A - B).reshape(-1))
     # one binary, one JSON output
     body = add_sub_body(
-        A, B, outputs=[{"name": "OUTPUT0", "parameters": {"binary_data": False}}, {"name": "OUTPUT1", "parameters": {"binary_data": True}}]
+        A,
+        B,
+        outputs=[
+            {"name": "OUTPUT0", "parameters": {"binary_data": False}},
+            {"name": "OUTPUT1", "parameters": {"binary_data": True}},
+        ],
     )
     head, raw = split_binary(call(reference_server, "POST", "/v2/models/add_sub/infer", body))
     assert head["outputs"][0]["data"] == (A + B).reshape(-1).tolist() and list(raw) == ["OUTPUT1"]
@@ -128,7 +140,9 @@ def test_bf16_and_fp16_binary(reference_server):
 
 def test_classification(reference_server):
     body = {
-        "inputs": [{"name": "input", "shape": [2, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2, 6.7, 3.0, 5.2, 2.3]}],
+        "inputs": [
+            {"name": "input", "shape": [2, 4], "datatype": "FP32", "data": [5.1, 3.5, 1.4, 0.2, 6.7, 3.0, 5.2, 2.3]}
+        ],
         "outputs": [{"name": "probabilities", "parameters": {"classification": 2}}],
     }
     out = call(reference_server, "POST", "/v2/models/iris/infer", body).json()["outputs"][0]
@@ -232,7 +246,9 @@ def test_v1_routes(reference_server):
     assert "iris" in call(reference_server, "GET", "/v1/models").json()["models"]
     assert call(reference_server, "GET", "/v1/models/iris").json() == {"name": "iris", "ready": True}
     assert call(reference_server, "GET", "/v1/models/nope").status == 404
-    reply = call(reference_server, "POST", "/v1/models/iris:predict", {"instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]})
+    reply = call(
+        reference_server, "POST", "/v1/models/iris:predict", {"instances": [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]}
+    )
     predictions = reply.json()["predictions"]
     assert [p["label"] for p in predictions] == ["setosa", "virginica"] and len(predictions[0]["probabilities"]) == 3
     single = call(reference_server, "POST", "/v1/models/identity_fp32:predict", {"instances": [1.5, 2.5]}).json()
@@ -247,12 +263,23 @@ def test_v1_routes(reference_server):
 @pytest.mark.parametrize(
     ("body", "fragment"),
     [
-        (add_sub_body(A[:, :8], B[:, :8]), "unexpected shape for input 'INPUT0' for model 'add_sub'. Expected [-1,16], got [1,8]"),
-        ({"inputs": [{"name": "INPUT0", "shape": [1, 16], "datatype": "FP32", "data": [0.0] * 16},
-                     {"name": "INPUT1", "shape": [1, 16], "datatype": "INT32", "data": [0] * 16}]},
-         "inference input 'INPUT0' data-type is 'FP32', but model 'add_sub' expects 'INT32'"),
-        ({"inputs": [{"name": "INPUT0", "shape": [1, 16], "datatype": "INT32", "data": [0] * 16}]},
-         "missing required input(s) ['INPUT1']"),
+        (
+            add_sub_body(A[:, :8], B[:, :8]),
+            "unexpected shape for input 'INPUT0' for model 'add_sub'. Expected [-1,16], got [1,8]",
+        ),
+        (
+            {
+                "inputs": [
+                    {"name": "INPUT0", "shape": [1, 16], "datatype": "FP32", "data": [0.0] * 16},
+                    {"name": "INPUT1", "shape": [1, 16], "datatype": "INT32", "data": [0] * 16},
+                ]
+            },
+            "inference input 'INPUT0' data-type is 'FP32', but model 'add_sub' expects 'INT32'",
+        ),
+        (
+            {"inputs": [{"name": "INPUT0", "shape": [1, 16], "datatype": "INT32", "data": [0] * 16}]},
+            "missing required input(s) ['INPUT1']",
+        ),
         ({"inputs": [{"name": "INPUT0", "shape": [1, 16], "datatype": "INT32", "data": [0] * 3}]}, "INPUT0"),
         ({"inputs": [{"name": "X", "shape": [1], "datatype": "INT32", "data": [0]}]}, "unexpected inference input 'X'"),
         (add_sub_body(A, B, outputs=[{"name": "NOPE"}]), "unexpected inference output 'NOPE'"),
@@ -266,8 +293,10 @@ def test_invalid_requests_are_400(reference_server, body, fragment):
 
 def test_malformed_bodies_are_400(reference_server):
     assert call(reference_server, "POST", "/v2/models/add_sub/infer", b"{not json").status == 400
-    body, headers = binary_body({"inputs": [{"name": "INPUT0", "shape": [1, 16], "datatype": "INT32",
-                                             "parameters": {"binary_data_size": 64}}]}, b"\0" * 10)
+    body, headers = binary_body(
+        {"inputs": [{"name": "INPUT0", "shape": [1, 16], "datatype": "INT32", "parameters": {"binary_data_size": 64}}]},
+        b"\0" * 10,
+    )
     reply = call(reference_server, "POST", "/v2/models/add_sub/infer", body, headers)
     assert reply.status == 400 and "INPUT0" in reply.json()["error"]
     headers[HEADER_LENGTH] = "999999"
@@ -275,7 +304,11 @@ def test_malformed_bodies_are_400(reference_server):
 
 
 def test_unknown_model_is_404(reference_server):
-    for method, path in (("GET", "/v2/models/nope"), ("POST", "/v2/models/nope/infer"), ("GET", "/v2/models/nope/stats")):
+    for method, path in (
+        ("GET", "/v2/models/nope"),
+        ("POST", "/v2/models/nope/infer"),
+        ("GET", "/v2/models/nope/stats"),
+    ):
         reply = call(reference_server, method, path, add_sub_body(A, B) if method == "POST" else None)
         assert reply.status == 404 and reply.json()["error"] == "Request for unknown model: 'nope' is not found"
 
@@ -305,8 +338,12 @@ def test_sequence_parameters_reach_the_model(reference_server):
 
 def test_large_binary_request(reference_server):
     big = np.arange(1 << 20, dtype=np.float32)  # 4 MiB, over aiohttp's default 1 MiB body limit
-    header = {"inputs": [{"name": "INPUT0", "shape": [big.size], "datatype": "FP32", "parameters": {"binary_data_size": big.nbytes}}],
-              "parameters": {"binary_data_output": True}}
+    header = {
+        "inputs": [
+            {"name": "INPUT0", "shape": [big.size], "datatype": "FP32", "parameters": {"binary_data_size": big.nbytes}}
+        ],
+        "parameters": {"binary_data_output": True},
+    }
     body, headers = binary_body(header, big.tobytes())
     _, out = split_binary(call(reference_server, "POST", "/v2/models/identity_fp32/infer", body, headers))
     assert out["OUTPUT0"] == big.tobytes()

@@ -82,7 +82,12 @@ def test_slow_model_does_not_block_other_requests():
     with ReferenceServer([slow_model(seconds=30), add_sub_model()], grpc=False) as server:
         thread = threading.Thread(
             target=call,
-            args=(server, "POST", "/v2/models/slow/infer", {"inputs": [{"name": "INPUT0", "shape": [1], "datatype": "FP32", "data": [1.0]}]}),
+            args=(
+                server,
+                "POST",
+                "/v2/models/slow/infer",
+                {"inputs": [{"name": "INPUT0", "shape": [1], "datatype": "FP32", "data": [1.0]}]},
+            ),
             kwargs={"timeout": 10},
         )
         thread.start()
@@ -123,7 +128,10 @@ def test_custom_model_with_plain_callable():
 
     model = Model("scale", scale, inputs=[TensorSpec("x", "FP64", [-1])], outputs=[TensorSpec("y", "FP64", [-1])])
     with ReferenceServer([model], grpc=False) as server:
-        body = {"inputs": [{"name": "x", "shape": [2], "datatype": "FP64", "data": [1, 2]}], "parameters": {"factor": 3}}
+        body = {
+            "inputs": [{"name": "x", "shape": [2], "datatype": "FP64", "data": [1, 2]}],
+            "parameters": {"factor": 3},
+        }
         assert call(server, "POST", "/v2/models/scale/infer", body).json()["outputs"][0]["data"] == [3.0, 6.0]
 
 
@@ -185,3 +193,15 @@ def test_required_auth_header():
             with pytest.raises(grpc.RpcError) as info:
                 list(stream(iter([message]), timeout=10))
             assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_importing_inferkit_testing_loads_neither_aiohttp_nor_grpc():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, inferkit.testing, inferkit.testing.models, inferkit.testing.pytest_plugin, inferkit.cli\n"
+        "print(','.join(m for m in ('aiohttp', 'grpc') if m in sys.modules))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60)
+    assert out.stdout.strip() == ""

@@ -45,7 +45,10 @@ def test_infer_json_and_binary(triton, binary):
     if mod is httpclient:
         inputs[0].set_data_from_numpy(A, binary_data=binary)
         inputs[1].set_data_from_numpy(B, binary_data=binary)
-        outputs = [mod.InferRequestedOutput("OUTPUT0", binary_data=binary), mod.InferRequestedOutput("OUTPUT1", binary_data=binary)]
+        outputs = [
+            mod.InferRequestedOutput("OUTPUT0", binary_data=binary),
+            mod.InferRequestedOutput("OUTPUT1", binary_data=binary),
+        ]
     else:
         inputs[0].set_data_from_numpy(A)
         inputs[1].set_data_from_numpy(B)
@@ -72,7 +75,11 @@ def test_config_statistics_and_errors(triton):
     config = config if isinstance(config, dict) else grpc_config_dict(config)
     assert config["name"] == "add_sub"
     stats = triton.get_inference_statistics("add_sub")
-    assert stats["model_stats"][0]["name"] == "add_sub" if isinstance(stats, dict) else stats.model_stats[0].name == "add_sub"
+    assert (
+        stats["model_stats"][0]["name"] == "add_sub"
+        if isinstance(stats, dict)
+        else stats.model_stats[0].name == "add_sub"
+    )
     x = triton.module.InferInput("INPUT0", [1, 16], "INT32")
     x.set_data_from_numpy(A)
     with pytest.raises(InferenceServerException) as info:
