@@ -168,15 +168,14 @@ def decode_parameters(params: Any) -> dict[str, ParameterValue]:
 # -- tensors -> messages ----------------------------------------------------------------------------------
 
 
-def _fill_tensor(tensor: InferTensor, msg: Any, where: str) -> None:
+def _add_tensor(container: Any, tensor: InferTensor, where: str) -> Any:
     if not tensor.has_data:
         raise EncodeError(f"{where}: tensor {tensor.name!r} has no data; call set_data_from_numpy() first")
-    msg.name = tensor.name
-    msg.datatype = tensor.datatype
-    msg.shape.extend(tensor.shape)
+    msg = container.add(name=tensor.name, datatype=tensor.datatype, shape=tensor._shape)
     if tensor.parameters:
         params = {k: v for k, v in tensor.parameters.items() if k not in ("binary_data_size", "binary_data")}
         encode_parameters(params, msg.parameters, f"{where}: tensor {tensor.name!r}")
+    return msg
 
 
 def _fill_typed_contents(tensor: InferTensor, msg: Any, where: str) -> None:
@@ -214,8 +213,7 @@ def _build_request_header(request: InferRequest, *, raw: bool) -> tuple[Any, lis
         encode_parameters(request.parameters, msg.parameters, f"{where} request")
     buffers: list[Buffer] = []
     for tensor in request.inputs:
-        entry = msg.inputs.add()
-        _fill_tensor(tensor, entry, where)
+        entry = _add_tensor(msg.inputs, tensor, where)
         if raw:
             buffers.append(_tensor_raw(tensor))
         else:
@@ -224,8 +222,7 @@ def _build_request_header(request: InferRequest, *, raw: bool) -> tuple[Any, lis
         for out in request.outputs:
             if not isinstance(out, InferRequestedOutput):
                 raise EncodeError(f"{where}: outputs must be InferRequestedOutput objects, got {out!r}")
-            entry = msg.outputs.add()
-            entry.name = out.name
+            entry = msg.outputs.add(name=out.name)
             params = out.wire_parameters()
             if params:
                 encode_parameters(params, entry.parameters, f"{where}: requested output {out.name!r}")
@@ -249,12 +246,17 @@ def encode_infer_request(request: InferRequest, *, raw: bool = True) -> Any:
 
 
 def _varint(value: int) -> bytes:
+    if value < 0x80:
+        return _SMALL_VARINTS[value]
     out = bytearray()
     while value > 0x7F:
         out.append((value & 0x7F) | 0x80)
         value >>= 7
     out.append(value)
     return bytes(out)
+
+
+_SMALL_VARINTS = [bytes((i,)) for i in range(0x80)]
 
 
 def _join_raw(header: bytes, field: int, buffers: Sequence[Buffer]) -> bytes:
@@ -400,10 +402,7 @@ def _decode_tensors(
         name = entry.name
         if not name:
             raise DecodeError(f"{where}: {kind} {index} has no name")
-        try:
-            tensor = factory(name, list(entry.shape), entry.datatype)
-        except EncodeError as exc:  # the peer's description, so a decode problem
-            raise DecodeError(f"{where}: {exc.message}") from exc
+        tensor = _new_tensor(factory, name, list(entry.shape), entry.datatype, where)
         if entry.parameters:
             tensor.parameters = decode_parameters(entry.parameters)
         has_typed = entry.HasField("contents")
@@ -432,6 +431,28 @@ def _decode_tensors(
             tensor._binary = False
         tensors.append(tensor)
     return tensors
+
+
+def _new_tensor(factory: type[InferTensor], name: str, shape: list[int], datatype: str, where: str) -> Any:
+    """Build a decoded tensor without the public constructor's checks for user input (hot path).
+
+    Protobuf already guarantees ``shape`` holds ints; the peer's datatype and dimensions are still validated.
+    """
+    if datatype not in DATATYPES:
+        raise DecodeError(f"{where}: tensor {name!r} has an unknown datatype {datatype!r}")
+    if shape and min(shape) < 0:
+        raise DecodeError(f"{where}: tensor {name!r} has a negative dimension in shape {shape}")
+    tensor = factory.__new__(factory)
+    tensor.name = name
+    tensor._shape = shape
+    tensor.datatype = datatype
+    tensor.parameters = {}
+    tensor._array = None
+    tensor._raw = None
+    tensor._json = None
+    tensor._binary = True
+    tensor._decoded = None
+    return tensor
 
 
 def _has_typed_values(contents: Any) -> bool:
@@ -518,8 +539,7 @@ def _build_response_header(response: InferResponse, *, raw: bool) -> tuple[Any, 
         encode_parameters(response.parameters, msg.parameters, where)
     buffers: list[Buffer] = []
     for tensor in response.outputs:
-        entry = msg.outputs.add()
-        _fill_tensor(tensor, entry, where)
+        entry = _add_tensor(msg.outputs, tensor, where)
         if raw:
             buffers.append(_tensor_raw(tensor))
         else:

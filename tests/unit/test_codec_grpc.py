@@ -502,3 +502,13 @@ def test_tritonclient_style_response_reads_with_ours(raw, split_mode):
     assert resp.parameters == {"triton_final_response": True}
     stream = tc_pb.ModelStreamInferResponse(error_message="", infer_response=msg)
     np.testing.assert_array_equal(g.decode_stream_response(stream.SerializeToString()).as_numpy("Y"), data)
+
+
+def test_fast_tensor_constructor_sets_every_slot():
+    from inferkit.codec.tensors import InferTensor
+
+    tensor = g._new_tensor(InferOutput, "Y", [2], "FP32", "here")
+    slots = {name for cls in type(tensor).__mro__ for name in getattr(cls, "__slots__", ())}
+    assert slots == set(InferTensor.__slots__)
+    for name in slots:
+        getattr(tensor, name)  # every slot was assigned (an unset slot raises AttributeError)
