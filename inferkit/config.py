@@ -333,7 +333,9 @@ class RESTConfig:
         proxies: ``{"http": url, "https": url}``; pooling keeps working through proxies.
         compression: ``"gzip"`` or ``"deflate"`` to compress request bodies of at least
             ``compression_threshold`` bytes; None sends them as they are.
-        accept_compression: Ask for compressed replies (``Accept-Encoding: gzip, deflate``).
+        accept_compression: Ask for compressed replies (``Accept-Encoding: gzip, deflate``). Off by default:
+            servers compress every reply when asked (Triton and the reference server even tiny ones), which costs
+            CPU on both ends for little gain on binary tensors; compressed replies are decoded either way.
         binary_data: None: use the binary tensor extension when the server lists it (checked once per
             client); True: always; False: never (JSON only).
         max_response_size: Largest reply body accepted, checked while reading (also after decompression).
@@ -355,7 +357,7 @@ class RESTConfig:
     proxies: Mapping[str, str] | None = None
     compression: str | None = None
     compression_threshold: int = 1024
-    accept_compression: bool = True
+    accept_compression: bool = False
     binary_data: bool | None = None
     max_response_size: int = 2**31
 
