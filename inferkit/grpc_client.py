@@ -171,7 +171,7 @@ def map_rpc_error(
     code = getattr(code_obj, "name", None) or "UNKNOWN"
     details = _details(exc)
     lowered = details.lower()
-    context = {"model_name": model_name, "request_id": request_id, "attempts": attempts}
+    context: dict[str, Any] = {"model_name": model_name, "request_id": request_id, "attempts": attempts}
     if code == "UNAVAILABLE" and any(m in lowered for m in _CONNECT_MARKERS):
         cls = TLSError if any(m in lowered for m in _TLS_MARKERS) else ConnectError
         return cls(f"could not reach the gRPC server: {details}", grpc_code=code, **context)
