@@ -1,0 +1,138 @@
+"""Session fixtures that start real servers (Triton, KServe ModelServer, MLServer) for the interop suite.
+
+Every test collected under tests/interop gets the ``interop`` marker. The server venvs the collected tests need are
+built (or found in the cache) once, right after collection, outside any test's timeout. A venv that cannot be built
+(e.g. no registry access) skips that server's tests with the reason; under CI (``CI=true``) it fails them instead,
+so the suite cannot rot silently. A server that has a venv but does not start is always an error, with its log tail.
+
+Run: ``pytest tests/interop -m interop`` (or ``tox -e interop``); ``-k triton`` etc. selects servers.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from tests.interop import harness
+
+SERVERS = ("triton", "kserve", "mlserver")
+_venvs: dict[str, harness.VirtualEnv] = {}
+_unavailable: dict[str, str] = {}
+_timings: dict[str, dict[str, float]] = {}
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    here = os.path.dirname(__file__)
+    for item in items:
+        if str(item.fspath).startswith(here):
+            item.add_marker(pytest.mark.interop)
+
+
+def pytest_collection_finish(session: pytest.Session) -> None:
+    """Build the venvs of the servers that the selected tests use (not the deselected ones)."""
+    if session.config.option.collectonly:
+        return
+    needed = set()
+    for item in session.items:
+        for name in getattr(item, "fixturenames", ()):
+            if name in SERVERS:
+                needed.add(name)
+            elif name == "server":
+                callspec = getattr(item, "callspec", None)
+                if callspec is not None and callspec.params.get("server") in SERVERS:
+                    needed.add(callspec.params["server"])
+    for name in sorted(needed):
+        started = time.monotonic()
+        try:
+            venv = harness.ensure_venv(name)
+        except harness.EnvironmentUnavailable as exc:
+            _unavailable[name] = str(exc)
+            continue
+        _venvs[name] = venv
+        _timings.setdefault(name, {})["venv_seconds" if venv.built else "venv_cached_seconds"] = (
+            time.monotonic() - started
+        )
+
+
+def _start(name: str) -> Iterator[harness.Server]:
+    if name in _unavailable or name not in _venvs:
+        reason = _unavailable.get(name, "venv was not prepared")
+        first_line = reason.splitlines()[0] if reason else reason
+        if in_ci():
+            pytest.fail(f"{name}: server venv unavailable under CI=true: {reason}")
+        pytest.skip(f"{name}: server venv could not be built here ({first_line}); see {harness.cache_root()}")
+    try:
+        server = harness.start_server(name, venv=_venvs[name])
+    except harness.HarnessError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    _timings.setdefault(name, {})["start_to_ready_seconds"] = server.startup_seconds
+    try:
+        yield server
+    finally:
+        stopped = time.monotonic()
+        server.stop()
+        _timings[name]["stop_seconds"] = time.monotonic() - stopped
+
+
+@pytest.fixture(scope="session")
+def triton() -> Iterator[harness.Server]:
+    """Triton 2.51 (nvidia-pytriton wheel) with tests/interop/triton_models."""
+    yield from _start("triton")
+
+
+@pytest.fixture(scope="session")
+def kserve() -> Iterator[harness.Server]:
+    """KServe ModelServer 0.21 running tests/interop/kserve_server.py."""
+    yield from _start("kserve")
+
+
+@pytest.fixture(scope="session")
+def mlserver() -> Iterator[harness.Server]:
+    """MLServer 1.7.1 with tests/interop/mlserver_models."""
+    yield from _start("mlserver")
+
+
+@pytest.fixture(scope="session", params=SERVERS)
+def server(request: pytest.FixtureRequest) -> harness.Server:
+    """Each server in turn (tests parametrized over servers use this one)."""
+    return request.getfixturevalue(request.param)
+
+
+@pytest.fixture(autouse=True)
+def _server_log_on_failure(request: pytest.FixtureRequest) -> Iterator[None]:
+    yield
+    report = getattr(request.node, "rep_call", None)
+    if report is None or not report.failed:
+        return
+    for name in ("server", *SERVERS):
+        if name in request.fixturenames:
+            server = request.getfixturevalue(name)
+            report.sections.append((f"{server.name} log tail", server.log_tail(40)))
+            return
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if not _timings and not _unavailable:
+        return
+    terminalreporter.section("interop servers")
+    for name in SERVERS:
+        if name in _unavailable:
+            terminalreporter.write_line(f"{name}: unavailable: {_unavailable[name].splitlines()[0]}")
+        if name in _timings:
+            parts = ", ".join(f"{k}={v:.1f}" for k, v in sorted(_timings[name].items()))
+            venv = _venvs.get(name)
+            terminalreporter.write_line(f"{name}: {parts}" + (f" ({venv.path})" if venv else ""))
