@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import os
 import ssl
 import tempfile
@@ -168,6 +169,10 @@ class ReferenceServer:
         if thread.is_alive():
             raise TimeoutError(f"reference server thread did not stop within {timeout} s")
         self._thread = None
+        if self._want_grpc:
+            # grpc.aio keeps a process-wide poller thread until its last server or channel object is freed, and
+            # a stopped server can sit in a reference cycle: collect now so no thread outlives stop().
+            gc.collect()
 
     def __enter__(self) -> ReferenceServer:
         return self.start()

@@ -49,8 +49,9 @@ def test_ready_quickly_and_nothing_left_after_stop():
         assert call(server, "GET", "/v2/health/ready").status == 200
         with grpc.insecure_channel(server.grpc_address) as channel:
             assert grpc_stub(channel, "ServerReady")(GRPC_METHODS["ServerReady"].request_type(), timeout=10).ready
-        server.stop()
-    gc.collect()
+            message = infer_message("repeat", {"IN": np.array([1, 2], np.int32)})
+            assert len(list(grpc_stub(channel, "ModelStreamInfer")(iter([message]), timeout=10))) == 2
+        server.stop()  # on its own: no gc.collect() by the test
     print(f"reference server ready in {', '.join(f'{t * 1000:.1f} ms' for t in timings)}")
     assert set(threading.enumerate()) == threads
     assert _sockets() == sockets
