@@ -823,6 +823,10 @@ def _connect(conn: Any, timeout: float | None) -> None:
         cause = exc.__cause__ if isinstance(exc, urllib3.exceptions.HTTPError) else exc
         if isinstance(cause, ssl.SSLError) or isinstance(exc, urllib3.exceptions.SSLError):
             raise _AttemptError("tls", exc) from None
+        # NewConnectionError subclasses ConnectTimeoutError (urllib3 keeps that for compatibility): refused
+        # and DNS failures are connection errors, only a real timeout is a ConnectTimeout.
+        if isinstance(exc, urllib3.exceptions.NewConnectionError) and not isinstance(cause, socket.timeout):
+            raise _AttemptError("connect", exc) from None
         if isinstance(exc, urllib3.exceptions.ConnectTimeoutError) or isinstance(cause, socket.timeout):
             raise _AttemptError("connect_timeout", exc, timeout=timeout) from None
         raise _AttemptError("connect", exc) from None
