@@ -1,0 +1,249 @@
+"""Batch-job benchmark: ``infer_many`` against the hand-written loops it replaces, in one run.
+
+What it measures (throughput in requests/s, median over ``--runs`` interleaved runs, and the ratio):
+
+1. sync, per transport (REST, gRPC): ``client.infer_many(requests, concurrency=C)`` (ordered, and unordered)
+   vs a hand-written ``ThreadPoolExecutor(C)`` loop over the same client (``list(pool.map(client.infer, ...))``).
+   Target: infer_many >= 0.9x the hand-written loop.
+2. async (REST): ``infer_many`` of :mod:`inferkit.aio.batching` vs ``asyncio.gather`` with a ``Semaphore(C)``
+   over the same client (the aio client of ``inferkit.aio`` when it exists, else a minimal aiohttp client built
+   on the codec, the same one the tests use).
+
+The reference server (add_sub, INT32 [1,16] x 2, binary tensors) runs in a separate process, so its CPU does not
+compete with the client's GIL (it still shares the machine's cores). Runs alternate between the variants so that
+drift on a shared machine hits both alike.
+
+Usage::
+
+    python benchmarks/batch_bench.py [--n 2000] [--runs 5] [--concurrency 32] [--transport rest grpc]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import os
+import statistics
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Callable
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+from inferkit import InferInput, InferRequest, InferResponse, RESTConfig  # noqa: E402
+from inferkit.aio import batching as aio_batching  # noqa: E402
+from inferkit.batching import infer_many  # noqa: E402
+from inferkit.codec import rest_v2  # noqa: E402
+from inferkit.errors import error_for_http_status  # noqa: E402
+
+SERVER_CODE = """
+import sys
+from inferkit.testing import ReferenceServer
+from inferkit.testing.models import add_sub_model
+server = ReferenceServer([add_sub_model()], grpc=True, max_workers=16).start()
+print(server.http_url, server.grpc_url, flush=True)
+sys.stdin.read()
+server.stop()
+"""
+
+
+def start_server() -> tuple[subprocess.Popen[str], str, str]:
+    proc = subprocess.Popen(
+        [sys.executable, "-c", SERVER_CODE],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    )
+    assert proc.stdout is not None
+    line = proc.stdout.readline().split()
+    if len(line) != 2:
+        proc.kill()
+        raise SystemExit(f"reference server did not start: {line!r}")
+    return proc, line[0], line[1]
+
+
+def stop_server(proc: subprocess.Popen[str]) -> None:
+    assert proc.stdin is not None
+    proc.stdin.close()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+def make_requests(n: int) -> list[InferRequest]:
+    a = np.arange(16, dtype=np.int32).reshape(1, 16)
+    b = np.ones((1, 16), dtype=np.int32)
+    out = []
+    for _ in range(n):
+        x = InferInput("INPUT0", [1, 16], "INT32").set_data_from_numpy(a)
+        y = InferInput("INPUT1", [1, 16], "INT32").set_data_from_numpy(b)
+        out.append(InferRequest("add_sub", [x, y]))  # type: ignore[list-item]
+    return out
+
+
+def throughput(fn: Callable[[], int]) -> float:
+    t0 = time.perf_counter()
+    count = fn()
+    return count / (time.perf_counter() - t0)
+
+
+def compare(variants: dict[str, Callable[[], int]], runs: int) -> dict[str, float]:
+    """Median requests/s per variant; runs interleaved (A B C A B C ...)."""
+    samples: dict[str, list[float]] = {name: [] for name in variants}
+    for fn in variants.values():
+        fn()  # warm-up: connections, threads, first-call paths
+    for _ in range(runs):
+        for name, fn in variants.items():
+            samples[name].append(throughput(fn))
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+# -- sync ------------------------------------------------------------------------------------------------------
+def sync_variants(client: Any, requests: list[InferRequest], concurrency: int) -> dict[str, Callable[[], int]]:
+    pool = ThreadPoolExecutor(concurrency)  # a long-lived pool, as a hand-written job would keep one
+
+    def hand_written() -> int:
+        return len(list(pool.map(client.infer, requests)))
+
+    def many_ordered() -> int:
+        return sum(1 for _ in infer_many(client.infer, requests, concurrency=concurrency))
+
+    def many_unordered() -> int:
+        return sum(1 for _ in infer_many(client.infer, requests, concurrency=concurrency, ordered=False))
+
+    return {
+        "ThreadPoolExecutor loop": hand_written,
+        "infer_many ordered": many_ordered,
+        "infer_many unordered": many_unordered,
+    }
+
+
+def make_sync_client(transport: str, http_url: str, grpc_url: str, concurrency: int) -> Any:
+    if transport == "rest":
+        from inferkit.rest_client import InferenceRESTClient
+
+        return InferenceRESTClient(http_url, RESTConfig(pool_maxsize=max(concurrency, 10)))
+    from inferkit.grpc_client import InferenceGRPCClient
+
+    return InferenceGRPCClient(grpc_url)
+
+
+# -- async -----------------------------------------------------------------------------------------------------
+class StandInAsyncREST:
+    """A minimal async REST client (aiohttp + the codec), used when inferkit.aio has no REST client yet."""
+
+    def __init__(self, url: str, limit: int) -> None:
+        self.url = url
+        self.limit = limit
+        self.session: Any = None
+
+    async def __aenter__(self) -> StandInAsyncREST:
+        import aiohttp
+
+        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=self.limit))
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.session.close()
+
+    async def infer(self, request: InferRequest, headers: Any = None, timeout: Any = None) -> InferResponse:
+        encoded = rest_v2.encode_infer_request(request, binary=True)
+        url = f"{self.url}/v2/models/{request.model_name}/infer"
+        async with self.session.post(url, data=encoded.body, headers=dict(encoded.headers)) as resp:
+            body = await resp.read()
+            if resp.status >= 400:
+                raise error_for_http_status(resp.status, rest_v2.decode_error_body(body), model_name=request.model_name)
+            length = rest_v2.parse_header_length(resp.headers.get(rest_v2.HEADER_LENGTH), len(body))
+            return rest_v2.decode_infer_response(body, length, model_name=request.model_name)
+
+
+def make_async_client(http_url: str, concurrency: int) -> tuple[str, Any]:
+    try:
+        cls = importlib.import_module("inferkit.aio.rest_client").InferenceRESTClient
+    except (ImportError, AttributeError):
+        return "stand-in aiohttp client", StandInAsyncREST(http_url, max(concurrency, 10))
+    return "inferkit.aio.InferenceRESTClient", cls(http_url, RESTConfig(pool_maxsize=max(concurrency, 10)))
+
+
+async def async_compare(http_url: str, requests: list[InferRequest], concurrency: int, runs: int) -> tuple[str, dict]:
+    label, client = make_async_client(http_url, concurrency)
+    async with client:
+
+        async def gather_semaphore() -> int:
+            sem = asyncio.Semaphore(concurrency)
+
+            async def one(request: InferRequest) -> Any:
+                async with sem:
+                    return await client.infer(request)
+
+            return len(await asyncio.gather(*(one(r) for r in requests)))
+
+        async def many(ordered: bool) -> int:
+            count = 0
+            async for _ in aio_batching.infer_many(client.infer, requests, concurrency=concurrency, ordered=ordered):
+                count += 1
+            return count
+
+        variants = {
+            "gather + Semaphore": gather_semaphore,
+            "infer_many ordered": lambda: many(True),
+            "infer_many unordered": lambda: many(False),
+        }
+        samples: dict[str, list[float]] = {name: [] for name in variants}
+        for fn in variants.values():
+            await fn()
+        for _ in range(runs):
+            for name, fn in variants.items():
+                t0 = time.perf_counter()
+                count = await fn()
+                samples[name].append(count / (time.perf_counter() - t0))
+        return label, {name: statistics.median(v) for name, v in samples.items()}
+
+
+def report(title: str, results: dict[str, float]) -> None:
+    base_name = next(iter(results))
+    base = results[base_name]
+    print(f"\n{title}")
+    print(f"  {'variant':<26}{'req/s (median)':>16}{'ratio':>10}")
+    for name, value in results.items():
+        print(f"  {name:<26}{value:>16,.0f}{value / base:>9.2f}x")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=2000, help="requests per run")
+    parser.add_argument("--runs", type=int, default=5)
+    parser.add_argument("--concurrency", type=int, default=32)
+    parser.add_argument("--transport", nargs="+", default=["rest", "grpc"], choices=["rest", "grpc"])
+    parser.add_argument("--no-async", action="store_true")
+    args = parser.parse_args()
+
+    proc, http_url, grpc_url = start_server()
+    try:
+        requests = make_requests(args.n)
+        print(
+            f"infer_many vs hand-written loops: {args.n} add_sub requests per run, concurrency {args.concurrency}, "
+            f"median of {args.runs} interleaved runs; reference server in pid {proc.pid}"
+        )
+        for transport in args.transport:
+            client = make_sync_client(transport, http_url, grpc_url, args.concurrency)
+            with client:
+                results = compare(sync_variants(client, requests, args.concurrency), args.runs)
+            report(f"sync {transport}", results)
+        if not args.no_async:
+            label, results = asyncio.run(async_compare(http_url, requests, args.concurrency, args.runs))
+            report(f"async rest ({label})", results)
+    finally:
+        stop_server(proc)
+
+
+if __name__ == "__main__":
+    main()
