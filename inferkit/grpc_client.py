@@ -251,6 +251,7 @@ def _redact(metadata: Iterable[tuple[str, Any]]) -> list[tuple[str, Any]]:
 
 
 _UNSET: Any = object()
+_sleep = time.sleep  # one indirection so tests can record backoff waits without patching the time module
 
 #: Requests whose tensors total at least this many bytes take the large-request path (see ``infer``).
 LARGE_REQUEST_BYTES = 16 * 1024 * 1024
@@ -480,6 +481,8 @@ class InferenceGRPCClient:
         metadata = self._call_metadata(headers)
         total = self._deadline(timeout)
         policy = self._retry
+        if policy.deadline is not None:
+            total = policy.deadline if total is None else min(total, policy.deadline)
         start = time.monotonic()
         attempt = 0
         while True:
@@ -527,7 +530,7 @@ class InferenceGRPCClient:
                         ) from exc
                     raise err from exc
                 logger.debug("retrying %s (attempt %d failed with %s) in %.3f s", name, attempt, err.grpc_code, wait)
-                time.sleep(wait)
+                _sleep(wait)
 
     def _log(self, name: str, model: str | None, status: str, start: float, attempts: int, md: Any) -> None:
         logger.info(

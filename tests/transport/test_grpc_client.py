@@ -366,15 +366,30 @@ def test_invalid_argument_is_not_retried(client, server):
     assert server.count(route="infer", model="add_sub") == 1
 
 
-def test_retry_after_from_the_server_is_honoured(client, server):
+def test_retry_after_from_the_server_is_honoured(client, server, monkeypatch):
+    import inferkit.grpc_client as gc
+
+    waits: list[float] = []
+    monkeypatch.setattr(gc, "_sleep", waits.append)
     server.inject(Fault(route="infer", model="add_sub", action="status", status=429, retry_after=0.3, times=1))
     req, _, _ = _add_sub_request()
-    import time
-
-    t0 = time.monotonic()
     client.infer(req)
-    assert time.monotonic() - t0 >= 0.25  # the 0.3 s pushback, not the 0.01 s backoff
+    assert waits == [pytest.approx(0.3)]  # the server's pushback, not the policy's 0.01 s backoff
     assert server.count(route="infer", model="add_sub") == 2
+
+
+def test_backoff_follows_the_policy(server, monkeypatch):
+    import inferkit.grpc_client as gc
+
+    waits: list[float] = []
+    monkeypatch.setattr(gc, "_sleep", waits.append)
+    server.reset()
+    server.inject(Fault(route="infer", model="add_sub", action="grpc_status", code="UNAVAILABLE", times=3))
+    policy = RetryPolicy(max_retries=3, backoff_initial=0.1, backoff_multiplier=2, jitter=0)
+    with InferenceGRPCClient(server.grpc_url, retry=policy) as c:
+        c.infer(_add_sub_request()[0])
+    assert waits == [pytest.approx(0.1), pytest.approx(0.2), pytest.approx(0.4)]
+    server.reset()
 
 
 def test_rate_limited_without_retries(server):
