@@ -415,6 +415,20 @@ class RESTConfig:
             return self.auth.headers()
         return {}
 
+    def __getstate__(self) -> dict[str, Any]:
+        # MappingProxyType cannot be pickled: send plain dicts (multiprocessing, Ray) and freeze them on arrival.
+        state = dict(self.__dict__)
+        for name in ("headers", "proxies"):
+            if state.get(name) is not None:
+                state[name] = dict(state[name])
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for name in ("headers", "proxies"):
+            if state.get(name) is not None:
+                state[name] = MappingProxyType(dict(state[name]))
+        self.__dict__.update(state)  # frozen: bypass __setattr__, as unpickling a dataclass normally does
+
     def replace(self, **changes: Any) -> RESTConfig:
         """A copy with some fields changed (``retries`` keeps the policy in step unless ``retry`` is given)."""
         if "retries" in changes and "retry" not in changes:
