@@ -257,12 +257,18 @@ def _bench_small(port: int, calls: int, rounds: int) -> dict[str, float]:
         for _ in range(200):
             fn()
     samples: dict[str, list[float]] = {k: [] for k in callers}
+    items = list(callers.items())
+    clock = time.perf_counter
     for _ in range(rounds):
-        for name, fn in callers.items():  # interleaved, so drift in machine load hits everyone alike
-            t0 = time.perf_counter()
-            for _ in range(calls):
+        # Interleaved call by call, so the load of a shared machine hits every client alike.
+        totals = dict.fromkeys(callers, 0.0)
+        for _ in range(calls):
+            for name, fn in items:
+                t0 = clock()
                 fn()
-            samples[name].append((time.perf_counter() - t0) / calls * 1e6)
+                totals[name] += clock() - t0
+        for name, total in totals.items():
+            samples[name].append(total / calls * 1e6)
     return {k: statistics.median(v) for k, v in samples.items()}
 
 
