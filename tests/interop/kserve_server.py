@@ -7,8 +7,8 @@ protobuf package ``inference``). It must not import inferkit.
 Models:
     add_sub   v2: INPUT0, INPUT1 (INT32 [-1, 16]) -> OUTPUT0 = sum, OUTPUT1 = difference; anything else is 400.
               v1: ``{"instances": [{"INPUT0": [16 ints], "INPUT1": [16 ints]}, ...]}`` -> one dict per instance.
-    identity  v2: OUTPUTk echoes INPUTk, any datatype KServe decodes (not BF16), and request parameters named
-              echo_* come back as response parameters. v1: predictions = instances;
+    identity  v2: OUTPUT<x> echoes INPUT<x> (tests use INPUT_<T>), any datatype KServe decodes (not BF16), and
+              request parameters named echo_* come back as response parameters. v1: predictions = instances;
               explain: ``{"explanations": instances}``.
     fail      always raises a model error (500 / INTERNAL).
 
@@ -137,7 +137,7 @@ class Identity(kserve.Model):
         outputs = []
         for tensor in payload.inputs:
             if not tensor.name.startswith("INPUT"):
-                raise InvalidInput(f"identity: inputs are named INPUT<k>, got {tensor.name}")
+                raise InvalidInput(f"identity: inputs are named INPUT<suffix>, got {tensor.name}")
             out_name = "OUTPUT" + tensor.name[len("INPUT") :]
             outputs.append((out_name, tensor.as_numpy(), tensor.datatype))
         return _respond(payload, self.name, outputs, echo=True)

@@ -152,10 +152,11 @@ def test_triton_all_datatypes_roundtrip_http_binary(triton: harness.Server) -> N
                 array = np.array([[True, False], [False, True]])
             else:
                 array = np.arange(4).reshape(2, 2).astype(httpclient.triton_to_np_dtype(datatype))
-            tensor = httpclient.InferInput("INPUT0", list(array.shape), datatype)
+            model, in_name, out_name = triton.identity(datatype)
+            tensor = httpclient.InferInput(in_name, list(array.shape), datatype)
             tensor.set_data_from_numpy(array, binary_data=True)
-            result = client.infer(triton.identity_model(datatype), [tensor])
-            np.testing.assert_array_equal(result.as_numpy("OUTPUT0"), array, err_msg=datatype)
+            result = client.infer(model, [tensor])
+            np.testing.assert_array_equal(result.as_numpy(out_name), array, err_msg=datatype)
     finally:
         client.close()
 
@@ -168,9 +169,10 @@ def test_triton_bf16_roundtrip_grpc(triton: harness.Server) -> None:
     raw = (values.view(np.uint32) >> 16).astype(np.uint16)
     client = grpcclient.InferenceServerClient(triton.grpc_address)
     try:
-        tensor = grpcclient.InferInput("INPUT0", [2, 2], "BF16")
+        model, in_name, _ = triton.identity("BF16")
+        tensor = grpcclient.InferInput(in_name, [2, 2], "BF16")
         tensor._raw_content = raw.tobytes()
-        result = client.infer(triton.identity_model("BF16"), [tensor])
+        result = client.infer(model, [tensor])
         out = result.get_response().raw_output_contents[0]
         assert out == raw.tobytes()
     finally:

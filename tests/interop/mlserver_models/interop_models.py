@@ -1,8 +1,8 @@
 """MLServer models for the interop tests (imported by MLServer from this folder; never by the test process).
 
 add_sub:  INPUT0, INPUT1 (INT32 [-1, 16]) -> OUTPUT0 = sum, OUTPUT1 = difference; anything else is a 400.
-identity: OUTPUTk echoes INPUTk with its datatype (every datatype MLServer's numpy codec decodes), and request
-          parameters named echo_* come back as response parameters.
+identity: OUTPUT<x> echoes INPUT<x> (tests use INPUT_<T>) with its datatype (any datatype MLServer decodes),
+          and request parameters named echo_* come back as response parameters.
 fail:     always answers with a model error.
 """
 
@@ -72,7 +72,7 @@ class Identity(MLModel):
         outputs = []
         for tensor in payload.inputs:
             if not tensor.name.startswith("INPUT"):
-                raise InvalidInput(f"identity: inputs are named INPUT<k>, got {tensor.name}")
+                raise InvalidInput(f"identity: inputs are named INPUT<suffix>, got {tensor.name}")
             # Echo the tensor as received (data, shape, datatype): no numpy round trip that could change it.
             outputs.append(
                 {

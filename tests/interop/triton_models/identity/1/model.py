@@ -1,6 +1,5 @@
-"""identity_<datatype> (and "loadable"): OUTPUTk = INPUTk, for every input the model config declares.
+"""identity: OUTPUT_<T> = INPUT_<T> for each input present in the request (all inputs are optional).
 
-One file serves every identity model: the harness copies it next to each generated config.pbtxt.
 BF16 has no numpy dtype, so its tensors go through DLPack untouched; the rest go through numpy.
 Request parameters whose names start with "echo_" come back as response parameters (same on KServe and MLServer),
 so the tests can see that parameters reached the model.
@@ -14,9 +13,7 @@ import triton_python_backend_utils as pb_utils
 class TritonPythonModel:
     def initialize(self, args):
         config = json.loads(args["model_config"])
-        self.pairs = [
-            (inp["name"], out["name"], inp["data_type"]) for inp, out in zip(config["input"], config["output"])
-        ]
+        self.pairs = [(i["name"], "OUTPUT" + i["name"][len("INPUT") :], i["data_type"]) for i in config["input"]]
 
     def execute(self, requests):
         responses = []
