@@ -215,12 +215,29 @@ def test_channel_args_merge_over_defaults(server):
         np.testing.assert_array_equal(c.infer(req).as_numpy("OUTPUT0"), arr)
 
 
-def test_max_message_size_is_enforced(server):
-    with InferenceGRPCClient(server.grpc_url, max_message_size=1 << 20, retries=0) as c:
-        req, _ = _fp32_request(1 << 19)  # 2 MiB
-        with pytest.raises(PayloadTooLargeError) as info:
+def test_max_message_size_is_enforced_and_never_retried(server):
+    server.reset()
+    with InferenceGRPCClient(server.grpc_url, max_message_size=1 << 20, retries=3) as c:
+        req, _ = _fp32_request(1 << 19)  # 2 MiB: above our own send limit
+        with pytest.raises(PayloadTooLargeError, match="larger than") as info:
             c.infer(req)
-        assert "larger than max" in str(info.value)
+        assert info.value.attempts == 1
+        assert server.count(route="infer") == 0
+
+
+def test_reply_larger_than_the_limit(server):
+    from inferkit.errors import ResponseTooLargeError
+
+    server.reset()
+    # Sending is unlimited, receiving is capped at 1 MiB: the 2 MiB reply is refused (and not retried).
+    with InferenceGRPCClient(
+        server.grpc_url, retries=3, channel_args={"grpc.max_receive_message_length": 1 << 20}
+    ) as c:
+        with pytest.raises(ResponseTooLargeError) as info:
+            c.infer(_fp32_request(1 << 19)[0])
+    assert info.value.attempts == 1
+    assert server.count(route="infer", model="id_fp32") == 1
+    server.reset()
 
 
 def test_gzip_compression(server):
@@ -531,22 +548,59 @@ def test_mtls(ca):
             assert c.is_server_ready()
 
 
-def test_tls_errors_are_tls_errors_when_grpc_says_so():
+class _FakeCall:
+    def __init__(self, code: str, details: str, debug: str = "") -> None:
+        self._code, self._details, self._debug = code, details, debug
+
+    def code(self):
+        import grpc
+
+        return getattr(grpc.StatusCode, self._code)
+
+    def details(self):
+        return self._details
+
+    def debug_error_string(self):
+        return self._debug
+
+    def trailing_metadata(self):
+        return (("retry-after", "1.5"),)
+
+
+@pytest.mark.parametrize(
+    ("call", "expected"),
+    [
+        (_FakeCall("UNAVAILABLE", "failed to connect to all addresses; last error: Ssl handshake failed"), "TLSError"),
+        (_FakeCall("UNAVAILABLE", "failed to connect to all addresses; Connection refused"), "ConnectError"),
+        (_FakeCall("UNAVAILABLE", "Socket closed"), "ConnectError"),
+        (_FakeCall("UNAVAILABLE", "model is loading"), "ServiceUnavailableError"),
+        (_FakeCall("RESOURCE_EXHAUSTED", "Sent message larger than max (9 vs. 1)"), "PayloadTooLargeError"),
+        (
+            _FakeCall(
+                "RESOURCE_EXHAUSTED",
+                "Received message larger than max (9 vs. 1)",
+                "UNKNOWN:Error received from peer ipv4:127.0.0.1:1 {grpc_status:8}",
+            ),
+            "PayloadTooLargeError",
+        ),
+        (
+            _FakeCall("RESOURCE_EXHAUSTED", "Received message larger than max (9 vs. 1)", "CLIENT: Received"),
+            "ResponseTooLargeError",
+        ),
+        (_FakeCall("RESOURCE_EXHAUSTED", "quota"), "RateLimitedError"),
+        (_FakeCall("DEADLINE_EXCEEDED", "Deadline Exceeded"), "ReadTimeout"),
+        (_FakeCall("UNIMPLEMENTED", "no such method"), "UnimplementedError"),
+        (_FakeCall("CANCELLED", "cancelled"), "CancelledError"),
+    ],
+)
+def test_rpc_error_mapping(call, expected):
     from inferkit.grpc_client import map_rpc_error
 
-    class FakeCall:
-        def code(self):
-            import grpc
-
-            return grpc.StatusCode.UNAVAILABLE
-
-        def details(self):
-            return "failed to connect to all addresses; last error: UNKNOWN: ipv4:127.0.0.1:1: Ssl handshake failed"
-
-        def trailing_metadata(self):
-            return ()
-
-    assert isinstance(map_rpc_error(FakeCall()), TLSError)
+    err = map_rpc_error(call, model_name="m", request_id="r", attempts=2)
+    assert type(err).__name__ == expected
+    assert (err.model_name, err.request_id, err.attempts) == ("m", "r", 2)
+    if expected == "RateLimitedError":
+        assert err.retry_after == 1.5
 
 
 # -- streaming --------------------------------------------------------------------------------------------------
