@@ -26,7 +26,6 @@ from inferkit.errors import (  # noqa: E402
     RateLimitedError,
     ReadTimeout,
     ServiceUnavailableError,
-    TLSError,
     TransportError,
     UnauthenticatedError,
 )
