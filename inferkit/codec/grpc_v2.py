@@ -38,6 +38,7 @@ mapping would give strings; REST servers give numbers, and the two clients must 
 
 from __future__ import annotations
 
+import math
 from typing import Any, Iterable, Mapping, Sequence, Union
 
 import numpy as np
@@ -343,13 +344,13 @@ def _parse(cls: Any, data: Buffer, what: str) -> Any:
 
 
 def _message_and_raws(cls: Any, data: InferRequestLike, raw_field: int, what: str) -> tuple[Any, Sequence[Buffer]]:
+    raw_name = "raw_input_contents" if raw_field == _REQ_RAW_FIELD else "raw_output_contents"
     if isinstance(data, Message):
-        raw_name = "raw_input_contents" if raw_field == _REQ_RAW_FIELD else "raw_output_contents"
-        return data, list(getattr(data, raw_name))
+        return data, getattr(data, raw_name)
     if len(data) < _SPLIT_THRESHOLD:
+        # Small: one C parse; each raw content is read (copied, a few bytes) once, when its tensor is built.
         msg = _parse(cls, data, what)
-        raw_name = "raw_input_contents" if raw_field == _REQ_RAW_FIELD else "raw_output_contents"
-        return msg, list(getattr(msg, raw_name))
+        return msg, getattr(msg, raw_name)
     view = memoryview(data).cast("B")
     header, raws = _split_fields(view, raw_field)
     return _parse(cls, header, what), raws
@@ -402,7 +403,9 @@ def _decode_tensors(
         name = entry.name
         if not name:
             raise DecodeError(f"{where}: {kind} {index} has no name")
-        tensor = _new_tensor(factory, name, list(entry.shape), entry.datatype, where)
+        shape = list(entry.shape)
+        datatype = entry.datatype
+        tensor = _new_tensor(factory, name, shape, datatype, where)
         if entry.parameters:
             tensor.parameters = decode_parameters(entry.parameters)
         has_typed = entry.HasField("contents")
@@ -412,13 +415,15 @@ def _decode_tensors(
                     f"{where}: {kind} {name!r} has both typed contents and raw contents; use one or the other"
                 )
             raw = raws[index]
-            item = DATATYPES[tensor.datatype]
-            nbytes = memoryview(raw).nbytes
-            if item is not None and nbytes != shape_size(tensor.shape) * item:
-                raise DecodeError(
-                    f"{where}: {kind} {name!r} has shape {tensor.shape} of {tensor.datatype} "
-                    f"({shape_size(tensor.shape) * item} bytes) but {nbytes} bytes of raw contents"
-                )
+            item = DATATYPES[datatype]
+            if item is not None:
+                nbytes = len(raw)  # bytes, or a 1-D unsigned-byte memoryview: len is the byte count
+                expected = math.prod(shape) * item
+                if nbytes != expected:
+                    raise DecodeError(
+                        f"{where}: {kind} {name!r} has shape {shape} of {datatype} "
+                        f"({expected} bytes) but {nbytes} bytes of raw contents"
+                    )
             tensor._raw = raw  # zero-copy: a view of the received bytes (or the message's bytes object)
         else:
             arr = _typed_to_numpy(tensor, entry.contents, where) if has_typed else None
