@@ -82,6 +82,8 @@ DEFAULT_CHANNEL_OPTIONS: Mapping[str, Any] = {
     "grpc.keepalive_timeout_ms": 20_000,
     "grpc.keepalive_permit_without_calls": 0,
     "grpc.http2.max_pings_without_data": 2,
+    # A restarted server (a rolling update) is found again within seconds, not gRPC's default of up to 2 min.
+    "grpc.max_reconnect_backoff_ms": 10_000,
     # Transparent retries only (no retry policy): see the module docstring.
     "grpc.enable_retries": 1,
     "grpc.primary_user_agent": f"inferkit/{__version__}",

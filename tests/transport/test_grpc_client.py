@@ -685,6 +685,60 @@ def test_stream_early_exit_cancels(client):
     gen.close()  # must not hang
 
 
+def test_stream_send_from_another_thread(client):
+    with client.stream(timeout=10) as stream:
+
+        def producer() -> None:
+            for i in range(5):
+                stream.send(_repeat_request([i], f"t{i}"))
+            stream.close_send()
+
+        thread = threading.Thread(target=producer)
+        thread.start()
+        ids = sorted(r.id for r in stream)
+        thread.join(10)
+    assert ids == [f"t{i}" for i in range(5)]
+
+
+# -- channel ---------------------------------------------------------------------------------------------------
+
+
+def test_properties(server):
+    with InferenceGRPCClient(server.grpc_url, metadata={"X-Team": "a"}) as c:
+        assert c.host == server.grpc_address
+        assert c.metadata == (("x-team", "a"),)
+        assert c.channel is not None
+
+
+def test_reconnects_after_server_restart():
+    srv = ReferenceServer([add_sub_model()], rest=False).start()
+    port = srv.grpc_port
+    req, a, b = _add_sub_request()
+    try:
+        with InferenceGRPCClient(srv.grpc_url, retries=0, timeout=5) as c:
+            c.infer(req)
+            srv.stop()
+            with pytest.raises(ConnectError):
+                c.infer(req)
+            srv = ReferenceServer([add_sub_model()], rest=False, grpc_port=port).start()
+            policy = RetryPolicy(max_retries=20, backoff_initial=0.2, backoff_max=0.5)
+            with InferenceGRPCClient(srv.grpc_url, retry=policy, timeout=30) as c2:
+                c2.is_server_live()
+            # The first client finds the server again by itself (its reconnect backoff is bounded).
+            for _ in range(60):
+                try:
+                    np.testing.assert_array_equal(c.infer(req).as_numpy("OUTPUT0"), a + b)
+                    break
+                except ConnectError:
+                    import time
+
+                    time.sleep(0.25)
+            else:
+                pytest.fail("the client did not reconnect within 15 s")
+    finally:
+        srv.stop()
+
+
 # -- threads and fork --------------------------------------------------------------------------------------------
 
 
