@@ -55,13 +55,14 @@ from inferkit.errors import (
     DeadlineExceeded,
     EncodeError,
     InferkitError,
-    NotFoundError,
     PayloadTooLargeError,
+    PermissionDeniedError,
     ReadTimeout,
     ResponseTooLargeError,
     ServerError,
     TLSError,
     TransportError,
+    UnauthenticatedError,
     error_for_grpc_code,
 )
 
@@ -488,6 +489,7 @@ class InferenceGRPCClient:
         model_name: str | None = None,
         request_id: str | None = None,
         retryable: bool = True,
+        retry_server_codes: bool = True,
     ) -> Any:
         """One RPC with deadline, metadata and retries; the only place a ``grpc.RpcError`` is caught.
 
@@ -528,7 +530,11 @@ class InferenceGRPCClient:
                 )
                 if self._verbose:
                     self._log(name, model_name, err.grpc_code or type(err).__name__, start, attempt, metadata)
-                if not (retryable and _is_retryable(err, policy)):
+                if not (
+                    retryable
+                    and _is_retryable(err, policy)
+                    and (retry_server_codes or not isinstance(err, ServerError))
+                ):
                     raise err from exc
                 elapsed = time.monotonic() - start
                 retry_after = err.retry_after if isinstance(err, ServerError) else None
@@ -561,23 +567,31 @@ class InferenceGRPCClient:
         )
 
     # -- health and metadata ---------------------------------------------------------------------------------
+    def _probe(self, name: str, request: Any, field: str, headers: Headers, timeout: float | None, **ctx: Any) -> bool:
+        """A health probe, as the REST client's: a server answer other than OK is False (and not retried);
+        authentication errors and no answer at all raise."""
+        try:
+            reply = self._call(name, request, headers, timeout, retry_server_codes=False, **ctx)
+        except (UnauthenticatedError, PermissionDeniedError):
+            raise
+        except ServerError:
+            return False
+        return bool(getattr(reply, field))
+
     def is_server_live(self, headers: Headers = None, timeout: float | None = None) -> bool:
         """Whether the server is live (``ServerLive``)."""
-        return bool(self._call("ServerLive", _codec().pb.ServerLiveRequest(), headers, timeout).live)
+        return self._probe("ServerLive", _codec().pb.ServerLiveRequest(), "live", headers, timeout)
 
     def is_server_ready(self, headers: Headers = None, timeout: float | None = None) -> bool:
         """Whether the server is ready (``ServerReady``)."""
-        return bool(self._call("ServerReady", _codec().pb.ServerReadyRequest(), headers, timeout).ready)
+        return self._probe("ServerReady", _codec().pb.ServerReadyRequest(), "ready", headers, timeout)
 
     def is_model_ready(
         self, model_name: str, model_version: str | None = None, headers: Headers = None, timeout: float | None = None
     ) -> bool:
         """Whether a model (version) is ready; False for a model the server does not know."""
         request = _codec().model_ready_request(model_name, model_version)
-        try:
-            return bool(self._call("ModelReady", request, headers, timeout, model_name=model_name).ready)
-        except NotFoundError:
-            return False
+        return self._probe("ModelReady", request, "ready", headers, timeout, model_name=model_name)
 
     def get_server_metadata(
         self, headers: Headers = None, timeout: float | None = None, *, as_message: bool = False

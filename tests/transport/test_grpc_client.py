@@ -100,6 +100,15 @@ def test_health(client):
     assert client.is_model_ready("no_such_model") is False
 
 
+def test_probes_answer_false_on_a_server_error_without_retrying(client, server):
+    server.inject(Fault(route="ready", action="grpc_status", code="UNAVAILABLE", times=1))
+    assert client.is_server_ready() is False
+    assert server.count(route="ready") == 1
+    assert client.is_server_ready() is True
+    server.inject(Fault(route="model_ready", action="grpc_status", code="INTERNAL", times=1))
+    assert client.is_model_ready("add_sub") is False
+
+
 def test_server_metadata(client):
     meta = client.get_server_metadata()
     assert set(meta) == {"name", "version", "extensions"}
