@@ -146,7 +146,7 @@ def ray_local() -> Iterator[Any]:
 
 @pytest.mark.parametrize("transport", ["rest", "grpc"])
 def test_map_batches_on_local_ray(ray_local: Any, counted: ReferenceServer, transport: str) -> None:
-    n = 300
+    n = 120
     rows = _rows(n)
     dataset = ray_local.data.from_items([{"id": int(i), "a": rows["a"][i], "b": rows["b"][i]} for i in range(n)])
     if transport == "rest":
@@ -158,7 +158,7 @@ def test_map_batches_on_local_ray(ray_local: Any, counted: ReferenceServer, tran
         spec,
         "add_sub",
         actors=2,
-        rows_per_batch=64,
+        rows_per_batch=32,
         map_batches_options={"num_cpus": 0.5},
         inputs={"a": "INPUT0", "b": "INPUT1"},
         outputs={"OUTPUT0": "sum", "OUTPUT1": "diff"},
@@ -171,5 +171,5 @@ def test_map_batches_on_local_ray(ray_local: Any, counted: ReferenceServer, tran
     for r in out:
         np.testing.assert_array_equal(r["sum"], rows["a"][r["id"]] + 1)
         np.testing.assert_array_equal(r["diff"], rows["a"][r["id"]] - 1)
-    # Each Ray batch (<= 64 rows) became requests of <= 16 rows.
+    # Each Ray batch (<= 32 rows) became requests of <= 16 rows.
     assert counted.count(route="infer", model="add_sub") >= n // 16
