@@ -22,6 +22,7 @@ SERVERS = ("triton", "kserve", "mlserver")
 _venvs: dict[str, harness.VirtualEnv] = {}
 _unavailable: dict[str, str] = {}
 _timings: dict[str, dict[str, float]] = {}
+_start_failures: dict[str, str] = {}
 
 
 def in_ci() -> bool:
@@ -68,9 +69,12 @@ def _start(name: str) -> Iterator[harness.Server]:
         if in_ci():
             pytest.fail(f"{name}: server venv unavailable under CI=true: {reason}")
         pytest.skip(f"{name}: server venv could not be built here ({first_line}); see {harness.cache_root()}")
+    if name in _start_failures:  # one start attempt per session, not one per test
+        pytest.fail(f"{name} did not start (see the first error)", pytrace=False)
     try:
         server = harness.start_server(name, venv=_venvs[name])
     except harness.HarnessError as exc:
+        _start_failures[name] = str(exc)
         pytest.fail(str(exc), pytrace=False)
     _timings.setdefault(name, {})["start_to_ready_seconds"] = server.startup_seconds
     try:

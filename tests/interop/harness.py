@@ -55,8 +55,10 @@ REQUIREMENTS: dict[str, tuple[str, ...]] = {
     "mlserver": ("mlserver==1.7.1",),
 }
 
-# Triton: header that guards the statistics API (a real access-token case; Triton answers 403 without it).
+# Triton: header that guards the statistics API (a real access-token case). Without it Triton answers HTTP 403, and
+# gRPC UNAVAILABLE; over gRPC it expects the header name with a "triton-grpc-protocol-" prefix.
 TRITON_ACCESS_HEADER = ("triton-access-token", "interop-secret")
+TRITON_GRPC_ACCESS_HEADER = ("triton-grpc-protocol-triton-access-token", "interop-secret")
 
 TRITON_DATATYPES: dict[str, str] = {
     "BOOL": "TYPE_BOOL",
@@ -403,7 +405,9 @@ class Server:
         http_url: ``http://127.0.0.1:PORT``.
         grpc_address: ``127.0.0.1:PORT``.
         models: models loaded and ready at startup.
-        capabilities: feature names the tests branch on (see ``CAPABILITIES`` in each starter).
+        capabilities: feature names the tests branch on (``*_CAPABILITIES`` next to each starter): v1_rest,
+            v2_rest, v2_grpc, binary_tensor_data, model_config, statistics, repository, stream, request_gzip,
+            request_deflate, fail_model, access_token, echo_parameters, non_utf8_bytes_rest, fp16, bf16.
         datatypes: datatypes the identity models of this server round-trip.
         startup_seconds: from spawn to every model ready.
         info: server-specific extras (e.g. the Triton access-token header, the model loaded via the repository API).
@@ -564,9 +568,11 @@ TRITON_CAPABILITIES = frozenset(
         "statistics",
         "repository",
         "stream",
-        "compression",
+        "request_gzip",
+        "request_deflate",
         "fail_model",
         "access_token",
+        "non_utf8_bytes_rest",
     }
 )
 
@@ -633,6 +639,7 @@ def start_triton(*, venv: Optional[VirtualEnv] = None, timeout: float = 180.0) -
             "venv": venv,
             "info": {
                 "access_header": TRITON_ACCESS_HEADER,
+                "grpc_access_header": TRITON_GRPC_ACCESS_HEADER,
                 "loadable_model": TRITON_LOADABLE,
                 "decoupled_model": "repeat_int32",
                 "fail_model": "fail",
@@ -650,7 +657,10 @@ def start_triton(*, venv: Optional[VirtualEnv] = None, timeout: float = 180.0) -
 
 KSERVE_SCRIPT = HERE / "kserve_server.py"
 KSERVE_MODELS = ("add_sub", "identity", "fail")
-KSERVE_CAPABILITIES = frozenset({"v1_rest", "v2_rest", "v2_grpc", "binary_tensor_data", "fail_model", "repository"})
+# No request_gzip/deflate: KServe's REST server does not decode a compressed request body (400).
+KSERVE_CAPABILITIES = frozenset(
+    {"v1_rest", "v2_rest", "v2_grpc", "binary_tensor_data", "fail_model", "repository", "echo_parameters"}
+)
 
 
 def start_kserve(*, venv: Optional[VirtualEnv] = None, timeout: float = 120.0) -> Server:
@@ -680,7 +690,8 @@ def start_kserve(*, venv: Optional[VirtualEnv] = None, timeout: float = 120.0) -
 
 MLSERVER_MODELS_DIR = HERE / "mlserver_models"
 MLSERVER_MODELS = ("add_sub", "identity", "fail")
-MLSERVER_CAPABILITIES = frozenset({"v2_rest", "v2_grpc", "fail_model", "repository"})
+# No binary_tensor_data, no request_deflate (422), and no model config or statistics endpoints.
+MLSERVER_CAPABILITIES = frozenset({"v2_rest", "v2_grpc", "fail_model", "repository", "echo_parameters", "request_gzip"})
 _MLSERVER_MAIN = "import sys; from mlserver.cli import main; sys.argv[0] = 'mlserver'; sys.exit(main())"
 
 

@@ -67,10 +67,17 @@ from kserve.protocol.infer_type import InferOutput, InferRequest, InferResponse 
 def _respond(
     request: InferRequest, model: str, outputs: list[tuple[str, np.ndarray, str]], echo: bool = False
 ) -> InferResponse:
+    # Only the requested outputs: KServe filters them for REST but not for gRPC, so the model does it for both.
+    wanted = {o.name for o in request.request_outputs or []}
     infer_outputs = []
     for name, array, datatype in outputs:
-        out = InferOutput(name=name, shape=list(array.shape), datatype=datatype)
-        out.set_data_from_numpy(array, binary_data=False)
+        if wanted and name not in wanted:
+            continue
+        out = InferOutput(name=name, shape=list(array.shape), datatype=datatype, data=array)
+        if request.from_grpc:
+            # gRPC: raw contents always (KServe's to_grpc cannot take a numpy array as data).
+            out.set_data_from_numpy(array, binary_data=True)
+        # REST: the array itself, so KServe picks JSON or binary per request and output (non-UTF-8 BYTES survive).
         infer_outputs.append(out)
     return InferResponse(
         # KServe's response model requires an id; like KServe's own models, make one when the request has none.

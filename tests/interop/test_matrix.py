@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
+import time
 from collections.abc import Iterator
 from typing import Any, Callable
 
@@ -132,8 +133,13 @@ def check_add_sub(response: Any) -> None:
     np.testing.assert_array_equal(response.as_numpy("OUTPUT1"), A - B)
 
 
-def sample(datatype: str) -> np.ndarray:
-    """A 2x3 tensor of ``datatype`` with awkward values (NUL and non-UTF-8 bytes, extremes)."""
+def sample(datatype: str, json: bool = False) -> np.ndarray:
+    """A 2x3 tensor of ``datatype`` with awkward values (NUL and non-UTF-8 bytes, extremes).
+
+    ``json``: only values JSON can carry (BYTES elements must be UTF-8 there; NUL is fine).
+    """
+    if datatype == "BYTES" and json:
+        return np.array([[b"a\x00b", "é".encode(), b""], [b"plain", b"\x00", b'"quoted"\\']], dtype=np.object_)
     if datatype == "BYTES":
         return np.array([[b"a\x00b", b"\xff\xfe\x00", b""], [b"plain", b"\x00", "é".encode()]], dtype=np.object_)
     if datatype == "BOOL":
@@ -200,7 +206,14 @@ def is_grpc(kind: str) -> bool:
 # ---------------------------------------------------------------------------------------------------------------------
 
 
+def known_quirk(request: pytest.FixtureRequest, condition: bool, reason: str) -> None:
+    """Mark a case as a known server bug (strict: a fixed server shows up as XPASS, which fails)."""
+    if condition:
+        request.applymarker(pytest.mark.xfail(reason=reason, strict=True))
+
+
 def test_health(client: Any, server: harness.Server) -> None:
+    # MLServer's gRPC ModelReady answers UNKNOWN for an unknown model: the client must still say False.
     assert client.is_server_live() is True
     assert client.is_server_ready() is True
     assert client.is_model_ready("add_sub") is True
@@ -256,21 +269,29 @@ def test_model_config_unknown_model(client: Any, server: harness.Server) -> None
     assert isinstance(info.value, (errors().NotFoundError, errors().InvalidInputError)), type(info.value)
 
 
-def test_statistics_with_access_token(client: Any, server: harness.Server) -> None:
+def test_statistics_with_access_token(kind: str, client: Any, server: harness.Server) -> None:
     skip_unless(server, "statistics", "no statistics endpoint")
-    key, value = server.info["access_header"]
+    key, value = server.info["grpc_access_header" if is_grpc(kind) else "access_header"]
     client.infer(add_sub_request())
-    stats = client.get_model_statistics("add_sub", headers={key: value})
-    model_stats = stats["model_stats"]
-    assert model_stats[0]["name"] == "add_sub"
+    deadline = time.monotonic() + 10
+    while True:  # Triton records statistics just after it sends the response: poll, bounded
+        model_stats = client.get_model_statistics("add_sub", headers={key: value})["model_stats"]
+        assert model_stats[0]["name"] == "add_sub"
+        if int(model_stats[0]["inference_count"]) >= 1 or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
     assert int(model_stats[0]["inference_count"]) >= 1
 
 
-def test_statistics_without_access_token_is_denied(client: Any, server: harness.Server) -> None:
+def test_statistics_without_access_token_is_denied(kind: str, client: Any, server: harness.Server) -> None:
     skip_unless(server, "access_token", "no restricted API")
-    with pytest.raises(errors().ServerError) as info:
+    e = errors()
+    with pytest.raises(e.ServerError) as info:
         client.get_model_statistics("add_sub")
-    assert isinstance(info.value, (errors().PermissionDeniedError, errors().UnauthenticatedError)), type(info.value)
+    # Triton: HTTP 403, but gRPC UNAVAILABLE (the reference server says 401 / UNAUTHENTICATED).
+    expected = (e.ServiceUnavailableError,) if is_grpc(kind) else (e.PermissionDeniedError,)
+    assert isinstance(info.value, expected), type(info.value)
+    assert "restricted" in str(info.value)
 
 
 def test_repository_index(client: Any, server: harness.Server) -> None:
@@ -335,7 +356,9 @@ def test_identity_every_datatype(kind: str, server: harness.Server, binary: bool
         for datatype in server.datatypes:
             if not binary and datatype in ("FP16", "BF16"):
                 continue  # no JSON form (BF16) or none in practice (FP16): covered by test_json_fp16_bf16
-            expected = sample(datatype)
+            # KServe turns binary REST BYTES into JSON strings internally: non-UTF-8 elements fail there (500).
+            utf8_only = not binary or (not is_grpc(kind) and not server.has("non_utf8_bytes_rest"))
+            expected = sample(datatype, json=utf8_only)
             try:
                 output_equal(c.infer(identity_request(server, datatype, expected, binary)), datatype, expected)
             except Exception as exc:  # collect every datatype's outcome, report them together
@@ -351,7 +374,8 @@ def test_request_id_and_parameters(client: Any, server: harness.Server) -> None:
     response = client.infer(identity_request(server, "INT32", x, request_id="req-42", parameters=params))
     assert response.id == "req-42"
     output_equal(response, "INT32", x)
-    assert {k: response.parameters.get(k) for k in params} == params
+    if server.has("echo_parameters"):  # Triton 2.51's python backend cannot set response parameters
+        assert {k: response.parameters.get(k) for k in params} == params
 
 
 def test_requested_outputs_subset(client: Any, server: harness.Server) -> None:
@@ -363,14 +387,30 @@ def test_requested_outputs_subset(client: Any, server: harness.Server) -> None:
 
 
 @pytest.mark.parametrize("algorithm", ["gzip", "deflate"])
-def test_compression(kind: str, server: harness.Server, algorithm: str) -> None:
+def test_request_compression(kind: str, server: harness.Server, algorithm: str) -> None:
     if is_grpc(kind):
         options: dict[str, Any] = {"compression": algorithm}
     else:
-        options = {"compression": algorithm, "compression_threshold": 0, "accept_compression": True}
+        options = {"compression": algorithm, "compression_threshold": 0}
     c = make_client(kind, server, **options)
     try:
+        if is_grpc(kind) or server.has(f"request_{algorithm}"):
+            check_add_sub(c.infer(add_sub_request()))
+        else:
+            # KServe cannot read compressed bodies (400), MLServer rejects deflate (422): a typed client error.
+            with pytest.raises(errors().InvalidInputError):
+                c.infer(add_sub_request())
+    finally:
+        c.close()
+
+
+def test_accept_compression(kind: str, server: harness.Server) -> None:
+    if is_grpc(kind):
+        pytest.skip("gRPC response compression is negotiated by the channel")
+    c = make_client(kind, server, accept_compression=True)
+    try:
         check_add_sub(c.infer(add_sub_request()))
+        assert c.get_model_metadata("add_sub")["name"] == "add_sub"
     finally:
         c.close()
 

@@ -33,12 +33,17 @@ def _echo(request: InferenceRequest) -> object:
     return echo or None
 
 
+def _wanted(request: InferenceRequest, name: str) -> bool:
+    # MLServer leaves requested outputs to the model: honour them, as Triton and KServe do.
+    return not request.outputs or any(o.name == name for o in request.outputs)
+
+
 def _respond(model: MLModel, request: InferenceRequest, outputs: dict) -> InferenceResponse:
     return InferenceResponse(
         id=request.id,
         model_name=model.name,
         model_version=model.version,
-        outputs=[NumpyCodec.encode_output(name, array) for name, array in outputs.items()],
+        outputs=[NumpyCodec.encode_output(name, array) for name, array in outputs.items() if _wanted(request, name)],
     )
 
 
@@ -73,10 +78,13 @@ class Identity(MLModel):
         for tensor in payload.inputs:
             if not tensor.name.startswith("INPUT"):
                 raise InvalidInput(f"identity: inputs are named INPUT<suffix>, got {tensor.name}")
+            out_name = "OUTPUT" + tensor.name[len("INPUT") :]
+            if not _wanted(payload, out_name):
+                continue
             # Echo the tensor as received (data, shape, datatype): no numpy round trip that could change it.
             outputs.append(
                 {
-                    "name": "OUTPUT" + tensor.name[len("INPUT") :],
+                    "name": out_name,
                     "shape": tensor.shape,
                     "datatype": tensor.datatype,
                     "data": tensor.data,

@@ -1,8 +1,8 @@
 """identity: OUTPUT_<T> = INPUT_<T> for each input present in the request (all inputs are optional).
 
 BF16 has no numpy dtype, so its tensors go through DLPack untouched; the rest go through numpy.
-Request parameters whose names start with "echo_" come back as response parameters (same on KServe and MLServer),
-so the tests can see that parameters reached the model.
+(No echo of request parameters, unlike the KServe and MLServer identity models: the python backend of Triton 2.51
+cannot set response parameters.)
 """
 
 import json
@@ -27,9 +27,5 @@ class TritonPythonModel:
                     outputs.append(pb_utils.Tensor.from_dlpack(out_name, tensor.to_dlpack()))
                 else:
                     outputs.append(pb_utils.Tensor(out_name, tensor.as_numpy()))
-            echo = {k: v for k, v in json.loads(request.parameters() or "{}").items() if k.startswith("echo_")}
-            if echo:
-                responses.append(pb_utils.InferenceResponse(output_tensors=outputs, parameters=echo))
-            else:
-                responses.append(pb_utils.InferenceResponse(output_tensors=outputs))
+            responses.append(pb_utils.InferenceResponse(output_tensors=outputs))
         return responses
