@@ -338,12 +338,23 @@ class PicklableGRPC(RebuildOnUnpickle, GRPCClient):  # type: ignore[misc, valid-
     """A client class as a client engineer would declare it (RebuildOnUnpickle first)."""
 
 
-def test_rebuild_on_unpickle_makes_a_new_working_client(batch_server: BatchServer) -> None:
-    original = PicklableGRPC(batch_server.server.grpc_url, retries=0, timeout=10)
+class PicklableREST(RebuildOnUnpickle, RESTClient):  # type: ignore[misc, valid-type]
+    """The same for REST."""
+
+
+@pytest.mark.parametrize("transport", ["rest", "grpc"])
+def test_rebuild_on_unpickle_makes_a_new_working_client(batch_server: BatchServer, transport: str) -> None:
+    if transport == "rest":
+        config = RESTConfig(retries=0, headers={"x-job": "pickled"})
+        original: Any = PicklableREST(batch_server.server.http_url, config=config)
+    else:
+        original = PicklableGRPC(batch_server.server.grpc_url, retries=0, timeout=10)
     try:
         copy = pickle.loads(pickle.dumps(original))
     finally:
         original.close()
     with copy:
-        assert type(copy) is PicklableGRPC
+        assert type(copy) is type(original) and copy is not original
         assert value_of(copy.infer(probe_request(4))) == 8
+        if transport == "rest":
+            assert copy.config == config
