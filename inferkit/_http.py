@@ -112,7 +112,9 @@ class _InferkitAdapter(requests.adapters.HTTPAdapter):
 
     def build_connection_pool_key_attributes(
         self, request: requests.PreparedRequest, verify: Any, cert: Any = None
-    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    ) -> Any:
+        host_params: Any
+        pool_kwargs: Any
         host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
         if self._ssl_context is not None and host_params.get("scheme") == "https":
             pool_kwargs = _ssl_context_pool_kwargs(self._ssl_context)
@@ -121,7 +123,21 @@ class _InferkitAdapter(requests.adapters.HTTPAdapter):
     def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
         if self._ssl_context is not None and url.lower().startswith("https"):
             return  # everything is in the SSLContext
-        super().cert_verify(conn, url, verify, cert)
+        super().cert_verify(conn, url, verify, cert)  # type: ignore[no-untyped-call]
+
+
+class _BoundedHTTPPool(urllib3.HTTPConnectionPool):
+    default_pool_timeout: float | None = None
+
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        return super()._get_conn(timeout if timeout is not None else self.default_pool_timeout)
+
+
+class _BoundedHTTPSPool(urllib3.HTTPSConnectionPool):
+    default_pool_timeout: float | None = None
+
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        return super()._get_conn(timeout if timeout is not None else self.default_pool_timeout)
 
 
 def _bounded_pool_classes(pool_timeout: float | None) -> dict[str, type]:
@@ -130,13 +146,11 @@ def _bounded_pool_classes(pool_timeout: float | None) -> dict[str, type]:
     requests never passes ``pool_timeout`` to urllib3, so with ``pool_block=True`` a request on the session path
     would wait forever for a connection; these pools bound that wait (the direct path passes it explicitly).
     """
-
-    def _get_conn(self: Any, timeout: float | None = None) -> Any:
-        return type(self).__mro__[1]._get_conn(self, timeout if timeout is not None else pool_timeout)
-
-    http_cls = type("InferkitHTTPConnectionPool", (urllib3.HTTPConnectionPool,), {"_get_conn": _get_conn})
-    https_cls = type("InferkitHTTPSConnectionPool", (urllib3.HTTPSConnectionPool,), {"_get_conn": _get_conn})
-    return {"http": http_cls, "https": https_cls}
+    attrs = {"default_pool_timeout": pool_timeout}
+    return {
+        "http": type("InferkitHTTPConnectionPool", (_BoundedHTTPPool,), attrs),
+        "https": type("InferkitHTTPSConnectionPool", (_BoundedHTTPSPool,), attrs),
+    }
 
 
 def _ssl_context_pool_kwargs(ctx: ssl.SSLContext) -> dict[str, Any]:
@@ -281,9 +295,9 @@ class SyncTransport:
         self._ssl_context = _build_ssl_context(config)
         if session is None:
             session = requests.Session()
-            adapter = make_adapter(config, self._ssl_context)
-            session.mount("http://", adapter)
-            session.mount("https://", adapter)
+            own_adapter = make_adapter(config, self._ssl_context)
+            session.mount("http://", own_adapter)
+            session.mount("https://", own_adapter)
             if config.transport is not None:
                 if not isinstance(config.transport, requests.adapters.BaseAdapter):
                     raise ValueError(
@@ -323,7 +337,7 @@ class SyncTransport:
             "stream": True,
         }
 
-        adapter = session.get_adapter(self.base_url + "/")
+        adapter: Any = session.get_adapter(self.base_url + "/")
         auth = config.auth
         static_auth = auth is None or config.static_auth_headers() != {}
         self._requests_auth = None if static_auth else auth
