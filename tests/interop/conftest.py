@@ -26,7 +26,9 @@ _start_failures: dict[str, str] = {}
 
 
 def in_ci() -> bool:
-    return os.environ.get("CI", "").strip().lower() in ("1", "true", "yes")
+    # tox 4 does not pass CI through, but keeps it under this name inside the tox environment.
+    value = os.environ.get("CI") or os.environ.get("__TOX_ENVIRONMENT_VARIABLE_ORIGINAL_CI", "")
+    return value.strip().lower() in ("1", "true", "yes")
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
