@@ -87,7 +87,7 @@ def measure_sequential(fn: Callable[[], Any], n: int) -> tuple[float, float]:
 
 
 def inferkit_small(url: str) -> tuple[Callable[[], Any], Callable[[], None]]:
-    client = InferenceRESTClient(url, RESTConfig(binary_data=True, accept_compression=False))
+    client = InferenceRESTClient(url, RESTConfig(binary_data=True))
     a, b = small_arrays()
     x0 = InferInput("INPUT0", [1, 16], "INT32").set_data_from_numpy(a)
     x1 = InferInput("INPUT1", [1, 16], "INT32").set_data_from_numpy(b)
@@ -154,7 +154,7 @@ def run_sequential(url: str, n: int, runs: int) -> dict[str, tuple[float, float]
 
 def run_threads(url: str, threads: int, per_thread: int, runs: int) -> dict[str, float]:
     def inferkit_run() -> float:
-        client = InferenceRESTClient(url, RESTConfig(binary_data=True, accept_compression=False))
+        client = InferenceRESTClient(url, RESTConfig(binary_data=True))
         a, b = small_arrays()
         x0 = InferInput("INPUT0", [1, 16], "INT32").set_data_from_numpy(a)
         x1 = InferInput("INPUT1", [1, 16], "INT32").set_data_from_numpy(b)
