@@ -17,6 +17,7 @@ most ``actors * concurrency`` requests at a time.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
@@ -286,8 +287,13 @@ def infer_dataset(
     Returns:
         The lazily mapped dataset (nothing runs until it is consumed).
     """
-    options = {"batch_format": "numpy", "batch_size": rows_per_batch, "concurrency": actors}
+    options: dict[str, Any] = {"batch_format": "numpy", "batch_size": rows_per_batch}
     options.update(map_batches_options or {})
+    if "compute" not in options and "concurrency" not in options:
+        # A fixed pool of actors. Imported here, by name: the dataset proves Ray is installed, and type checkers
+        # of inferkit need no Ray stubs.
+        ray_data = importlib.import_module("ray.data")
+        options["compute"] = ray_data.ActorPoolStrategy(min_size=actors, max_size=actors)
     return dataset.map_batches(
         InferencePredictor,
         fn_constructor_kwargs={"client": client, "model_name": model_name, **predictor_options},
