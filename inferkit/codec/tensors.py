@@ -15,6 +15,7 @@ read-only views of the received bytes; ``as_numpy()`` returns the same array on 
 from __future__ import annotations
 
 import math
+import collections.abc
 from typing import Any, Iterable, Iterator, Mapping, Sequence, Union
 
 import numpy as np
@@ -53,7 +54,14 @@ def shape_size(shape: Sequence[int]) -> int:
     return math.prod(shape)
 
 
+_SCALAR_TYPES = frozenset({bool, int, float, str})
+
+
 def _check_shape(shape: Any, tensor: str, error: type[EncodeError] | type[DecodeError]) -> list[int]:
+    # Fast path for the common case (a list of plain non-negative ints, as JSON decoding yields): on every
+    # decoded tensor of every response, so it is worth skipping the generic checks below.
+    if type(shape) is list and all(type(d) is int and d >= 0 for d in shape):
+        return list(shape)
     if isinstance(shape, (str, bytes)) or not isinstance(shape, Iterable):
         raise error(f"tensor {tensor!r}: shape must be a list of integers, got {shape!r}")
     dims = []
@@ -75,7 +83,11 @@ def validate_parameters(
     """Copy ``parameters`` into a plain dict, checking each value is bool, int, float or str."""
     if parameters is None:
         return {}
-    if not isinstance(parameters, Mapping):
+    if type(parameters) is dict and all(
+        type(k) is str and type(v) in _SCALAR_TYPES for k, v in parameters.items()
+    ):
+        return dict(parameters)  # the common case, without per-value isinstance chains
+    if not isinstance(parameters, collections.abc.Mapping):
         raise error(f"{where}: parameters must be a mapping of str to bool/int/float/str, got {parameters!r}")
     out: dict[str, ParameterValue] = {}
     for key, value in parameters.items():
