@@ -20,14 +20,11 @@ from __future__ import annotations
 
 import http.client
 import logging
-import re
 import socket
 import ssl
 import threading
 import time
-import zlib
-from dataclasses import dataclass
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 from urllib.parse import urlsplit
 
 import requests
@@ -37,36 +34,34 @@ import urllib3
 from urllib3.exceptions import ClosedPoolError, EmptyPoolError
 
 from inferkit import errors
-from inferkit._version import __version__
-from inferkit.codec import rest_v2
-from inferkit.config import SENSITIVE_HEADERS, RESTConfig, RetryPolicy, Timeout, parse_retry_after
+from inferkit._retry import Budget, RetryState, deadline_error, failure_error, too_large_error
+from inferkit.codec.http_wire import (
+    ERROR_BODY_LIMIT,
+    READ_CHUNK,
+    USER_AGENT,
+    BodyReader,
+    BodyTooLarge,
+    call_headers,
+    compress_body,
+    config_headers,
+    log_line,
+    redact,
+)
+from inferkit.codec.rest_calls import Reply, RestCall, reply_error
+from inferkit.config import RESTConfig, Timeout, parse_retry_after
 
-__all__ = ["SyncTransport", "HTTPResponse", "make_adapter"]
+__all__ = ["SyncTransport", "HTTPResponse", "make_adapter", "redact", "USER_AGENT"]
 
 logger = logging.getLogger("inferkit")
 
-USER_AGENT = f"inferkit/{__version__}"
-_READ_CHUNK = 1 << 16
 _COALESCE_LIMIT = 1 << 16  # bodies up to this size are sent together with the headers, in one sendall()
-_ERROR_BODY_LIMIT = 1 << 20  # error bodies are read up to 1 MiB; the rest is dropped with the connection
+
+#: The reply type (shared with the async transport).
+HTTPResponse = Reply
 
 # Failures that mean "the peer closed or reset the connection"; on a reused keep-alive connection before any
 # byte of the reply arrived they mean the connection was stale (closed by the server while idle).
 _DROPPED = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
-
-
-@dataclass
-class HTTPResponse:
-    """A complete reply: status, headers (case-insensitive ``get``), the whole body in one bytes object."""
-
-    status: int
-    headers: Any
-    body: bytes
-    attempts: int = 1
-
-    def header(self, name: str) -> str | None:
-        value = self.headers.get(name)
-        return None if value is None else str(value)
 
 
 class _AttemptError(Exception):
@@ -77,14 +72,6 @@ class _AttemptError(Exception):
         self.kind = kind  # connect | connect_timeout | tls | stale | dropped | write_timeout | read_timeout | pool
         self.exc = exc
         self.timeout = timeout
-
-
-class _TooLarge(Exception):
-    def __init__(self, size: int, limit: int, compressed: bool) -> None:
-        super().__init__(size)
-        self.size = size
-        self.limit = limit
-        self.compressed = compressed
 
 
 class _InferkitAdapter(requests.adapters.HTTPAdapter):
@@ -192,79 +179,6 @@ def _build_ssl_context(config: RESTConfig) -> ssl.SSLContext | None:
     return ctx
 
 
-def redact(headers: Iterable[tuple[str, str]]) -> dict[str, str]:
-    """Headers for logging, with credentials replaced by ``***``."""
-    return {k: ("***" if k.lower() in SENSITIVE_HEADERS else v) for k, v in headers}
-
-
-class _Decompressor:
-    """gzip / deflate decoding that stops as soon as the output would pass ``limit``."""
-
-    def __init__(self, encoding: str) -> None:
-        self.encoding = encoding
-        # gzip: 16 + MAX_WBITS; deflate: zlib-wrapped per RFC, but some servers send raw deflate (decided lazily).
-        self._obj = zlib.decompressobj(16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS)
-        self._first = True
-
-    def decompress(self, data: bytes, limit: int, out: list[bytes], total: int) -> int:
-        if self.encoding == "deflate" and self._first and data:
-            self._first = False
-            try:
-                return self._run(data, limit, out, total)
-            except zlib.error:
-                self._obj = zlib.decompressobj(-zlib.MAX_WBITS)
-        return self._run(data, limit, out, total)
-
-    def _run(self, data: bytes, limit: int, out: list[bytes], total: int) -> int:
-        obj = self._obj
-        while data:
-            chunk = obj.decompress(data, limit - total + 1)
-            total += len(chunk)
-            if total > limit:
-                raise _TooLarge(total, limit, True)
-            if chunk:
-                out.append(chunk)
-            data = obj.unconsumed_tail
-        return total
-
-    def flush(self, limit: int, out: list[bytes], total: int) -> int:
-        chunk = self._obj.flush()
-        total += len(chunk)
-        if total > limit:
-            raise _TooLarge(total, limit, True)
-        if chunk:
-            out.append(chunk)
-        return total
-
-
-def _compress(body: bytes, encoding: str) -> bytes:
-    if encoding == "gzip":
-        obj = zlib.compressobj(6, zlib.DEFLATED, 16 + zlib.MAX_WBITS)
-    else:
-        obj = zlib.compressobj(6, zlib.DEFLATED, zlib.MAX_WBITS)
-    return obj.compress(body) + obj.flush()
-
-
-class _Budget:
-    """The timeouts of one attempt, capped by what is left of the overall deadline."""
-
-    __slots__ = ("connect", "read", "write", "pool", "capped")
-
-    def __init__(self, timeout: Timeout, remaining: float | None) -> None:
-        self.capped = False
-        if remaining is None:
-            self.connect, self.read, self.write, self.pool = timeout.connect, timeout.read, timeout.write, timeout.pool
-            return
-        values = []
-        for value in (timeout.connect, timeout.read, timeout.write, timeout.pool):
-            if value is None or value > remaining:
-                values.append(max(remaining, 0.001))
-                self.capped = True
-            else:
-                values.append(value)
-        self.connect, self.read, self.write, self.pool = values
-
-
 class SyncTransport:
     """Sends requests to one server (base URL) with pooling, retries, timeouts and error mapping.
 
@@ -365,35 +279,26 @@ class SyncTransport:
                 f"own request path ({self.path_reason}); mount an adapter that uses the context on your session"
             )
 
-        self._default_budget = _Budget(config.timeouts, None)
-        self._const_headers = self._constant_headers(session)
+        self._default_budget = Budget(config.timeouts, None)
+        self._const_headers = config_headers(config, self._session_headers(session))
         self._const_lower = frozenset(k.lower() for k, _ in self._const_headers)
-        for key, value in self._const_headers:
-            _check_header(key, value)
         self._const_lines = [(k.lower(), f"{k}: {v}\r\n".encode("latin-1")) for k, v in self._const_headers]
         self._const_block = b"".join(line for _, line in self._const_lines)
         self._host_line = b"" if "host" in self._const_lower else f"Host: {self._host_header()}\r\n".encode("idna")
         self._target_prefix = ""
 
     # -- construction helpers -------------------------------------------------------------------------------
-    def _constant_headers(self, session: requests.Session) -> list[tuple[str, str]]:
-        """Headers sent on every request, computed once: session's (if changed by the caller), auth, config."""
-        merged: dict[str, tuple[str, str]] = {}
-        if not self._owns_session:
-            defaults = requests.utils.default_headers()
-            for key, value in session.headers.items():
-                if value is None or defaults.get(key) == value:
-                    continue  # requests' own defaults (python-requests UA, */*, keep-alive) are not the caller's
-                merged[key.lower()] = (key, str(value))
-        merged.setdefault("user-agent", ("User-Agent", USER_AGENT))
-        for key, value in self.config.static_auth_headers().items():
-            merged[key.lower()] = (key, value)
-        for key, value in self.config.headers.items():  # type: ignore[union-attr]
-            merged[key.lower()] = (key, value)
-        # Only the encodings this module can decode (and limit) are offered, whatever the session says.
-        encoding = "gzip, deflate" if self.config.accept_compression else "identity"
-        merged["accept-encoding"] = ("Accept-Encoding", encoding)
-        return list(merged.values())
+    def _session_headers(self, session: requests.Session) -> list[tuple[str, str]]:
+        """Headers the caller set on their own session (requests' defaults excluded)."""
+        if self._owns_session:
+            return []
+        defaults = requests.utils.default_headers()
+        return [
+            (key, str(value))
+            for key, value in session.headers.items()
+            # requests' own defaults (python-requests UA, */*, keep-alive) are not the caller's
+            if value is not None and defaults.get(key) != value
+        ]
 
     def _resolve_pool(self) -> Any:
         with self._lock:
@@ -472,28 +377,20 @@ class SyncTransport:
             request_id: For error messages.
         """
         config = self.config
-        policy: RetryPolicy = config.retry_policy
         tmo = config.timeouts if timeout is None else Timeout.coerce(timeout)
         target = self.base_path + path
-        send_body = body
-        if send_body is not None and config.compression is not None and len(send_body) >= config.compression_threshold:
-            send_body = _compress(send_body, config.compression)
-            encoding: str | None = config.compression
-        else:
-            encoding = None
-        extra, drop = self._extra_headers(send_body, content_headers, headers, method, encoding)
+        send_body, encoding = compress_body(body, config)
+        extra, drop = call_headers(method, send_body, content_headers, headers, encoding, self._const_lower)
         head = self._head(method, target, extra, drop) if self.direct else b""
-        start = time.monotonic()
-        attempt = 0
-        stale_retry_used = False
+        state = RetryState(
+            config.retry_policy, retryable=retryable, retry_statuses=retry_statuses, clock=time.monotonic
+        )
+        default = self._default_budget if timeout is None else None
+        ctx: dict[str, Any] = {"model_name": model_name, "request_id": request_id}
+        where = f"{method} {self.base_url}{path}"
         fresh = False
-        deadline = policy.deadline
         while True:
-            attempt += 1
-            if deadline is None:
-                budget = self._default_budget if timeout is None else _Budget(tmo, None)
-            else:
-                budget = _Budget(tmo, policy.remaining(time.monotonic() - start))
+            budget = state.begin(tmo, default)
             t0 = time.perf_counter() if self._verbose else 0.0
             try:
                 if self.direct:
@@ -501,103 +398,57 @@ class SyncTransport:
                 else:
                     resp = self._session_attempt(method, target, send_body, self._items(extra, drop), budget)
             except _AttemptError as failure:
-                fresh = False
-                kind = failure.kind
                 if self._verbose:
-                    logger.info("%s %s%s failed (%s: %s)", method, self._origin, target, kind, failure.exc)
-                if kind == "stale" and retryable and not stale_retry_used:
-                    # The server closed an idle keep-alive connection: resend once at once on a new connection;
-                    # it is not a failure of the server, so it costs no retry from the policy.
-                    stale_retry_used = True
-                    fresh = True
-                    attempt -= 1
-                    continue
-                if kind in ("tls", "pool"):
-                    may_retry = False
-                elif kind in ("connect", "connect_timeout"):
-                    may_retry = True  # nothing reached the server
-                elif kind in ("read_timeout", "write_timeout"):
-                    may_retry = retryable and policy.retry_on_timeout
-                else:  # dropped, stale (second time)
-                    may_retry = retryable
-                if budget.capped and kind.endswith("timeout"):
-                    error: errors.InferkitError = errors.DeadlineExceeded(
-                        f"{method} {self.base_url}{path}: the overall deadline of {policy.deadline} s ran out "
-                        f"during attempt {attempt}",
-                        model_name=model_name,
-                        request_id=request_id,
-                        attempts=attempt,
-                    )
-                    raise error from failure.exc
-                wait = policy.delay(attempt, elapsed=time.monotonic() - start) if may_retry else None
-                if wait is None:
-                    raise self._map_failure(failure, method, path, attempt, model_name, request_id) from failure.exc
-                time.sleep(wait)
+                    logger.info("%s %s%s failed (%s: %s)", method, self._origin, target, failure.kind, failure.exc)
+                step = state.on_failure(failure.kind, budget)
+                fresh = step.action == "resend"
+                if step.action == "sleep":
+                    time.sleep(step.wait)
+                elif step.action == "deadline":
+                    deadline = config.retry_policy.deadline
+                    raise deadline_error(where, deadline, attempts=state.attempt, **ctx) from failure.exc
+                elif step.action == "raise":
+                    raise failure_error(
+                        failure.kind,
+                        where,
+                        failure.exc,
+                        timeout=failure.timeout,
+                        pool_maxsize=config.pool_maxsize,
+                        attempts=state.attempt,
+                        **ctx,
+                    ) from failure.exc
                 continue
-            except _TooLarge as big:
-                raise errors.ResponseTooLargeError(
-                    f"{method} {self.base_url}{path}: the reply is larger than max_response_size={big.limit} bytes"
-                    + (" after decompression" if big.compressed else "")
-                    + "; reading stopped at the limit (raise RESTConfig.max_response_size if this is expected)",
-                    model_name=model_name,
-                    request_id=request_id,
-                    attempts=attempt,
-                ) from None
+            except BodyTooLarge as big:
+                raise too_large_error(where, big.limit, big.compressed, attempts=state.attempt, **ctx) from None
             fresh = False
-            resp.attempts = attempt
-            status = resp.status
+            resp.attempts = state.attempt
             if self._verbose:
                 self._log(method, target, self._items(extra, drop), send_body, resp, t0)
-            if status < 400:
+            if resp.status < 400:
                 return resp
-            retry_after = parse_retry_after(resp.headers)
-            if retry_statuses and retryable and policy.is_retryable_status(status):
-                wait = policy.delay(attempt, retry_after=retry_after, elapsed=time.monotonic() - start)
-                if wait is not None:
-                    time.sleep(wait)
-                    continue
+            wait = state.on_status(resp.status, parse_retry_after(resp.headers))
+            if wait is not None:
+                time.sleep(wait)
+                continue
             if not raise_for_status:
                 return resp
-            message = rest_v2.decode_error_body(resp.body, default=f"HTTP {status}")
-            raise errors.error_for_http_status(
-                status,
-                message,
-                retry_after=retry_after,
-                model_name=model_name,
-                request_id=request_id,
-                attempts=attempt,
-            )
+            raise reply_error(resp, **ctx)
 
-    def _extra_headers(
-        self,
-        body: bytes | None,
-        content_headers: Mapping[str, str] | None,
-        headers: Mapping[str, str] | None,
-        method: str,
-        encoding: str | None,
-    ) -> tuple[list[tuple[str, str]], frozenset[str]]:
-        """The per-request headers, and which client-wide headers the caller's per-call headers replace."""
-        override: dict[str, tuple[str, str]] = {}
-        if headers:
-            for key, value in headers.items():
-                _check_header(key, value)
-                override[key.lower()] = (key, value)
-            override.pop("content-length", None)  # framing is this module's job
-            override.pop("content-encoding", None)
-        extra: list[tuple[str, str]] = []
-        if content_headers:
-            if override:
-                extra.extend((k, v) for k, v in content_headers.items() if k.lower() not in override)
-            else:
-                extra.extend(content_headers.items())
-        if body is not None or method == "POST":
-            extra.append(("Content-Length", str(len(body) if body is not None else 0)))
-        if encoding is not None:
-            extra.append(("Content-Encoding", encoding))
-        if not override:
-            return extra, frozenset()
-        extra.extend(override.values())
-        return extra, frozenset(override) & self._const_lower
+    def send(self, call: RestCall, headers: Mapping[str, str] | None, timeout: Any) -> Reply:
+        """Send a prepared :class:`~inferkit.codec.rest_calls.RestCall` (see :meth:`request`)."""
+        return self.request(
+            call.method,
+            call.path,
+            call.body,
+            content_headers=call.content_headers,
+            headers=headers,
+            timeout=timeout,
+            retryable=call.retryable,
+            retry_statuses=call.retry_statuses,
+            raise_for_status=call.raise_for_status,
+            model_name=call.model_name,
+            request_id=call.request_id,
+        )
 
     def _items(self, extra: list[tuple[str, str]], drop: frozenset[str]) -> list[tuple[str, str]]:
         if drop:
@@ -624,7 +475,7 @@ class SyncTransport:
         method: str,
         head: bytes,
         body: bytes | None,
-        budget: _Budget,
+        budget: Budget,
         fresh: bool,
     ) -> HTTPResponse:
         pool = self._pool
@@ -672,10 +523,7 @@ class SyncTransport:
                     raw.begin()
                     got_status = True
                     status = raw.status
-                    limit = self.config.max_response_size if status < 400 else _ERROR_BODY_LIMIT
-                    data, complete = _read_body(
-                        raw, limit, raw.getheader("Content-Encoding"), allow_truncate=status >= 400
-                    )
+                    data, complete = _read_body(raw, self._reader(status, raw.getheader("Content-Encoding")))
                 finally:
                     raw.close()
             except (socket.timeout, TimeoutError) as exc:
@@ -703,7 +551,7 @@ class SyncTransport:
         target: str,
         body: bytes | None,
         items: Sequence[tuple[str, str]],
-        budget: _Budget,
+        budget: Budget,
     ) -> HTTPResponse:
         url = self._origin + target
         headers = dict(items)
@@ -739,12 +587,11 @@ class SyncTransport:
             raise _AttemptError("dropped", exc) from None
         try:
             raw = resp.raw
-            limit = self.config.max_response_size if resp.status_code < 400 else _ERROR_BODY_LIMIT
-            data = _read_urllib3_body(raw, limit, resp.headers.get("Content-Encoding"), resp.status_code >= 400)
+            data = _read_urllib3_body(raw, self._reader(resp.status_code, resp.headers.get("Content-Encoding")))
         except urllib3.exceptions.ReadTimeoutError as exc:
             resp.close()
             raise _AttemptError("read_timeout", exc, timeout=budget.read) from None
-        except _TooLarge:
+        except BodyTooLarge:
             resp.close()
             raise
         except (urllib3.exceptions.HTTPError, OSError, http.client.HTTPException) as exc:
@@ -753,52 +600,12 @@ class SyncTransport:
         resp.close()
         return HTTPResponse(resp.status_code, resp.headers, data)
 
-    # -- errors and logging --------------------------------------------------------------------------------------
-    def _map_failure(
-        self,
-        failure: _AttemptError,
-        method: str,
-        path: str,
-        attempts: int,
-        model_name: str | None,
-        request_id: str | None,
-    ) -> errors.InferkitError:
-        where = f"{method} {self.base_url}{path}"
-        ctx: dict[str, Any] = {"model_name": model_name, "request_id": request_id, "attempts": attempts}
-        kind = failure.kind
-        exc = failure.exc
-        if kind == "pool":
-            return errors.PoolTimeout(
-                f"{where}: no pooled connection became free within {failure.timeout} s (all "
-                f"{self.config.pool_maxsize} connections busy); raise RESTConfig.pool_maxsize or Timeout.pool, or "
-                "lower the concurrency",
-                **ctx,
-            )
-        if kind == "connect_timeout":
-            return errors.ConnectTimeout(
-                f"{where}: could not connect within {failure.timeout} s (Timeout.connect); is the server "
-                "reachable from here?",
-                **ctx,
-            )
-        if kind == "read_timeout":
-            return errors.ReadTimeout(
-                f"{where}: no reply within the read timeout of {failure.timeout} s (the model may need longer: "
-                "raise Timeout.read)",
-                **ctx,
-            )
-        if kind == "write_timeout":
-            return errors.WriteTimeout(f"{where}: sending the request body timed out (Timeout.write)", **ctx)
-        if kind == "tls":
-            return errors.TLSError(
-                f"{where}: TLS failed: {_describe(exc)} (check RESTConfig.verify (CA bundle) and, for mTLS, "
-                "RESTConfig.cert)",
-                **ctx,
-            )
-        if kind == "connect":
-            return errors.ConnectError(f"{where}: could not connect: {_describe(exc)}", **ctx)
-        return errors.ConnectError(
-            f"{where}: the connection was closed before the reply was complete: {_describe(exc)}", **ctx
-        )
+    # -- reading and logging -------------------------------------------------------------------------------------
+    def _reader(self, status: int, encoding: str | None) -> BodyReader:
+        """Error bodies are read up to ERROR_BODY_LIMIT and cut there; others must fit max_response_size."""
+        if status < 400:
+            return BodyReader(encoding, self.config.max_response_size)
+        return BodyReader(encoding, ERROR_BODY_LIMIT, allow_truncate=True)
 
     def _log(
         self,
@@ -810,18 +617,9 @@ class SyncTransport:
         t0: float,
     ) -> None:
         ms = (time.perf_counter() - t0) * 1000.0
-        logger.info(
-            "%s %s%s -> %d (sent %d B, received %d B, %.2f ms, attempt %d) headers=%s",
-            method,
-            self._origin,
-            target,
-            resp.status,
-            len(body) if body is not None else 0,
-            len(resp.body),
-            ms,
-            resp.attempts,
-            redact(items),
-        )
+        sent = len(body) if body is not None else 0
+        url = self._origin + target
+        logger.info("%s", log_line(method, url, resp.status, sent, len(resp.body), ms, resp.attempts, items))
 
 
 def _connect(conn: Any, timeout: float | None) -> None:
@@ -846,116 +644,26 @@ def _connect(conn: Any, timeout: float | None) -> None:
         raise _AttemptError("connect", exc) from None
 
 
-_HEADER_NAME = re.compile(r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$")
-_HEADER_VALUE_BAD = re.compile(r"[\r\n\x00]")
-
-
-def _check_header(key: Any, value: Any) -> None:
-    if not isinstance(key, str) or not isinstance(value, str):
-        raise errors.EncodeError(f"headers must map str to str; {key!r}: {value!r} is not")
-    if not _HEADER_NAME.match(key) or _HEADER_VALUE_BAD.search(value):
-        raise errors.EncodeError(
-            f"header {key!r} is not a valid HTTP header (names are tokens; values cannot contain CR, LF or NUL)"
-        )
-
-
-def _describe(exc: BaseException) -> str:
-    seen = exc
-    # requests and urllib3 wrap the interesting OS / SSL error a few levels down.
-    for _ in range(4):
-        inner = getattr(seen, "reason", None) or (seen.args[0] if seen.args else None)
-        if isinstance(inner, BaseException) and inner is not seen:
-            seen = inner
-        else:
-            break
-    text = str(seen) or type(seen).__name__
-    return f"{type(seen).__name__}: {text}"[:500]
-
-
-def _read_body(
-    raw: http.client.HTTPResponse, limit: int, encoding: str | None, *, allow_truncate: bool
-) -> tuple[bytes, bool]:
-    """Read the whole body of an http.client reply into one bytes object, enforcing ``limit`` while reading.
-
-    Returns the body and whether it was read to its end (only then may the connection be reused). With
-    ``allow_truncate`` (error replies) a body past the limit is cut instead of raising.
+def _read_body(raw: http.client.HTTPResponse, reader: BodyReader) -> tuple[bytes, bool]:
+    """Read the whole body of an http.client reply into one bytes object through ``reader`` (size limit,
+    decompression). Returns the body and whether it was read to its end (only then may the connection be reused).
     """
-    decoder = _decoder_for(encoding)
     length = raw.length
-    if decoder is None:
-        if length is not None:
-            if length > limit:
-                if allow_truncate:
-                    return raw.read(limit), False
-                raise _TooLarge(length, limit, False)
-            return raw.read(), True  # one allocation of exactly Content-Length bytes
-        parts: list[bytes] = []
-        total = 0
-        while True:
-            chunk = raw.read(_READ_CHUNK)
-            if not chunk:
-                break
-            total += len(chunk)
-            if total > limit:
-                if allow_truncate:
-                    return b"".join(parts), False
-                raise _TooLarge(total, limit, False)
-            parts.append(chunk)
-        return (parts[0] if len(parts) == 1 else b"".join(parts)), True
-    out: list[bytes] = []
-    total = 0
-    try:
-        while True:
-            chunk = raw.read(_READ_CHUNK)
-            if not chunk:
-                break
-            total = decoder.decompress(chunk, limit, out, total)
-        decoder.flush(limit, out, total)
-    except zlib.error as exc:
-        raise errors.DecodeError(f"the reply's {encoding} body is corrupt: {exc}") from exc
-    except _TooLarge:
-        if allow_truncate:
-            return b"".join(out), False
-        raise
-    return (out[0] if len(out) == 1 else b"".join(out)), True
-
-
-def _read_urllib3_body(raw: Any, limit: int, encoding: str | None, allow_truncate: bool) -> bytes:
-    decoder = _decoder_for(encoding)
-    out: list[bytes] = []
-    total = 0
+    if reader.plain and length is not None:
+        wanted = reader.expect(length)
+        if wanted < length:
+            return raw.read(wanted), False  # an error body cut at its limit
+        return raw.read(), True  # one allocation of exactly Content-Length bytes; a short body raises
     while True:
-        chunk = raw.read(_READ_CHUNK, decode_content=False)
-        if not chunk:
+        chunk = raw.read(READ_CHUNK)
+        if not chunk or not reader.feed(chunk):
             break
-        if decoder is None:
-            total += len(chunk)
-            if total > limit:
-                if allow_truncate:
-                    break
-                raise _TooLarge(total, limit, False)
-            out.append(chunk)
-        else:
-            try:
-                total = decoder.decompress(chunk, limit, out, total)
-            except zlib.error as exc:
-                raise errors.DecodeError(f"the reply's {encoding} body is corrupt: {exc}") from exc
-    if decoder is not None:
-        decoder.flush(limit, out, total)
-    return out[0] if len(out) == 1 else b"".join(out)
+    return reader.finish(), reader.complete
 
 
-def _decoder_for(encoding: str | None) -> _Decompressor | None:
-    if encoding is None:
-        return None
-    enc = encoding.strip().lower()
-    if enc in ("", "identity"):
-        return None
-    if enc in ("gzip", "x-gzip"):
-        return _Decompressor("gzip")
-    if enc == "deflate":
-        return _Decompressor("deflate")
-    raise errors.DecodeError(
-        f"the server replied with Content-Encoding {encoding!r}, which inferkit does not decode (it only offers "
-        "gzip and deflate)"
-    )
+def _read_urllib3_body(raw: Any, reader: BodyReader) -> bytes:
+    while True:
+        chunk = raw.read(READ_CHUNK, decode_content=False)
+        if not chunk or not reader.feed(chunk):
+            break
+    return reader.finish()

@@ -13,17 +13,14 @@ from typing import Any, Mapping, Optional
 import requests
 
 from inferkit import errors
-from inferkit._http import HTTPResponse, SyncTransport
-from inferkit.codec import _json, rest_v1, rest_v2
-from inferkit.codec.routes import Route, v1, v2
+from inferkit._http import SyncTransport
+from inferkit.codec.rest_calls import RestCall, RestCalls
 from inferkit.codec.tensors import InferRequest, InferResponse
 from inferkit.config import RESTConfig, TimeoutLike
 
 __all__ = ["InferenceRESTClient"]
 
 Headers = Optional[Mapping[str, str]]
-_JSON_HEADERS = {"Content-Type": rest_v2.JSON_CONTENT_TYPE}
-_EMPTY_JSON = b"{}"
 
 
 class InferenceRESTClient:
@@ -55,11 +52,8 @@ class InferenceRESTClient:
             raise ValueError(f"config must be a RESTConfig, got {type(config).__name__}")
         self._config = config
         self._transport = SyncTransport(url, config, session)
-        self._v2 = config.protocol == "v2"
-        self._binary: bool | None = config.binary_data
+        self._calls = RestCalls(config)
         self._binary_lock = threading.Lock()
-        self._infer_paths: dict[tuple[str, str | None], str] = {}
-        self._retry_infer = config.retry_policy.allows_request(is_infer=True, is_sequence=False)
 
     # -- properties ---------------------------------------------------------------------------------------------
     @property
@@ -92,100 +86,20 @@ class InferenceRESTClient:
         return f"InferenceRESTClient({self.host!r}, protocol={self.protocol_version!r})"
 
     # -- plumbing -----------------------------------------------------------------------------------------------
-    def _require_v2(self, operation: str) -> None:
-        if not self._v2:
-            raise errors.UnsupportedOperationError(
-                f"{operation} is part of the Open Inference Protocol v2; this client speaks KServe v1 "
-                "(RESTConfig(protocol='v1')). Use protocol='v2' against a v2 endpoint."
-            )
-
-    def _require_v1(self, operation: str) -> None:
-        if self._v2:
-            raise errors.UnsupportedOperationError(
-                f"{operation} is a KServe v1 call; this client speaks the Open Inference Protocol v2. "
-                "Create the client with RESTConfig(protocol='v1') for a v1 endpoint."
-            )
-
-    def _send(
-        self,
-        route: Route,
-        body: bytes | None = None,
-        *,
-        headers: Headers,
-        timeout: TimeoutLike,
-        content_headers: Mapping[str, str] | None = None,
-        model_name: str | None = None,
-        **kwargs: Any,
-    ) -> HTTPResponse:
-        return self._transport.request(
-            route.method,
-            route.path,
-            body,
-            content_headers=content_headers if content_headers is not None else (_JSON_HEADERS if body else None),
-            headers=headers,
-            timeout=timeout,
-            model_name=model_name,
-            **kwargs,
-        )
-
-    def _get_json(self, route: Route, *, headers: Headers, timeout: TimeoutLike, model_name: str | None = None) -> Any:
-        resp = self._send(route, headers=headers, timeout=timeout, model_name=model_name)
-        return _json.loads(resp.body, what=f"reply to {route.method} {route.path}") if resp.body else None
-
-    def _check(self, route: Route, *, headers: Headers, timeout: TimeoutLike, model_name: str | None = None) -> bool:
-        """A health/readiness probe: 200 -> True; another answer -> False; auth errors and no answer raise."""
-        resp = self._send(
-            route,
-            headers=headers,
-            timeout=timeout,
-            model_name=model_name,
-            retry_statuses=False,
-            raise_for_status=False,
-        )
-        if resp.status in (401, 403):
-            message = rest_v2.decode_error_body(resp.body, default=f"HTTP {resp.status}")
-            raise errors.error_for_http_status(
-                resp.status, message, model_name=model_name, attempts=resp.attempts
-            )
-        return 200 <= resp.status < 300
+    def _do(self, call: RestCall, headers: Headers, timeout: TimeoutLike) -> Any:
+        return call.parse(call, self._transport.send(call, headers, timeout))
 
     def _use_binary(self, headers: Headers, timeout: TimeoutLike) -> bool:
-        binary = self._binary
+        binary = self._calls.binary
         if binary is not None:
             return binary
         with self._binary_lock:
-            if self._binary is not None:
-                return self._binary
+            if self._calls.binary is not None:
+                return self._calls.binary
             try:
-                resp = self._transport.request(
-                    "GET",
-                    v2.server_metadata().path,
-                    headers=headers,
-                    timeout=timeout,
-                    retryable=False,
-                    retry_statuses=False,
-                    raise_for_status=False,
-                )
+                return bool(self._do(self._calls.binary_probe(), headers, timeout))
             except errors.TransportError:
                 return False  # unknown yet: JSON for this call, ask again next time
-            supported = False
-            if resp.status == 200:
-                try:
-                    meta = _json.loads(resp.body, what="server metadata")
-                    supported = isinstance(meta, dict) and rest_v2.supports_binary(meta)
-                except errors.DecodeError:
-                    supported = False
-            self._binary = supported
-            return supported
-
-    def _infer_path(self, model_name: str, model_version: str | None) -> str:
-        key = (model_name, model_version)
-        path = self._infer_paths.get(key)
-        if path is None:
-            path = v2.infer(model_name, model_version).path
-            if len(self._infer_paths) < 4096:  # bounded: model names come from callers
-                self._infer_paths[key] = path
-        return path
 
     # -- inference ------------------------------------------------------------------------------------------------
     def infer(self, request: InferRequest, headers: Headers = None, timeout: TimeoutLike = None) -> InferResponse:
@@ -208,44 +122,11 @@ class InferenceRESTClient:
         Requests with a ``sequence_id`` parameter are never retried once they may have reached the server.
         On a v1 client the request is converted to ``{"instances": ...}`` and the predictions back to tensors.
         """
-        if not isinstance(request, InferRequest):
-            raise errors.EncodeError(f"infer() needs an InferRequest, got {type(request).__name__}")
-        name = request.model_name
-        if not self._v2:
-            body = _json.dumps(rest_v1.v2_request_to_v1_body(request))
-            reply = self._v1_call(v1.predict(name), body, name, headers, timeout, request.is_sequence)
-            return rest_v1.v1_body_to_v2_response(
-                rest_v1.decode_predict_response(reply, model_name=name), name
-            )
-        encoded = rest_v2.encode_infer_request(request, binary=self._use_binary(headers, timeout))
-        resp = self._transport.request(
-            "POST",
-            self._infer_path(name, request.model_version),
-            encoded.body,
-            content_headers=encoded.headers,
-            headers=headers,
-            timeout=timeout,
-            retryable=self._retry_infer and not request.is_sequence,
-            model_name=name,
-            request_id=request.request_id,
-        )
-        header_length = rest_v2.parse_header_length(
-            resp.header(rest_v2.HEADER_LENGTH), len(resp.body), f"response of model {name!r}"
-        )
-        return rest_v2.decode_infer_response(resp.body, header_length, model_name=name)
-
-    def _v1_call(
-        self, route: Route, body: bytes, model_name: str, headers: Headers, timeout: TimeoutLike, sequence: bool = False
-    ) -> bytes:
-        resp = self._send(
-            route,
-            body,
-            headers=headers,
-            timeout=timeout,
-            model_name=model_name,
-            retryable=self._config.retry_policy.allows_request(is_infer=True, is_sequence=sequence),
-        )
-        return resp.body
+        binary = self._calls.binary
+        if binary is None:
+            binary = self._use_binary(headers, timeout)
+        result: InferResponse = self._do(self._calls.infer(request, binary), headers, timeout)
+        return result
 
     def predict(
         self,
@@ -256,10 +137,8 @@ class InferenceRESTClient:
         timeout: TimeoutLike = None,
     ) -> dict[str, Any]:
         """KServe v1 ``:predict`` with ``instances`` (rows) or ``inputs`` (columns); returns the reply dict."""
-        self._require_v1("predict()")
-        body = rest_v1.encode_predict_request(instances, inputs=inputs, model_name=model_name)
-        reply = self._v1_call(v1.predict(model_name), body, model_name, headers, timeout)
-        return rest_v1.decode_predict_response(reply, model_name=model_name)
+        result: dict[str, Any] = self._do(self._calls.predict(model_name, instances, inputs), headers, timeout)
+        return result
 
     def explain(
         self,
@@ -270,21 +149,16 @@ class InferenceRESTClient:
         timeout: TimeoutLike = None,
     ) -> Any:
         """KServe v1 ``:explain``; returns the reply's JSON (its shape depends on the explainer)."""
-        self._require_v1("explain()")
-        body = rest_v1.encode_predict_request(instances, inputs=inputs, model_name=model_name)
-        reply = self._v1_call(v1.explain(model_name), body, model_name, headers, timeout)
-        return rest_v1.decode_explain_response(reply, model_name=model_name)
+        return self._do(self._calls.explain(model_name, instances, inputs), headers, timeout)
 
     # -- health ---------------------------------------------------------------------------------------------------
     def is_server_live(self, headers: Headers = None, timeout: TimeoutLike = None) -> bool:
         """Whether the server is live. Raises a TransportError if it cannot be reached at all."""
-        route = v2.server_live() if self._v2 else v1.server_live()
-        return self._check(route, headers=headers, timeout=timeout)
+        return bool(self._do(self._calls.server_live(), headers, timeout))
 
     def is_server_ready(self, headers: Headers = None, timeout: TimeoutLike = None) -> bool:
         """Whether the server is ready (v1: whether it lists its models)."""
-        route = v2.server_ready() if self._v2 else v1.list_models()
-        return self._check(route, headers=headers, timeout=timeout)
+        return bool(self._do(self._calls.server_ready(), headers, timeout))
 
     def is_model_ready(
         self,
@@ -294,35 +168,12 @@ class InferenceRESTClient:
         timeout: TimeoutLike = None,
     ) -> bool:
         """Whether a model (version) is ready; False for an unknown model."""
-        if self._v2:
-            return self._check(
-                v2.model_ready(model_name, model_version), headers=headers, timeout=timeout, model_name=model_name
-            )
-        resp = self._send(
-            v1.model_ready(model_name),
-            headers=headers,
-            timeout=timeout,
-            model_name=model_name,
-            retry_statuses=False,
-            raise_for_status=False,
-        )
-        if resp.status in (401, 403):
-            raise errors.error_for_http_status(
-                resp.status, rest_v2.decode_error_body(resp.body), model_name=model_name, attempts=resp.attempts
-            )
-        if resp.status != 200:
-            return False
-        try:
-            body = _json.loads(resp.body, what=f"v1 model status of {model_name!r}")
-        except errors.DecodeError:
-            return True
-        return bool(body.get("ready", True)) if isinstance(body, dict) else True
+        return bool(self._do(self._calls.model_ready(model_name, model_version), headers, timeout))
 
     # -- metadata and management (v2) ---------------------------------------------------------------------------
     def get_server_metadata(self, headers: Headers = None, timeout: TimeoutLike = None) -> dict[str, Any]:
         """``GET /v2``: name, version and extensions."""
-        self._require_v2("get_server_metadata()")
-        result: dict[str, Any] = self._get_json(v2.server_metadata(), headers=headers, timeout=timeout)
+        result: dict[str, Any] = self._do(self._calls.server_metadata(), headers, timeout)
         return result
 
     def get_model_metadata(
@@ -333,10 +184,7 @@ class InferenceRESTClient:
         timeout: TimeoutLike = None,
     ) -> dict[str, Any]:
         """A model's metadata: name, versions, platform, inputs and outputs."""
-        self._require_v2("get_model_metadata()")
-        result: dict[str, Any] = self._get_json(
-            v2.model_metadata(model_name, model_version), headers=headers, timeout=timeout, model_name=model_name
-        )
+        result: dict[str, Any] = self._do(self._calls.model_metadata(model_name, model_version), headers, timeout)
         return result
 
     def get_model_config(
@@ -347,10 +195,7 @@ class InferenceRESTClient:
         timeout: TimeoutLike = None,
     ) -> dict[str, Any]:
         """A model's configuration (Triton ``model_configuration`` extension), as JSON."""
-        self._require_v2("get_model_config()")
-        result: dict[str, Any] = self._get_json(
-            v2.model_config(model_name, model_version), headers=headers, timeout=timeout, model_name=model_name
-        )
+        result: dict[str, Any] = self._do(self._calls.model_config(model_name, model_version), headers, timeout)
         return result
 
     def get_model_statistics(
@@ -361,29 +206,18 @@ class InferenceRESTClient:
         timeout: TimeoutLike = None,
     ) -> dict[str, Any]:
         """Inference statistics (``statistics`` extension) of one model, or of all models when none is named."""
-        self._require_v2("get_model_statistics()")
-        result: dict[str, Any] = self._get_json(
-            v2.model_statistics(model_name, model_version), headers=headers, timeout=timeout, model_name=model_name
-        )
+        result: dict[str, Any] = self._do(self._calls.model_statistics(model_name, model_version), headers, timeout)
         return result
 
     def get_model_repository_index(self, headers: Headers = None, timeout: TimeoutLike = None) -> list[dict[str, Any]]:
         """The models in the server's repository (``model_repository`` extension)."""
-        self._require_v2("get_model_repository_index()")
-        resp = self._send(v2.repository_index(), _EMPTY_JSON, headers=headers, timeout=timeout)
-        result = _json.loads(resp.body, what="repository index") if resp.body else []
-        if not isinstance(result, list):
-            raise errors.DecodeError(f"the repository index must be a JSON list, got {type(result).__name__}")
+        result: list[dict[str, Any]] = self._do(self._calls.repository_index(), headers, timeout)
         return result
 
     def load_model(self, model_name: str, headers: Headers = None, timeout: TimeoutLike = None) -> None:
         """Load (or reload) a model (``model_repository`` extension)."""
-        self._require_v2("load_model()")
-        self._send(v2.repository_load(model_name), _EMPTY_JSON, headers=headers, timeout=timeout, model_name=model_name)
+        self._do(self._calls.load_model(model_name), headers, timeout)
 
     def unload_model(self, model_name: str, headers: Headers = None, timeout: TimeoutLike = None) -> None:
         """Unload a model (``model_repository`` extension)."""
-        self._require_v2("unload_model()")
-        self._send(
-            v2.repository_unload(model_name), _EMPTY_JSON, headers=headers, timeout=timeout, model_name=model_name
-        )
+        self._do(self._calls.unload_model(model_name), headers, timeout)

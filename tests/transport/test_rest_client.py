@@ -124,7 +124,7 @@ def test_binary_detection_falls_back_to_json_when_metadata_fails(srv: ReferenceS
     with InferenceRESTClient(srv.http_url) as c:
         request, a, b = add_sub_request()
         np.testing.assert_array_equal(c.infer(request).as_numpy("OUTPUT0"), a + b)
-        assert c._binary is False  # decided (JSON works everywhere) and not asked again
+        assert c._calls.binary is False  # decided (JSON works everywhere) and not asked again
         c.infer(request)
     assert srv.count(route="server_metadata") == 1
 
@@ -141,7 +141,7 @@ def test_binary_detection_is_retried_when_server_unreachable_at_first() -> None:
     c = InferenceRESTClient(f"http://127.0.0.1:{closed_port()}", RESTConfig(retries=0, timeout=2))
     with pytest.raises(errors.ConnectError):
         c.infer(add_sub_request()[0])
-    assert c._binary is None
+    assert c._calls.binary is None
     c.close()
 
 

@@ -1,0 +1,233 @@
+"""The retry state machine of one logical request, shared by every transport (REST and gRPC, sync and async).
+
+Owns: the per-attempt time budget under an overall deadline (:class:`Budget`), the decisions taken after a failed
+attempt or an error status (:class:`RetryState`: resend at once on a fresh connection, sleep and retry, or give
+up), and the typed errors a REST transport raises for a failure kind (:func:`failure_error`,
+:func:`too_large_error`, :func:`deadline_error`). Transports only classify what happened and do the I/O and the
+sleeping (``time.sleep`` or ``asyncio.sleep``); they never decide.
+Must not import: requests, urllib3, aiohttp, grpc.
+
+Failure kinds a REST transport reports for an attempt that got no complete reply:
+``connect`` (refused, DNS, proxy), ``connect_timeout``, ``tls``, ``pool`` (no free connection in time),
+``stale`` (a reused keep-alive connection was closed before any byte of the reply), ``dropped`` (closed or reset
+after sending, or mid-reply), ``write_timeout``, ``read_timeout``.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, NamedTuple
+
+from inferkit import errors
+from inferkit.config import RetryPolicy, Timeout
+
+__all__ = ["Budget", "Step", "RetryState", "failure_error", "too_large_error", "deadline_error", "describe"]
+
+
+class Budget:
+    """The timeouts of one attempt, capped by what is left of the overall deadline."""
+
+    __slots__ = ("connect", "read", "write", "pool", "capped", "remaining")
+
+    def __init__(self, timeout: Timeout, remaining: float | None) -> None:
+        self.capped = False
+        self.remaining = remaining
+        if remaining is None:
+            self.connect, self.read, self.write, self.pool = timeout.connect, timeout.read, timeout.write, timeout.pool
+            return
+        values = []
+        for value in (timeout.connect, timeout.read, timeout.write, timeout.pool):
+            if value is None or value > remaining:
+                values.append(max(remaining, 0.001))
+                self.capped = True
+            else:
+                values.append(value)
+        self.connect, self.read, self.write, self.pool = values
+
+
+class Step(NamedTuple):
+    """What to do after a failed attempt: ``action`` is "resend" (now, on a fresh connection), "sleep" (``wait``
+    seconds, then retry), "raise" (the mapped error of this failure) or "deadline" (DeadlineExceeded)."""
+
+    action: str
+    wait: float = 0.0
+
+
+_RESEND = Step("resend")
+_RAISE = Step("raise")
+_DEADLINE = Step("deadline")
+
+
+class RetryState:
+    """One logical request's progress through its attempts.
+
+    Args:
+        policy: The retry policy.
+        retryable: Whether a request that may have reached the server may be sent again (False for sequence
+            requests). Failures before anything was sent are retried regardless.
+        retry_statuses: Whether retryable statuses / server codes are retried (False for health probes, where
+            the status is the answer).
+        clock: Monotonic clock (tests pass their own).
+    """
+
+    __slots__ = ("policy", "retryable", "retry_statuses", "attempt", "start", "_stale_used", "_clock")
+
+    def __init__(
+        self,
+        policy: RetryPolicy,
+        *,
+        retryable: bool = True,
+        retry_statuses: bool = True,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.policy = policy
+        self.retryable = retryable
+        self.retry_statuses = retry_statuses
+        self.attempt = 0
+        self._stale_used = False
+        self._clock = clock
+        self.start = clock()
+
+    def elapsed(self) -> float:
+        return self._clock() - self.start
+
+    def begin(self, timeout: Timeout, default: Budget | None = None) -> Budget:
+        """Start the next attempt; its budget (``default`` when no deadline applies, to save an allocation)."""
+        self.attempt += 1
+        if self.policy.deadline is None:
+            return default if default is not None else Budget(timeout, None)
+        return Budget(timeout, self.policy.remaining(self.elapsed()))
+
+    def on_failure(self, kind: str, budget: Budget) -> Step:
+        """The step after an attempt failed with a failure ``kind`` (module docstring) under ``budget``."""
+        policy = self.policy
+        if kind == "stale" and self.retryable and not self._stale_used:
+            # The server closed an idle keep-alive connection: resend once at once on a new connection; it is not a
+            # failure of the server, so it costs no retry from the policy.
+            self._stale_used = True
+            self.attempt -= 1
+            return _RESEND
+        if kind in ("tls", "pool"):
+            may_retry = False
+        elif kind in ("connect", "connect_timeout"):
+            may_retry = True  # nothing reached the server
+        elif kind in ("read_timeout", "write_timeout"):
+            may_retry = self.retryable and policy.retry_on_timeout
+        else:  # dropped, stale (second time)
+            may_retry = self.retryable
+        if budget.capped and kind.endswith("timeout"):
+            return _DEADLINE
+        wait = policy.delay(self.attempt, elapsed=self.elapsed()) if may_retry else None
+        return _RAISE if wait is None else Step("sleep", wait)
+
+    def on_status(self, status: int, retry_after: float | None) -> float | None:
+        """Seconds to sleep before retrying an error status, or None: the reply is final."""
+        if not (self.retry_statuses and self.retryable and self.policy.is_retryable_status(status)):
+            return None
+        return self.policy.delay(self.attempt, retry_after=retry_after, elapsed=self.elapsed())
+
+    def on_error(self, err: errors.InferkitError, total: float | None) -> float | None:
+        """Seconds to sleep before retrying after a typed error (the gRPC transports), or None: give up.
+
+        ``total`` is the call's deadline across attempts (None: none).
+        """
+        if not (self.retryable and _is_retryable(err, self.policy)):
+            return None
+        if isinstance(err, errors.ServerError) and not self.retry_statuses:
+            return None
+        elapsed = self.elapsed()
+        retry_after = err.retry_after if isinstance(err, errors.ServerError) else None
+        wait = self.policy.delay(self.attempt, retry_after=retry_after, elapsed=elapsed)
+        if wait is not None and total is not None and elapsed + wait >= total:
+            return None
+        return wait
+
+    def final_error(self, err: errors.InferkitError, where: str, total: float | None) -> errors.InferkitError:
+        """The error to raise when :meth:`on_error` gave up: a timeout after retries is the deadline running out."""
+        if isinstance(err, errors.ReadTimeout) and self.attempt > 1 and total is not None:
+            return errors.DeadlineExceeded(
+                f"{where}: the {total:g} s deadline ran out after {self.attempt} attempts: {err.message}",
+                model_name=err.model_name,
+                request_id=err.request_id,
+                attempts=self.attempt,
+                grpc_code=err.grpc_code,
+            )
+        return err
+
+
+def _is_retryable(err: errors.InferkitError, policy: RetryPolicy) -> bool:
+    if isinstance(err, (errors.PayloadTooLargeError, errors.ResponseTooLargeError)):
+        return False
+    if isinstance(err, errors.ConnectError):
+        return not isinstance(err, errors.TLSError)
+    if isinstance(err, errors.ReadTimeout):
+        return policy.retry_on_timeout
+    return err.grpc_code is not None and policy.is_retryable_grpc_code(err.grpc_code)
+
+
+def describe(exc: BaseException) -> str:
+    """A short ``Type: message`` of the interesting exception inside library wrappers."""
+    seen = exc
+    # HTTP libraries wrap the interesting OS / SSL error a few levels down (``reason``, ``os_error``, args).
+    for _ in range(4):
+        inner = (
+            getattr(seen, "reason", None) or getattr(seen, "os_error", None) or (seen.args[0] if seen.args else None)
+        )
+        if isinstance(inner, BaseException) and inner is not seen:
+            seen = inner
+        else:
+            break
+    text = str(seen) or type(seen).__name__
+    return f"{type(seen).__name__}: {text}"[:500]
+
+
+def failure_error(
+    kind: str, where: str, exc: BaseException, *, timeout: float | None, pool_maxsize: int, **ctx: Any
+) -> errors.InferkitError:
+    """The typed error of a REST attempt that failed with ``kind`` (``ctx``: model_name, request_id, attempts)."""
+    if kind == "pool":
+        return errors.PoolTimeout(
+            f"{where}: no pooled connection became free within {timeout} s (all {pool_maxsize} connections busy); "
+            "raise RESTConfig.pool_maxsize or Timeout.pool, or lower the concurrency",
+            **ctx,
+        )
+    if kind == "connect_timeout":
+        return errors.ConnectTimeout(
+            f"{where}: could not connect within {timeout} s (Timeout.connect); is the server reachable from here?",
+            **ctx,
+        )
+    if kind == "read_timeout":
+        return errors.ReadTimeout(
+            f"{where}: no reply within the read timeout of {timeout} s (the model may need longer: raise Timeout.read)",
+            **ctx,
+        )
+    if kind == "write_timeout":
+        return errors.WriteTimeout(f"{where}: sending the request body timed out (Timeout.write)", **ctx)
+    if kind == "tls":
+        return errors.TLSError(
+            f"{where}: TLS failed: {describe(exc)} (check RESTConfig.verify (CA bundle) and, for mTLS, "
+            "RESTConfig.cert)",
+            **ctx,
+        )
+    if kind == "connect":
+        return errors.ConnectError(f"{where}: could not connect: {describe(exc)}", **ctx)
+    return errors.ConnectError(
+        f"{where}: the connection was closed before the reply was complete: {describe(exc)}", **ctx
+    )
+
+
+def deadline_error(where: str, deadline: float | None, **ctx: Any) -> errors.DeadlineExceeded:
+    """The overall deadline ran out during an attempt (``ctx`` includes ``attempts``)."""
+    return errors.DeadlineExceeded(
+        f"{where}: the overall deadline of {deadline} s ran out during attempt {ctx.get('attempts')}", **ctx
+    )
+
+
+def too_large_error(where: str, limit: int, compressed: bool, **ctx: Any) -> errors.ResponseTooLargeError:
+    """A reply passed ``RESTConfig.max_response_size`` (reading stopped there)."""
+    return errors.ResponseTooLargeError(
+        f"{where}: the reply is larger than max_response_size={limit} bytes"
+        + (" after decompression" if compressed else "")
+        + "; reading stopped at the limit (raise RESTConfig.max_response_size if this is expected)",
+        **ctx,
+    )

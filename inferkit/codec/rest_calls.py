@@ -1,0 +1,314 @@
+"""Every REST client operation as data: what to send, how to retry it, and how to read the reply.
+
+Owns: :class:`RestCalls`, which turns each public method of the REST clients (sync and async alike) into a
+:class:`RestCall` (method, path, body, content headers, retry flags, context for errors, and the function that
+interprets the reply), the health-probe semantics, the binary-tensor auto-detection decision, and the mapping of
+an error reply to a typed error. A client method is then: ``call = calls.op(...)``; the transport sends it (with
+retries) and returns a :class:`Reply`; ``call.parse(reply)`` is the result. Sync and async clients share all of
+it and differ only in ``await``.
+Must not import: requests, urllib3, aiohttp, grpc.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
+
+from inferkit import errors
+from inferkit.codec import _json, rest_v1, rest_v2
+from inferkit.codec.routes import Route, v1, v2
+from inferkit.codec.tensors import InferRequest
+from inferkit.config import RESTConfig, parse_retry_after
+
+__all__ = ["Reply", "RestCall", "RestCalls", "reply_error"]
+
+Parser = Callable[["RestCall", "Reply"], Any]
+
+_JSON_HEADERS: Mapping[str, str] = {"Content-Type": rest_v2.JSON_CONTENT_TYPE}
+_EMPTY_JSON = b"{}"
+
+
+@dataclass
+class Reply:
+    """A complete reply: status, headers (case-insensitive ``get``), the whole body in one bytes object."""
+
+    status: int
+    headers: Any
+    body: bytes
+    attempts: int = 1
+
+    def header(self, name: str) -> str | None:
+        value = self.headers.get(name)
+        return None if value is None else str(value)
+
+
+def reply_error(reply: Reply, *, model_name: str | None = None, request_id: str | None = None) -> errors.ServerError:
+    """The typed error of an error reply (status, the server's message, Retry-After, attempts)."""
+    status = reply.status
+    return errors.error_for_http_status(
+        status,
+        rest_v2.decode_error_body(reply.body, default=f"HTTP {status}"),
+        retry_after=parse_retry_after(reply.headers),
+        model_name=model_name,
+        request_id=request_id,
+        attempts=reply.attempts,
+    )
+
+
+def _no_result(call: RestCall, reply: Reply) -> None:
+    return None
+
+
+@dataclass(frozen=True)
+class RestCall:
+    """One operation ready to send.
+
+    Attributes:
+        method: HTTP method.
+        path: Path relative to the client's base URL.
+        body: Request body, built once and resent as is by retries.
+        content_headers: Headers describing the body.
+        parse: ``parse(call, reply)`` turns the final reply into the method's result (or raises).
+        retryable: Whether the request may be sent again once it may have reached the server.
+        retry_statuses: Whether retryable statuses are retried (False for probes: the status is the answer).
+        raise_for_status: Whether an error status raises (else ``parse`` sees it).
+        model_name: For errors.
+        request_id: For errors.
+    """
+
+    method: str
+    path: str
+    body: bytes | None = None
+    content_headers: Mapping[str, str] | None = None
+    parse: Parser = _no_result
+    retryable: bool = True
+    retry_statuses: bool = True
+    raise_for_status: bool = True
+    model_name: str | None = None
+    request_id: str | None = None
+
+
+class RestCalls:
+    """Builds the :class:`RestCall` of each client operation for one client (protocol and retry settings).
+
+    Also holds the client's binary-tensor decision (:attr:`binary`): None until known.
+    """
+
+    def __init__(self, config: RESTConfig) -> None:
+        self.v2 = config.protocol == "v2"
+        self._policy = config.retry_policy
+        self._retry_infer = self._policy.allows_request(is_infer=True, is_sequence=False)
+        # v1 has no binary framing: nothing to decide.
+        self.binary: bool | None = config.binary_data if self.v2 else False
+        self._infer_paths: dict[tuple[str, str | None], str] = {}
+
+    # -- protocol guards -----------------------------------------------------------------------------------------
+    def _require_v2(self, operation: str) -> None:
+        if not self.v2:
+            raise errors.UnsupportedOperationError(
+                f"{operation} is part of the Open Inference Protocol v2; this client speaks KServe v1 "
+                "(RESTConfig(protocol='v1')). Use protocol='v2' against a v2 endpoint."
+            )
+
+    def _require_v1(self, operation: str) -> None:
+        if self.v2:
+            raise errors.UnsupportedOperationError(
+                f"{operation} is a KServe v1 call; this client speaks the Open Inference Protocol v2. "
+                "Create the client with RESTConfig(protocol='v1') for a v1 endpoint."
+            )
+
+    # -- health ------------------------------------------------------------------------------------------------
+    def server_live(self) -> RestCall:
+        return _probe(v2.server_live() if self.v2 else v1.server_live())
+
+    def server_ready(self) -> RestCall:
+        return _probe(v2.server_ready() if self.v2 else v1.list_models())
+
+    def model_ready(self, model_name: str, model_version: str | None) -> RestCall:
+        if self.v2:
+            return _probe(v2.model_ready(model_name, model_version), model_name)
+        return _probe(v1.model_ready(model_name), model_name, _v1_ready)
+
+    # -- metadata and management ------------------------------------------------------------------------------
+    def server_metadata(self) -> RestCall:
+        self._require_v2("get_server_metadata()")
+        return _get_json(v2.server_metadata())
+
+    def model_metadata(self, model_name: str, model_version: str | None) -> RestCall:
+        self._require_v2("get_model_metadata()")
+        return _get_json(v2.model_metadata(model_name, model_version), model_name)
+
+    def model_config(self, model_name: str, model_version: str | None) -> RestCall:
+        self._require_v2("get_model_config()")
+        return _get_json(v2.model_config(model_name, model_version), model_name)
+
+    def model_statistics(self, model_name: str | None, model_version: str | None) -> RestCall:
+        self._require_v2("get_model_statistics()")
+        return _get_json(v2.model_statistics(model_name, model_version), model_name)
+
+    def repository_index(self) -> RestCall:
+        self._require_v2("get_model_repository_index()")
+        return _post_json(v2.repository_index(), None, _repository_index)
+
+    def load_model(self, model_name: str) -> RestCall:
+        self._require_v2("load_model()")
+        return _post_json(v2.repository_load(model_name), model_name)
+
+    def unload_model(self, model_name: str) -> RestCall:
+        self._require_v2("unload_model()")
+        return _post_json(v2.repository_unload(model_name), model_name)
+
+    # -- binary tensor detection -----------------------------------------------------------------------------
+    def binary_probe(self) -> RestCall:
+        """Ask the server once whether it lists ``binary_tensor_data``; ``parse`` records and returns the answer.
+
+        Sent without retries and without raising: an error answer means JSON from then on (it works everywhere).
+        A transport failure raises, and the caller uses JSON for that call and asks again next time.
+        """
+        route = v2.server_metadata()
+        return RestCall(
+            route.method,
+            route.path,
+            parse=self._record_binary,
+            retryable=False,
+            retry_statuses=False,
+            raise_for_status=False,
+        )
+
+    def _record_binary(self, call: RestCall, reply: Reply) -> bool:
+        supported = False
+        if reply.status == 200:
+            try:
+                meta = _json.loads(reply.body, what="server metadata")
+                supported = isinstance(meta, dict) and rest_v2.supports_binary(meta)
+            except errors.DecodeError:
+                supported = False
+        self.binary = supported
+        return supported
+
+    # -- inference ---------------------------------------------------------------------------------------------
+    def infer(self, request: InferRequest, binary: bool) -> RestCall:
+        """An infer (v2), or on a v1 client a ``:predict`` with the request converted to instances."""
+        if not isinstance(request, InferRequest):
+            raise errors.EncodeError(f"infer() needs an InferRequest, got {type(request).__name__}")
+        name = request.model_name
+        if not self.v2:
+            body = _json.dumps(rest_v1.v2_request_to_v1_body(request))
+            return self._v1_call(v1.predict(name), body, name, _v1_as_v2_response, request.is_sequence)
+        encoded = rest_v2.encode_infer_request(request, binary=binary)
+        return RestCall(
+            "POST",
+            self._infer_path(name, request.model_version),
+            encoded.body,
+            encoded.headers,
+            parse=_infer_reply,
+            retryable=self._retry_infer and not request.is_sequence,
+            model_name=name,
+            request_id=request.request_id,
+        )
+
+    def predict(self, model_name: str, instances: Any, inputs: Any) -> RestCall:
+        self._require_v1("predict()")
+        body = rest_v1.encode_predict_request(instances, inputs=inputs, model_name=model_name)
+        return self._v1_call(v1.predict(model_name), body, model_name, _predict_reply)
+
+    def explain(self, model_name: str, instances: Any, inputs: Any) -> RestCall:
+        self._require_v1("explain()")
+        body = rest_v1.encode_predict_request(instances, inputs=inputs, model_name=model_name)
+        return self._v1_call(v1.explain(model_name), body, model_name, _explain_reply)
+
+    def _v1_call(
+        self,
+        route: Route,
+        body: bytes,
+        model_name: str,
+        parse: Parser,
+        sequence: bool = False,
+    ) -> RestCall:
+        return RestCall(
+            route.method,
+            route.path,
+            body,
+            _JSON_HEADERS,
+            parse=parse,
+            retryable=self._policy.allows_request(is_infer=True, is_sequence=sequence),
+            model_name=model_name,
+        )
+
+    def _infer_path(self, model_name: str, model_version: str | None) -> str:
+        key = (model_name, model_version)
+        path = self._infer_paths.get(key)
+        if path is None:
+            path = v2.infer(model_name, model_version).path
+            if len(self._infer_paths) < 4096:  # bounded: model names come from callers
+                self._infer_paths[key] = path
+        return path
+
+
+# -- reply interpretation ----------------------------------------------------------------------------------------
+def _probe(route: Route, model_name: str | None = None, parse: Parser | None = None) -> RestCall:
+    return RestCall(
+        route.method,
+        route.path,
+        parse=parse or _probe_reply,
+        retry_statuses=False,
+        raise_for_status=False,
+        model_name=model_name,
+    )
+
+
+def _probe_reply(call: RestCall, reply: Reply) -> bool:
+    """A health/readiness probe: 2xx -> True; another answer -> False (not retried); auth errors raise."""
+    if reply.status in (401, 403):
+        raise reply_error(reply, model_name=call.model_name)
+    return 200 <= reply.status < 300
+
+
+def _v1_ready(call: RestCall, reply: Reply) -> bool:
+    if not _probe_reply(call, reply) or reply.status != 200:
+        return False
+    try:
+        body = _json.loads(reply.body, what=f"v1 model status of {call.model_name!r}")
+    except errors.DecodeError:
+        return True
+    return bool(body.get("ready", True)) if isinstance(body, dict) else True
+
+
+def _json_reply(call: RestCall, reply: Reply) -> Any:
+    return _json.loads(reply.body, what=f"reply to {call.method} {call.path}") if reply.body else None
+
+
+def _get_json(route: Route, model_name: str | None = None) -> RestCall:
+    return RestCall(route.method, route.path, parse=_json_reply, model_name=model_name)
+
+
+def _post_json(route: Route, model_name: str | None, parse: Parser = _no_result) -> RestCall:
+    return RestCall(route.method, route.path, _EMPTY_JSON, _JSON_HEADERS, parse=parse, model_name=model_name)
+
+
+def _repository_index(call: RestCall, reply: Reply) -> list[dict[str, Any]]:
+    result = _json.loads(reply.body, what="repository index") if reply.body else []
+    if not isinstance(result, list):
+        raise errors.DecodeError(f"the repository index must be a JSON list, got {type(result).__name__}")
+    return result
+
+
+def _infer_reply(call: RestCall, reply: Reply) -> Any:
+    name = call.model_name
+    header_length = rest_v2.parse_header_length(
+        reply.header(rest_v2.HEADER_LENGTH), len(reply.body), f"response of model {name!r}"
+    )
+    return rest_v2.decode_infer_response(reply.body, header_length, model_name=name)
+
+
+def _v1_as_v2_response(call: RestCall, reply: Reply) -> Any:
+    name = call.model_name or ""
+    return rest_v1.v1_body_to_v2_response(rest_v1.decode_predict_response(reply.body, model_name=name), name)
+
+
+def _predict_reply(call: RestCall, reply: Reply) -> Any:
+    return rest_v1.decode_predict_response(reply.body, model_name=call.model_name or "")
+
+
+def _explain_reply(call: RestCall, reply: Reply) -> Any:
+    return rest_v1.decode_explain_response(reply.body, model_name=call.model_name or "")
