@@ -10,6 +10,7 @@ Run: ``pytest tests/interop -m interop`` (or ``tox -e interop``); ``-k triton`` 
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import time
 from collections.abc import Iterator
@@ -51,17 +52,24 @@ def pytest_collection_finish(session: pytest.Session) -> None:
                 callspec = getattr(item, "callspec", None)
                 if callspec is not None and callspec.params.get("server") in SERVERS:
                     needed.add(callspec.params["server"])
-    for name in sorted(needed):
-        started = time.monotonic()
-        try:
-            venv = harness.ensure_venv(name)
-        except harness.EnvironmentUnavailable as exc:
-            _unavailable[name] = str(exc)
-            continue
-        _venvs[name] = venv
-        _timings.setdefault(name, {})["venv_seconds" if venv.built else "venv_cached_seconds"] = (
-            time.monotonic() - started
-        )
+    # pip spends much of a build waiting on downloads and unpacking: build the venvs side by side.
+    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(needed))) as pool:
+        for name, outcome in zip(sorted(needed), pool.map(_build, sorted(needed))):
+            if isinstance(outcome, str):
+                _unavailable[name] = outcome
+                continue
+            venv, seconds = outcome
+            _venvs[name] = venv
+            _timings.setdefault(name, {})["venv_seconds" if venv.built else "venv_cached_seconds"] = seconds
+
+
+def _build(name: str) -> tuple[harness.VirtualEnv, float] | str:
+    started = time.monotonic()
+    try:
+        venv = harness.ensure_venv(name)
+    except harness.EnvironmentUnavailable as exc:
+        return str(exc)
+    return venv, time.monotonic() - started
 
 
 def _start(name: str) -> Iterator[harness.Server]:
