@@ -109,10 +109,29 @@ def _load_grpc() -> Any:
     return _GRPC
 
 
-def _codec() -> Any:
-    from inferkit.codec import grpc_v2  # noqa: PLC0415 - protobuf is part of the optional grpc extra
+_CODEC: Any = None
 
-    return grpc_v2
+
+def _codec() -> Any:
+    global _CODEC
+    if _CODEC is None:
+        from inferkit.codec import grpc_v2  # noqa: PLC0415 - protobuf is part of the optional grpc extra
+
+        _CODEC = grpc_v2
+    return _CODEC
+
+
+# Bumped in a child process after fork(): clients compare it on every call (cheaper than os.getpid()).
+_fork_generation = 0
+
+
+def _after_fork_in_child() -> None:
+    global _fork_generation
+    _fork_generation += 1
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 # -- error mapping (the one boundary) -------------------------------------------------------------------------
@@ -276,14 +295,6 @@ _sleep = time.sleep  # one indirection so tests can record backoff waits without
 LARGE_REQUEST_BYTES = 16 * 1024 * 1024
 
 
-def _payload_size(request: InferRequest) -> int:
-    total = 0
-    for tensor in request.inputs:
-        if tensor.has_data:
-            total += memoryview(tensor.wire_bytes()).nbytes
-    return total
-
-
 def _once(build: Any) -> Iterator[bytes]:
     yield build()
 
@@ -386,6 +397,7 @@ class InferenceGRPCClient:
         self._channel: Any = None
         self._stubs: dict[str, Any] = {}
         self._pid = -1
+        self._generation = -1
         self._closed = False
         self._connect()
 
@@ -416,14 +428,14 @@ class InferenceGRPCClient:
                     request_serializer=method.request_type.SerializeToString,
                     response_deserializer=method.response_type.FromString,
                 )
-        self._channel, self._stubs, self._pid = channel, stubs, os.getpid()
+        self._channel, self._stubs, self._pid, self._generation = channel, stubs, os.getpid(), _fork_generation
 
     def _stub(self, name: str) -> Any:
-        if self._pid != os.getpid() or self._closed:
+        if self._generation != _fork_generation or self._closed:
             with self._lock:
                 if self._closed:
                     raise TransportError(f"the gRPC client for {self._url} is closed")
-                if self._pid != os.getpid():
+                if self._generation != _fork_generation or self._pid != os.getpid():
                     # A forked child cannot use the parent's channel (its threads and sockets are the
                     # parent's); build a new one and leave the inherited object alone.
                     self._connect()
@@ -694,12 +706,13 @@ class InferenceGRPCClient:
         """
         codec = _codec()
         retryable = self._retry.allows_request(is_infer=True, is_sequence=request.is_sequence)
-        if _payload_size(request) < LARGE_REQUEST_BYTES:
-            name, wire = "ModelInfer", codec.serialize_infer_request(request)
+        header, buffers = codec.request_parts(request)
+        if codec.buffers_size(buffers) < LARGE_REQUEST_BYTES:
+            name, wire = "ModelInfer", codec.join_request_parts(header, buffers)
         else:
-            # Large: build the bytes inside the call so nothing here keeps them alive while the reply arrives;
-            # a retry rebuilds them from the caller's arrays (one memcpy) rather than holding a second copy.
-            name, wire = "ModelInfer/large", lambda: codec.serialize_infer_request(request)
+            # Large: join the bytes inside the call so nothing here keeps them alive while the reply arrives;
+            # a retry joins them again from the caller's arrays (one memcpy) rather than holding a second copy.
+            name, wire = "ModelInfer/large", lambda: codec.join_request_parts(header, buffers)
         reply = self._call(
             name,
             wire,

@@ -69,6 +69,9 @@ __all__ = [
     "decode_parameters",
     "encode_infer_request",
     "serialize_infer_request",
+    "request_parts",
+    "join_request_parts",
+    "buffers_size",
     "decode_infer_request",
     "encode_infer_response",
     "serialize_infer_response",
@@ -94,6 +97,7 @@ __all__ = [
 
 pb = service_pb2
 model_config_pb = model_config_pb2
+_ModelInferRequest = pb.ModelInferRequest
 
 Buffer = Union[bytes, bytearray, memoryview]
 InferRequestLike = Union[Message, bytes, bytearray, memoryview]
@@ -169,16 +173,6 @@ def decode_parameters(params: Any) -> dict[str, ParameterValue]:
 # -- tensors -> messages ----------------------------------------------------------------------------------
 
 
-def _add_tensor(container: Any, tensor: InferTensor, where: str) -> Any:
-    if not tensor.has_data:
-        raise EncodeError(f"{where}: tensor {tensor.name!r} has no data; call set_data_from_numpy() first")
-    msg = container.add(name=tensor.name, datatype=tensor.datatype, shape=tensor._shape)
-    if tensor.parameters:
-        params = {k: v for k, v in tensor.parameters.items() if k not in ("binary_data_size", "binary_data")}
-        encode_parameters(params, msg.parameters, f"{where}: tensor {tensor.name!r}")
-    return msg
-
-
 def _fill_typed_contents(tensor: InferTensor, msg: Any, where: str) -> None:
     field = TYPED_CONTENTS_FIELD.get(tensor.datatype)
     if field is None:
@@ -195,39 +189,50 @@ def _fill_typed_contents(tensor: InferTensor, msg: Any, where: str) -> None:
     getattr(msg.contents, field).extend(values)
 
 
-def _tensor_raw(tensor: InferTensor) -> Buffer:
-    raw = tensor.wire_bytes()
-    return raw
-
-
 def _build_request_header(request: InferRequest, *, raw: bool) -> tuple[Any, list[Buffer]]:
-    where = f"model {request.model_name!r}"
+    # Hot path for every infer call: error texts are only formatted when something is wrong.
     if not request.inputs:
-        raise EncodeError(f"{where}: a request needs at least one input")
-    msg = pb.ModelInferRequest()
-    msg.model_name = request.model_name
+        raise EncodeError(f"model {request.model_name!r}: a request needs at least one input")
+    msg = _ModelInferRequest(model_name=request.model_name)
     if request.model_version is not None:
         msg.model_version = request.model_version
     if request.request_id is not None:
         msg.id = request.request_id
     if request.parameters:
-        encode_parameters(request.parameters, msg.parameters, f"{where} request")
+        encode_parameters(request.parameters, msg.parameters, f"model {request.model_name!r} request")
     buffers: list[Buffer] = []
+    add = msg.inputs.add
     for tensor in request.inputs:
-        entry = _add_tensor(msg.inputs, tensor, where)
+        if not tensor.has_data:
+            raise EncodeError(
+                f"model {request.model_name!r}: tensor {tensor.name!r} has no data; call set_data_from_numpy() first"
+            )
+        entry = add(name=tensor.name, datatype=tensor.datatype, shape=tensor._shape)
+        if tensor.parameters:
+            _tensor_parameters(tensor, entry, request.model_name)
         if raw:
-            buffers.append(_tensor_raw(tensor))
+            buffers.append(tensor.wire_bytes())
         else:
-            _fill_typed_contents(tensor, entry, where)
+            _fill_typed_contents(tensor, entry, f"model {request.model_name!r}")
     if request.outputs is not None:
         for out in request.outputs:
             if not isinstance(out, InferRequestedOutput):
-                raise EncodeError(f"{where}: outputs must be InferRequestedOutput objects, got {out!r}")
-            entry = msg.outputs.add(name=out.name)
+                raise EncodeError(
+                    f"model {request.model_name!r}: outputs must be InferRequestedOutput objects, got {out!r}"
+                )
+            wanted = msg.outputs.add(name=out.name)
             params = out.wire_parameters()
             if params:
-                encode_parameters(params, entry.parameters, f"{where}: requested output {out.name!r}")
+                encode_parameters(
+                    params, wanted.parameters, f"model {request.model_name!r}: requested output {out.name!r}"
+                )
     return msg, buffers
+
+
+def _tensor_parameters(tensor: InferTensor, entry: Any, model_name: str) -> None:
+    # binary_data* are REST framing; gRPC always carries tensors as bytes.
+    params = {k: v for k, v in tensor.parameters.items() if k not in ("binary_data_size", "binary_data")}
+    encode_parameters(params, entry.parameters, f"model {model_name!r}: tensor {tensor.name!r}")
 
 
 def encode_infer_request(request: InferRequest, *, raw: bool = True) -> Any:
@@ -263,13 +268,95 @@ _SMALL_VARINTS = [bytes((i,)) for i in range(0x80)]
 def _join_raw(header: bytes, field: int, buffers: Sequence[Buffer]) -> bytes:
     if not buffers:
         return header
-    tag = _varint((field << 3) | 2)
+    tag = _SMALL_VARINTS[(field << 3) | 2]
     parts: list[Buffer] = [header]
+    append = parts.append
     for buf in buffers:
-        parts.append(tag + _varint(memoryview(buf).nbytes))
-        parts.append(buf)
+        size = len(buf) if type(buf) is bytes else memoryview(buf).nbytes
+        append(tag + _varint(size))
+        append(buf)
     # The only copy of each tensor: into the returned bytes.
     return b"".join(parts)
+
+
+def _string_field(key: bytes, value: str) -> bytes:
+    data = value.encode("utf-8")
+    return key + _varint(len(data)) + data
+
+
+# (name, datatype, shape) -> the serialized ``inputs`` entry (key included). Shapes repeat call after call, so
+# most requests reuse their inputs' encodings; cleared when full, which bounds it.
+_ENTRY_CACHE: dict[tuple[str, str, tuple[int, ...]], bytes] = {}
+_ENTRY_CACHE_MAX = 4096
+_INPUTS_KEY = b"\x2a"  # field 5 (inputs), length-delimited
+
+
+def _input_entry(tensor: InferTensor, model_name: str) -> bytes:
+    if tensor.parameters:
+        msg = _ModelInferRequest.InferInputTensor(name=tensor.name, datatype=tensor.datatype, shape=tensor._shape)
+        _tensor_parameters(tensor, msg, model_name)
+        body = msg.SerializeToString()
+        return _INPUTS_KEY + _varint(len(body)) + body
+    key = (tensor.name, tensor.datatype, tuple(tensor._shape))
+    entry = _ENTRY_CACHE.get(key)
+    if entry is None:
+        body = _ModelInferRequest.InferInputTensor(
+            name=tensor.name, datatype=tensor.datatype, shape=tensor._shape
+        ).SerializeToString()
+        entry = _INPUTS_KEY + _varint(len(body)) + body
+        if len(_ENTRY_CACHE) >= _ENTRY_CACHE_MAX:
+            _ENTRY_CACHE.clear()
+        _ENTRY_CACHE[key] = entry
+    return entry
+
+
+def request_parts(request: InferRequest) -> tuple[bytes, list[Buffer]]:
+    """The serialized ``ModelInferRequest`` without its raw contents, and the raw contents (views, not copies).
+
+    ``join_request_parts(*request_parts(r)) == serialize_infer_request(r)``; the split lets a transport look at
+    the payload size before deciding how to send, without copying anything. Field order differs from
+    protobuf's own serializer (the wire format allows any order); every parser reads the same message.
+    """
+    model_name = request.model_name
+    if not request.inputs:
+        raise EncodeError(f"model {model_name!r}: a request needs at least one input")
+    parts: list[bytes] = [_string_field(b"\x0a", model_name)]
+    if request.model_version is not None:
+        parts.append(_string_field(b"\x12", request.model_version))
+    if request.request_id is not None:
+        parts.append(_string_field(b"\x1a", request.request_id))
+    if request.parameters or request.outputs is not None:
+        # Rare enough to leave to protobuf: a message with only these fields, concatenated (a valid merge).
+        extra = _ModelInferRequest()
+        if request.parameters:
+            encode_parameters(request.parameters, extra.parameters, f"model {model_name!r} request")
+        for out in request.outputs or ():
+            if not isinstance(out, InferRequestedOutput):
+                raise EncodeError(f"model {model_name!r}: outputs must be InferRequestedOutput objects, got {out!r}")
+            wanted = extra.outputs.add(name=out.name)
+            params = out.wire_parameters()
+            if params:
+                encode_parameters(params, wanted.parameters, f"model {model_name!r}: requested output {out.name!r}")
+        parts.append(extra.SerializeToString())
+    buffers: list[Buffer] = []
+    for tensor in request.inputs:
+        if not tensor.has_data:
+            raise EncodeError(
+                f"model {model_name!r}: tensor {tensor.name!r} has no data; call set_data_from_numpy() first"
+            )
+        parts.append(_input_entry(tensor, model_name))
+        buffers.append(tensor.wire_bytes())
+    return b"".join(parts), buffers
+
+
+def join_request_parts(header: bytes, buffers: Sequence[Buffer]) -> bytes:
+    """Join the parts from :func:`request_parts` into the wire bytes (one copy of each tensor)."""
+    return _join_raw(header, _REQ_RAW_FIELD, buffers)
+
+
+def buffers_size(buffers: Sequence[Buffer]) -> int:
+    """Total bytes of raw contents."""
+    return sum(len(b) if type(b) is bytes else memoryview(b).nbytes for b in buffers)
 
 
 def serialize_infer_request(request: InferRequest) -> bytes:
@@ -278,8 +365,8 @@ def serialize_infer_request(request: InferRequest) -> bytes:
     Byte-for-byte a valid ``ModelInferRequest`` (any protobuf parser reads it); the raw contents come after
     the other fields. A retry resends the same bytes object.
     """
-    msg, buffers = _build_request_header(request, raw=True)
-    return _join_raw(msg.SerializeToString(), _REQ_RAW_FIELD, buffers)
+    header, buffers = request_parts(request)
+    return _join_raw(header, _REQ_RAW_FIELD, buffers)
 
 
 # -- wire walking (zero-copy split of raw contents) ----------------------------------------------------------
@@ -399,15 +486,24 @@ def _decode_tensors(
             f"({', '.join(repr(e.name) for e in entries)}); there must be one per {kind} or none"
         )
     tensors = []
+    eager = _EAGER_DTYPES
+    sizes = DATATYPES
     for index, entry in enumerate(entries):
         name = entry.name
-        if not name:
-            raise DecodeError(f"{where}: {kind} {index} has no name")
-        shape = list(entry.shape)
+        shape = entry.shape[:]  # a list (slicing a repeated field is twice as fast as list())
         datatype = entry.datatype
-        tensor = _new_tensor(factory, name, shape, datatype, where)
-        if entry.parameters:
-            tensor.parameters = decode_parameters(entry.parameters)
+        if not name or datatype not in sizes or (shape and min(shape) < 0):
+            _bad_tensor(name, shape, datatype, index, where, kind)
+        # The public constructor re-checks what protobuf and the line above already guarantee: build directly.
+        tensor = factory.__new__(factory)
+        tensor.name = name
+        tensor._shape = shape
+        tensor.datatype = datatype
+        tensor.parameters = decode_parameters(entry.parameters) if entry.parameters else {}
+        tensor._array = None
+        tensor._json = None
+        tensor._binary = True
+        tensor._decoded = None
         has_typed = entry.HasField("contents")
         if raws:
             if has_typed and _has_typed_values(entry.contents):
@@ -415,7 +511,8 @@ def _decode_tensors(
                     f"{where}: {kind} {name!r} has both typed contents and raw contents; use one or the other"
                 )
             raw = raws[index]
-            item = DATATYPES[datatype]
+            tensor._raw = raw  # zero-copy: a view of the received bytes (or the message's bytes object)
+            item = sizes[datatype]
             if item is not None:
                 nbytes = len(raw)  # bytes, or a 1-D unsigned-byte memoryview: len is the byte count
                 expected = math.prod(shape) * item
@@ -424,8 +521,12 @@ def _decode_tensors(
                         f"{where}: {kind} {name!r} has shape {shape} of {datatype} "
                         f"({expected} bytes) but {nbytes} bytes of raw contents"
                     )
-            tensor._raw = raw  # zero-copy: a view of the received bytes (or the message's bytes object)
+                dtype = eager.get(datatype)
+                if dtype is not None:
+                    # Numeric outputs are wrapped right away (np.frombuffer: no copy); as_numpy() is a lookup.
+                    tensor._decoded = np.ndarray(shape, dtype, raw)
         else:
+            tensor._raw = None
             arr = _typed_to_numpy(tensor, entry.contents, where) if has_typed else None
             if arr is None:
                 if shape_size(tensor.shape) != 0 and "shared_memory_region" not in tensor.parameters:
@@ -438,26 +539,16 @@ def _decode_tensors(
     return tensors
 
 
-def _new_tensor(factory: type[InferTensor], name: str, shape: list[int], datatype: str, where: str) -> Any:
-    """Build a decoded tensor without the public constructor's checks for user input (hot path).
+#: Datatypes whose raw contents become numpy arrays at decode time (BF16 and BYTES stay lazy).
+_EAGER_DTYPES: dict[str, Any] = {dt: datatype_to_dtype(dt) for dt in DATATYPES if dt not in ("BF16", "BYTES")}
 
-    Protobuf already guarantees ``shape`` holds ints; the peer's datatype and dimensions are still validated.
-    """
+
+def _bad_tensor(name: str, shape: list[int], datatype: str, index: int, where: str, kind: str) -> None:
+    if not name:
+        raise DecodeError(f"{where}: {kind} {index} has no name")
     if datatype not in DATATYPES:
-        raise DecodeError(f"{where}: tensor {name!r} has an unknown datatype {datatype!r}")
-    if shape and min(shape) < 0:
-        raise DecodeError(f"{where}: tensor {name!r} has a negative dimension in shape {shape}")
-    tensor = factory.__new__(factory)
-    tensor.name = name
-    tensor._shape = shape
-    tensor.datatype = datatype
-    tensor.parameters = {}
-    tensor._array = None
-    tensor._raw = None
-    tensor._json = None
-    tensor._binary = True
-    tensor._decoded = None
-    return tensor
+        raise DecodeError(f"{where}: {kind} {name!r} has an unknown datatype {datatype!r}")
+    raise DecodeError(f"{where}: {kind} {name!r} has a negative dimension in shape {shape}")
 
 
 def _has_typed_values(contents: Any) -> bool:
@@ -534,8 +625,7 @@ def decode_infer_request(data: InferRequestLike) -> InferRequest:
 
 def _build_response_header(response: InferResponse, *, raw: bool) -> tuple[Any, list[Buffer]]:
     where = f"response of model {response.model_name!r}"
-    msg = pb.ModelInferResponse()
-    msg.model_name = response.model_name
+    msg = pb.ModelInferResponse(model_name=response.model_name)
     if response.model_version is not None:
         msg.model_version = str(response.model_version)
     if response.id is not None:
@@ -544,9 +634,13 @@ def _build_response_header(response: InferResponse, *, raw: bool) -> tuple[Any, 
         encode_parameters(response.parameters, msg.parameters, where)
     buffers: list[Buffer] = []
     for tensor in response.outputs:
-        entry = _add_tensor(msg.outputs, tensor, where)
+        if not tensor.has_data:
+            raise EncodeError(f"{where}: tensor {tensor.name!r} has no data; call set_data_from_numpy() first")
+        entry = msg.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor._shape)
+        if tensor.parameters:
+            _tensor_parameters(tensor, entry, response.model_name)
         if raw:
-            buffers.append(_tensor_raw(tensor))
+            buffers.append(tensor.wire_bytes())
         else:
             _fill_typed_contents(tensor, entry, where)
     return msg, buffers

@@ -504,11 +504,27 @@ def test_tritonclient_style_response_reads_with_ours(raw, split_mode):
     np.testing.assert_array_equal(g.decode_stream_response(stream.SerializeToString()).as_numpy("Y"), data)
 
 
-def test_fast_tensor_constructor_sets_every_slot():
+@pytest.mark.parametrize("raw", [True, False])
+def test_decoded_tensors_have_every_slot_set(raw):
     from inferkit.codec.tensors import InferTensor
 
-    tensor = g._new_tensor(InferOutput, "Y", [2], "FP32", "here")
-    slots = {name for cls in type(tensor).__mro__ for name in getattr(cls, "__slots__", ())}
-    assert slots == set(InferTensor.__slots__)
-    for name in slots:
-        getattr(tensor, name)  # every slot was assigned (an unset slot raises AttributeError)
+    msg = g.encode_infer_response(InferResponse("m", [_output("INT32"), _output("BYTES", "S")]), raw=raw)
+    for tensor in g.decode_infer_response(msg).outputs:
+        slots = {name for cls in type(tensor).__mro__ for name in getattr(cls, "__slots__", ())}
+        assert slots == set(InferTensor.__slots__)
+        for name in slots:
+            getattr(tensor, name)  # every slot was assigned (an unset slot raises AttributeError)
+
+
+def test_negative_dimension_from_the_peer():
+    msg = pb.ModelInferResponse(model_name="m")
+    msg.outputs.add(name="A", datatype="FP32", shape=[-1])
+    with pytest.raises(DecodeError, match="'A' has a negative dimension"):
+        g.decode_infer_response(msg)
+
+
+def test_request_parts_join_to_the_wire_form():
+    req = InferRequest("m", [_input("FP32"), _input("BYTES", "S")], request_id="x")
+    header, buffers = g.request_parts(req)
+    assert g.join_request_parts(header, buffers) == g.serialize_infer_request(req)
+    assert g.buffers_size(buffers) == sum(len(bytes(b)) for b in buffers)
