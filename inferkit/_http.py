@@ -34,7 +34,7 @@ import urllib3
 from urllib3.exceptions import ClosedPoolError, EmptyPoolError
 
 from inferkit import errors
-from inferkit._retry import Budget, RetryState, deadline_error, failure_error, too_large_error
+from inferkit._retry import Attempt, AttemptFailed, Budget, RetryState, rest_exchange
 from inferkit.codec.http_wire import (
     ERROR_BODY_LIMIT,
     READ_CHUNK,
@@ -47,8 +47,8 @@ from inferkit.codec.http_wire import (
     log_line,
     redact,
 )
-from inferkit.codec.rest_calls import Reply, RestCall, reply_error
-from inferkit.config import RESTConfig, Timeout, parse_retry_after
+from inferkit.codec.rest_calls import Reply, RestCall
+from inferkit.config import RESTConfig, Timeout
 
 __all__ = ["SyncTransport", "HTTPResponse", "make_adapter", "redact", "USER_AGENT"]
 
@@ -62,16 +62,6 @@ HTTPResponse = Reply
 # Failures that mean "the peer closed or reset the connection"; on a reused keep-alive connection before any
 # byte of the reply arrived they mean the connection was stale (closed by the server while idle).
 _DROPPED = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
-
-
-class _AttemptError(Exception):
-    """One attempt failed before a complete reply: ``kind`` says in which phase (drives retry and mapping)."""
-
-    def __init__(self, kind: str, exc: BaseException, *, timeout: float | None = None) -> None:
-        super().__init__(kind)
-        self.kind = kind  # connect | connect_timeout | tls | stale | dropped | write_timeout | read_timeout | pool
-        self.exc = exc
-        self.timeout = timeout
 
 
 class _InferkitAdapter(requests.adapters.HTTPAdapter):
@@ -385,54 +375,36 @@ class SyncTransport:
         state = RetryState(
             config.retry_policy, retryable=retryable, retry_statuses=retry_statuses, clock=time.monotonic
         )
-        default = self._default_budget if timeout is None else None
-        ctx: dict[str, Any] = {"model_name": model_name, "request_id": request_id}
-        where = f"{method} {self.base_url}{path}"
-        fresh = False
+        exchange = rest_exchange(
+            state,
+            tmo,
+            self._default_budget if timeout is None else None,
+            where=f"{method} {self.base_url}{path}",
+            pool_maxsize=config.pool_maxsize,
+            raise_for_status=raise_for_status,
+            model_name=model_name,
+            request_id=request_id,
+            log=self._logger(method, target, extra, drop, send_body) if self._verbose else None,
+        )
+        direct = self.direct
+        todo = next(exchange)
         while True:
-            budget = state.begin(tmo, default)
-            t0 = time.perf_counter() if self._verbose else 0.0
+            if isinstance(todo, Attempt):
+                try:
+                    if direct:
+                        outcome: Any = self._direct_attempt(method, head, send_body, todo.budget, todo.fresh)
+                    else:
+                        items = self._items(extra, drop)
+                        outcome = self._session_attempt(method, target, send_body, items, todo.budget)
+                except (AttemptFailed, BodyTooLarge) as failure:
+                    outcome = failure
+            else:
+                time.sleep(todo)
+                outcome = None
             try:
-                if self.direct:
-                    resp = self._direct_attempt(method, head, send_body, budget, fresh)
-                else:
-                    resp = self._session_attempt(method, target, send_body, self._items(extra, drop), budget)
-            except _AttemptError as failure:
-                if self._verbose:
-                    logger.info("%s %s%s failed (%s: %s)", method, self._origin, target, failure.kind, failure.exc)
-                step = state.on_failure(failure.kind, budget)
-                fresh = step.action == "resend"
-                if step.action == "sleep":
-                    time.sleep(step.wait)
-                elif step.action == "deadline":
-                    deadline = config.retry_policy.deadline
-                    raise deadline_error(where, deadline, attempts=state.attempt, **ctx) from failure.exc
-                elif step.action == "raise":
-                    raise failure_error(
-                        failure.kind,
-                        where,
-                        failure.exc,
-                        timeout=failure.timeout,
-                        pool_maxsize=config.pool_maxsize,
-                        attempts=state.attempt,
-                        **ctx,
-                    ) from failure.exc
-                continue
-            except BodyTooLarge as big:
-                raise too_large_error(where, big.limit, big.compressed, attempts=state.attempt, **ctx) from None
-            fresh = False
-            resp.attempts = state.attempt
-            if self._verbose:
-                self._log(method, target, self._items(extra, drop), send_body, resp, t0)
-            if resp.status < 400:
-                return resp
-            wait = state.on_status(resp.status, parse_retry_after(resp.headers))
-            if wait is not None:
-                time.sleep(wait)
-                continue
-            if not raise_for_status:
-                return resp
-            raise reply_error(resp, **ctx)
+                todo = exchange.send(outcome)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
 
     def send(self, call: RestCall, headers: Mapping[str, str] | None, timeout: Any) -> Reply:
         """Send a prepared :class:`~inferkit.codec.rest_calls.RestCall` (see :meth:`request`)."""
@@ -484,7 +456,7 @@ class SyncTransport:
         try:
             conn = pool._get_conn(timeout=budget.pool)
         except EmptyPoolError as exc:
-            raise _AttemptError("pool", exc, timeout=budget.pool) from None
+            raise AttemptFailed("pool", exc, timeout=budget.pool) from None
         except ClosedPoolError:
             # The session's PoolManager evicted (and closed) our pool: take the current one.
             self._pool = None
@@ -492,7 +464,7 @@ class SyncTransport:
             try:
                 conn = pool._get_conn(timeout=budget.pool)
             except (EmptyPoolError, ClosedPoolError) as exc:
-                raise _AttemptError("pool", exc, timeout=budget.pool) from None
+                raise AttemptFailed("pool", exc, timeout=budget.pool) from None
         reused = conn.sock is not None
         keep = False
         try:
@@ -528,14 +500,14 @@ class SyncTransport:
                     raw.close()
             except (socket.timeout, TimeoutError) as exc:
                 if sent:
-                    raise _AttemptError("read_timeout", exc, timeout=budget.read) from None
-                raise _AttemptError("write_timeout", exc, timeout=budget.write) from None
+                    raise AttemptFailed("read_timeout", exc, timeout=budget.read) from None
+                raise AttemptFailed("write_timeout", exc, timeout=budget.write) from None
             except ssl.SSLError as exc:
-                raise _AttemptError("tls" if not got_status else "dropped", exc) from None
+                raise AttemptFailed("tls" if not got_status else "dropped", exc) from None
             except _DROPPED as exc:
-                raise _AttemptError("stale" if reused and not got_status else "dropped", exc) from None
+                raise AttemptFailed("stale" if reused and not got_status else "dropped", exc) from None
             except (http.client.HTTPException, OSError) as exc:
-                raise _AttemptError("dropped", exc) from None
+                raise AttemptFailed("dropped", exc) from None
             keep = complete and not raw.will_close
             return HTTPResponse(status, raw.msg, data)
         finally:
@@ -566,37 +538,37 @@ class SyncTransport:
                 **self._send_kwargs,
             )
         except requests.exceptions.ConnectTimeout as exc:
-            raise _AttemptError("connect_timeout", exc, timeout=budget.connect) from None
+            raise AttemptFailed("connect_timeout", exc, timeout=budget.connect) from None
         except requests.exceptions.ReadTimeout as exc:
-            raise _AttemptError("read_timeout", exc, timeout=budget.read) from None
+            raise AttemptFailed("read_timeout", exc, timeout=budget.read) from None
         except requests.exceptions.SSLError as exc:
-            raise _AttemptError("tls", exc) from None
+            raise AttemptFailed("tls", exc) from None
         except requests.exceptions.ProxyError as exc:
-            raise _AttemptError("connect", exc) from None
+            raise AttemptFailed("connect", exc) from None
         except requests.exceptions.ConnectionError as exc:
             inner = exc.args[0] if exc.args else None
             if isinstance(inner, EmptyPoolError) or "Pool is empty" in str(exc):
-                raise _AttemptError("pool", exc, timeout=budget.pool) from None
+                raise AttemptFailed("pool", exc, timeout=budget.pool) from None
             reason = getattr(inner, "reason", inner)
             if isinstance(reason, urllib3.exceptions.NewConnectionError) or isinstance(
                 inner, urllib3.exceptions.NewConnectionError
             ):
-                raise _AttemptError("connect", exc) from None
-            raise _AttemptError("dropped", exc) from None
+                raise AttemptFailed("connect", exc) from None
+            raise AttemptFailed("dropped", exc) from None
         except requests.exceptions.RequestException as exc:
-            raise _AttemptError("dropped", exc) from None
+            raise AttemptFailed("dropped", exc) from None
         try:
             raw = resp.raw
             data = _read_urllib3_body(raw, self._reader(resp.status_code, resp.headers.get("Content-Encoding")))
         except urllib3.exceptions.ReadTimeoutError as exc:
             resp.close()
-            raise _AttemptError("read_timeout", exc, timeout=budget.read) from None
+            raise AttemptFailed("read_timeout", exc, timeout=budget.read) from None
         except BodyTooLarge:
             resp.close()
             raise
         except (urllib3.exceptions.HTTPError, OSError, http.client.HTTPException) as exc:
             resp.close()
-            raise _AttemptError("dropped", exc) from None
+            raise AttemptFailed("dropped", exc) from None
         resp.close()
         return HTTPResponse(resp.status_code, resp.headers, data)
 
@@ -607,19 +579,24 @@ class SyncTransport:
             return BodyReader(encoding, self.config.max_response_size)
         return BodyReader(encoding, ERROR_BODY_LIMIT, allow_truncate=True)
 
-    def _log(
-        self,
-        method: str,
-        target: str,
-        items: Sequence[tuple[str, str]],
-        body: bytes | None,
-        resp: HTTPResponse,
-        t0: float,
-    ) -> None:
-        ms = (time.perf_counter() - t0) * 1000.0
-        sent = len(body) if body is not None else 0
+    def _logger(
+        self, method: str, target: str, extra: list[tuple[str, str]], drop: frozenset[str], body: bytes | None
+    ) -> Any:
         url = self._origin + target
-        logger.info("%s", log_line(method, url, resp.status, sent, len(resp.body), ms, resp.attempts, items))
+        items = self._items(extra, drop)
+        sent = len(body) if body is not None else 0
+        t0 = time.perf_counter()
+
+        def log(outcome: Any, attempt: int) -> None:
+            nonlocal t0
+            if isinstance(outcome, AttemptFailed):
+                logger.info("%s %s failed (%s: %s)", method, url, outcome.kind, outcome.exc)
+            elif isinstance(outcome, Reply):
+                ms = (time.perf_counter() - t0) * 1000.0
+                logger.info("%s", log_line(method, url, outcome.status, sent, len(outcome.body), ms, attempt, items))
+            t0 = time.perf_counter()
+
+        return log
 
 
 def _connect(conn: Any, timeout: float | None) -> None:
@@ -628,20 +605,20 @@ def _connect(conn: Any, timeout: float | None) -> None:
     try:
         conn.connect()
     except (socket.timeout, TimeoutError) as exc:
-        raise _AttemptError("connect_timeout", exc, timeout=timeout) from None
+        raise AttemptFailed("connect_timeout", exc, timeout=timeout) from None
     except ssl.SSLError as exc:
-        raise _AttemptError("tls", exc) from None
+        raise AttemptFailed("tls", exc) from None
     except (OSError, urllib3.exceptions.HTTPError) as exc:
         cause = exc.__cause__ if isinstance(exc, urllib3.exceptions.HTTPError) else exc
         if isinstance(cause, ssl.SSLError) or isinstance(exc, urllib3.exceptions.SSLError):
-            raise _AttemptError("tls", exc) from None
+            raise AttemptFailed("tls", exc) from None
         # NewConnectionError subclasses ConnectTimeoutError (urllib3 keeps that for compatibility): refused
         # and DNS failures are connection errors, only a real timeout is a ConnectTimeout.
         if isinstance(exc, urllib3.exceptions.NewConnectionError) and not isinstance(cause, socket.timeout):
-            raise _AttemptError("connect", exc) from None
+            raise AttemptFailed("connect", exc) from None
         if isinstance(exc, urllib3.exceptions.ConnectTimeoutError) or isinstance(cause, socket.timeout):
-            raise _AttemptError("connect_timeout", exc, timeout=timeout) from None
-        raise _AttemptError("connect", exc) from None
+            raise AttemptFailed("connect_timeout", exc, timeout=timeout) from None
+        raise AttemptFailed("connect", exc) from None
 
 
 def _read_body(raw: http.client.HTTPResponse, reader: BodyReader) -> tuple[bytes, bool]:

@@ -16,12 +16,25 @@ after sending, or mid-reply), ``write_timeout``, ``read_timeout``.
 from __future__ import annotations
 
 import time
-from typing import Any, Callable, NamedTuple
+from typing import Any, Callable, Generator, NamedTuple
 
 from inferkit import errors
-from inferkit.config import RetryPolicy, Timeout
+from inferkit.codec.http_wire import BodyTooLarge
+from inferkit.codec.rest_calls import reply_error
+from inferkit.config import RetryPolicy, Timeout, parse_retry_after
 
-__all__ = ["Budget", "Step", "RetryState", "failure_error", "too_large_error", "deadline_error", "describe"]
+__all__ = [
+    "Budget",
+    "Step",
+    "RetryState",
+    "Attempt",
+    "AttemptFailed",
+    "rest_exchange",
+    "failure_error",
+    "too_large_error",
+    "deadline_error",
+    "describe",
+]
 
 
 class Budget:
@@ -231,3 +244,93 @@ def too_large_error(where: str, limit: int, compressed: bool, **ctx: Any) -> err
         + "; reading stopped at the limit (raise RESTConfig.max_response_size if this is expected)",
         **ctx,
     )
+
+
+class AttemptFailed(Exception):
+    """One REST attempt failed before a complete reply; ``kind`` (module docstring) drives retry and mapping."""
+
+    def __init__(self, kind: str, exc: BaseException, *, timeout: float | None = None) -> None:
+        super().__init__(kind)
+        self.kind = kind
+        self.exc = exc
+        self.timeout = timeout
+
+
+class Attempt(NamedTuple):
+    """What the transport must do next: send once with this ``budget`` (``fresh``: on a new connection)."""
+
+    budget: Budget
+    fresh: bool
+
+
+def rest_exchange(
+    state: RetryState,
+    timeout: Timeout,
+    default: Budget | None,
+    *,
+    where: str,
+    pool_maxsize: int,
+    raise_for_status: bool = True,
+    model_name: str | None = None,
+    request_id: str | None = None,
+    log: Callable[[Any, int], None] | None = None,
+) -> Generator[Attempt | float, Any, Any]:
+    """The whole retry loop of one REST request, as a generator the transport drives (sync or async).
+
+    It yields an :class:`Attempt` (the transport sends once and ``send()``\\ s back the :class:`Reply`-like
+    result, or the :class:`AttemptFailed` / ``BodyTooLarge`` it caught), or a float (the transport sleeps that many
+    seconds and sends back None). It returns the final reply (``StopIteration.value``) or raises the typed error.
+
+    Args:
+        state: The request's retry state (policy, retryable, retry_statuses).
+        timeout: The call's split timeouts.
+        default: The precomputed budget of ``timeout`` (used when no deadline applies).
+        where: ``"METHOD URL"`` for error messages.
+        pool_maxsize: For the pool-exhausted message.
+        raise_for_status: Raise the typed error of an error status (else return the reply).
+        model_name: For errors.
+        request_id: For errors.
+        log: Called with each reply or failure and the attempt number (verbose mode).
+    """
+    ctx: dict[str, Any] = {"model_name": model_name, "request_id": request_id}
+    fresh = False
+    while True:
+        budget = state.begin(timeout, default)
+        outcome = yield Attempt(budget, fresh)
+        fresh = False
+        if log is not None:
+            log(outcome, state.attempt)
+        if isinstance(outcome, AttemptFailed):
+            step = state.on_failure(outcome.kind, budget)
+            if step.action == "resend":
+                fresh = True
+            elif step.action == "sleep":
+                yield step.wait
+            elif step.action == "deadline":
+                deadline = state.policy.deadline
+                raise deadline_error(where, deadline, attempts=state.attempt, **ctx) from outcome.exc
+            else:
+                raise failure_error(
+                    outcome.kind,
+                    where,
+                    outcome.exc,
+                    timeout=outcome.timeout,
+                    pool_maxsize=pool_maxsize,
+                    attempts=state.attempt,
+                    **ctx,
+                ) from outcome.exc
+            continue
+        if isinstance(outcome, BodyTooLarge):
+            raise too_large_error(where, outcome.limit, outcome.compressed, attempts=state.attempt, **ctx) from None
+        if isinstance(outcome, BaseException):  # a driver bug, never swallowed
+            raise outcome
+        outcome.attempts = state.attempt
+        if outcome.status < 400:
+            return outcome
+        wait = state.on_status(outcome.status, parse_retry_after(outcome.headers))
+        if wait is not None:
+            yield wait
+            continue
+        if not raise_for_status:
+            return outcome
+        raise reply_error(outcome, **ctx)
