@@ -159,14 +159,18 @@ class _Scheduler:
     ``complete()`` and hands out ``next_ready()`` results.
     """
 
-    def __init__(self, concurrency: int, ordered: bool, hedge: HedgePolicy | None = None) -> None:
+    def __init__(self, concurrency: int, ordered: bool, hedge: HedgePolicy | None = None, queue_ahead: int = 0) -> None:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ValueError(f"concurrency must be an integer >= 1, got {concurrency!r}")
         self.concurrency = concurrency
+        # Submitted attempts may exceed `concurrency` by `queue_ahead` when the driver itself bounds how many run
+        # (a pool of `concurrency` threads): the extra ones wait in its queue, so a worker that finishes starts
+        # the next request at once instead of waiting for the consumer thread to hand it one.
+        self.submit_limit = concurrency + queue_ahead
         self.window = 2 * concurrency
         self.ordered = ordered
         self.hedge = hedge
-        self.in_flight = 0  # attempts running, hedge copies and discarded losers included
+        self.in_flight = 0  # attempts submitted and not finished: hedge copies and discarded losers included
         self.pulled = 0
         self.handed_out = 0
         self.exhausted = False
@@ -181,7 +185,7 @@ class _Scheduler:
 
     def can_pull(self) -> bool:
         """Whether a new request may be taken from the input now."""
-        return not self.exhausted and self.in_flight < self.concurrency and self.pulled - self.handed_out < self.window
+        return not self.exhausted and self.in_flight < self.submit_limit and self.pulled - self.handed_out < self.window
 
     def add(self, request: Any, now: float = 0.0) -> int:
         """Register a request about to be sent; returns its index."""
@@ -355,7 +359,9 @@ def _iterate_sync(
     hedge: HedgePolicy | None,
     total: int | None,
 ) -> Generator[Any, None, None]:
-    sched = _Scheduler(concurrency, ordered, hedge)
+    # Without hedging, up to `concurrency` more requests wait in the pool's queue (still at most `concurrency`
+    # run: there are that many threads). With hedging, a copy must start at once, so nothing queues.
+    sched = _Scheduler(concurrency, ordered, hedge, queue_ahead=0 if hedge is not None else concurrency)
     bar = make_progress_bar(progress, total)
     source = iter(requests)
     done: queue.SimpleQueue[tuple[int, bool, Any]] = queue.SimpleQueue()
@@ -369,8 +375,7 @@ def _iterate_sync(
         else:
             done.put((index, True, response))
 
-    # One worker per slot: the scheduler never has more than `concurrency` attempts running, so nothing queues
-    # inside the pool and leaving early never has to cancel queued work.
+    # One worker per slot: at most `concurrency` requests run; leaving early cancels the ones still queued.
     pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="inferkit-infer-many")
     graceful = True
     try:
