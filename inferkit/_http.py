@@ -45,6 +45,7 @@ from inferkit.codec.http_wire import (
     compress_body,
     config_headers,
     log_line,
+    parse_base_url,
     redact,
 )
 from inferkit.codec.rest_calls import Reply, RestCall
@@ -177,24 +178,13 @@ class SyncTransport:
     """
 
     def __init__(self, url: str, config: RESTConfig, session: requests.Session | None = None) -> None:
-        if not isinstance(url, str) or not url:
-            raise ValueError(f"the server URL must be a non-empty string, got {url!r}")
-        if "://" not in url:
-            url = "http://" + url  # "localhost:8000", as tritonclient accepts it
-        parts = urlsplit(url)
-        scheme = parts.scheme.lower()
-        if scheme not in ("http", "https"):
-            raise ValueError(f"a REST client needs an http:// or https:// URL, got {url!r}")
-        if not parts.hostname:
-            raise ValueError(f"the server URL {url!r} has no host")
-        if parts.query or parts.fragment:
-            raise ValueError(f"the server URL {url!r} must not carry a query or fragment")
+        parsed = parse_base_url(url)
         self.config = config
-        self.scheme = scheme
-        self.base_path = requests.utils.requote_uri(parts.path).rstrip("/")
-        self.netloc = parts.netloc
-        self.base_url = f"{scheme}://{parts.netloc}{self.base_path}"
-        self._origin = f"{scheme}://{parts.netloc}"
+        self.scheme = parsed.scheme
+        self.base_path = parsed.base_path
+        self.netloc = parsed.netloc
+        self.base_url = parsed.base_url
+        self._origin = parsed.origin
         self._owns_session = session is None
         self._ssl_context = _build_ssl_context(config)
         if session is None:

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import re
 import zlib
-from typing import Iterable, Mapping, Sequence
+from typing import Iterable, Mapping, NamedTuple, Sequence
+from urllib.parse import quote, urlsplit
 
 from inferkit import errors
 from inferkit._version import __version__
@@ -29,6 +30,8 @@ __all__ = [
     "compress_body",
     "redact",
     "log_line",
+    "BaseURL",
+    "parse_base_url",
 ]
 
 USER_AGENT = f"inferkit/{__version__}"
@@ -254,3 +257,39 @@ def log_line(
         f"{method} {url} -> {status} (sent {sent} B, received {received} B, {ms:.2f} ms, attempt {attempts}) "
         f"headers={redact(items)}"
     )
+
+
+class BaseURL(NamedTuple):
+    """A REST client's server URL, validated: ``base_url`` is ``scheme://netloc/base/path`` (no trailing slash)."""
+
+    scheme: str
+    netloc: str
+    base_path: str
+    base_url: str
+    origin: str
+    host: str
+    port: int
+
+
+# RFC 3986 characters that stay as they are in a path (as requests' requote_uri keeps them).
+_PATH_SAFE = "!#$%&'()*+,/:;=?@[]~"
+
+
+def parse_base_url(url: object) -> BaseURL:
+    """Validate a REST server URL (``http(s)://host[:port][/base]``; no scheme means ``http://``)."""
+    if not isinstance(url, str) or not url:
+        raise ValueError(f"the server URL must be a non-empty string, got {url!r}")
+    if "://" not in url:
+        url = "http://" + url  # "localhost:8000", as tritonclient accepts it
+    parts = urlsplit(url)
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https"):
+        raise ValueError(f"a REST client needs an http:// or https:// URL, got {url!r}")
+    if not parts.hostname:
+        raise ValueError(f"the server URL {url!r} has no host")
+    if parts.query or parts.fragment:
+        raise ValueError(f"the server URL {url!r} must not carry a query or fragment")
+    base_path = quote(parts.path, safe=_PATH_SAFE).rstrip("/")
+    origin = f"{scheme}://{parts.netloc}"
+    port = parts.port if parts.port is not None else (443 if scheme == "https" else 80)
+    return BaseURL(scheme, parts.netloc, base_path, origin + base_path, origin, parts.hostname, port)

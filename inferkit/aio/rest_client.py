@@ -1,0 +1,204 @@
+"""The async REST client: :class:`InferenceRESTClient` (aiohttp), the mirror of :mod:`inferkit.rest_client`.
+
+Owns: the public async REST API. Each method is the sync method with ``await``: the shared
+:class:`~inferkit.codec.rest_calls.RestCalls` describes the call, :class:`~inferkit.aio._transport.AsyncTransport`
+sends it, the call's parser reads the reply. Same constructor, methods, parameters, defaults and errors as the sync
+client (``tests/unit/test_parity.py`` checks it).
+Must not import: requests, urllib3, grpc, inferkit.rest_client, inferkit._http, inferkit.grpc_client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Mapping, Optional
+
+from inferkit import errors
+from inferkit.aio._transport import AsyncTransport
+from inferkit.aio.batching import AsyncBatchMixin
+from inferkit.codec.rest_calls import RestCall, RestCalls
+from inferkit.codec.tensors import InferRequest, InferResponse
+from inferkit.config import RESTConfig, TimeoutLike
+
+__all__ = ["InferenceRESTClient"]
+
+Headers = Optional[Mapping[str, str]]
+
+
+class InferenceRESTClient(AsyncBatchMixin):
+    """An asyncio REST client for one model server; share one instance across tasks.
+
+    Args:
+        url: The server's base URL, e.g. ``http://localhost:8000`` (a base path is kept; no scheme means http).
+        config: Settings (protocol, timeouts, retries, TLS, auth, pool size, compression...), the same
+            :class:`~inferkit.RESTConfig` as the sync client. ``transport`` may be a zero-argument callable that
+            returns an ``aiohttp.BaseConnector`` (called in each event loop); a ``requests`` ``AuthBase`` in
+            ``auth`` is sync-only and raises ValueError.
+        session: Accepted for signature parity with the sync client; must be None (the aiohttp session is
+            made in the running loop, see below).
+
+    Nothing is bound to an event loop at construction: the aiohttp session is made on first use in the running
+    loop, and made again when the client is used from another loop (a client created at import time, or reused
+    across ``asyncio.run`` calls). Use ``async with`` or ``await client.close()``.
+
+    Every method accepts ``headers`` and ``timeout`` as in the sync client; errors are the same typed
+    :mod:`inferkit.errors` (``except TimeoutError`` / ``except ConnectionError`` work). A cancelled call
+    releases its connection and leaves the client usable.
+    """
+
+    def __init__(self, url: str, config: RESTConfig | None = None, session: Any = None) -> None:
+        if config is None:
+            config = RESTConfig()
+        elif not isinstance(config, RESTConfig):
+            raise ValueError(f"config must be a RESTConfig, got {type(config).__name__}")
+        if session is not None:
+            raise ValueError(
+                "the async client makes its aiohttp session in the running event loop; pass connection settings "
+                "in RESTConfig (or RESTConfig.transport=lambda: aiohttp.TCPConnector(...)) instead of a session"
+            )
+        self._config = config
+        self._transport = AsyncTransport(url, config)
+        self._calls = RestCalls(config)
+        self._probe: asyncio.Future[bool] | None = None
+
+    # -- properties ---------------------------------------------------------------------------------------------
+    @property
+    def host(self) -> str:
+        """The server's base URL (scheme, host, port and base path)."""
+        return self._transport.base_url
+
+    @property
+    def config(self) -> RESTConfig:
+        """The client's (immutable) configuration."""
+        return self._config
+
+    @property
+    def protocol_version(self) -> str:
+        """``"v2"`` or ``"v1"``."""
+        return self._config.protocol
+
+    # -- lifecycle --------------------------------------------------------------------------------------------
+    async def close(self) -> None:
+        """Close pooled connections."""
+        await self._transport.close()
+
+    async def __aenter__(self) -> InferenceRESTClient:
+        return self
+
+    async def __aexit__(self, *exc_info: Any) -> None:
+        await self.close()
+
+    def __repr__(self) -> str:
+        return f"aio.InferenceRESTClient({self.host!r}, protocol={self.protocol_version!r})"
+
+    # -- plumbing -----------------------------------------------------------------------------------------------
+    async def _do(self, call: RestCall, headers: Headers, timeout: TimeoutLike) -> Any:
+        return call.parse(call, await self._transport.send(call, headers, timeout))
+
+    async def _use_binary(self, headers: Headers, timeout: TimeoutLike) -> bool:
+        # One probe in flight per loop, shared by every task that needs the answer (a gather of first infers).
+        probe = self._probe
+        if probe is None or probe.get_loop() is not asyncio.get_running_loop() or probe.done():
+            probe = self._probe = asyncio.ensure_future(self._ask_binary(headers, timeout))
+        return await asyncio.shield(probe)
+
+    async def _ask_binary(self, headers: Headers, timeout: TimeoutLike) -> bool:
+        try:
+            return bool(await self._do(self._calls.binary_probe(), headers, timeout))
+        except errors.TransportError:
+            return False  # unknown yet: JSON for this call, ask again next time
+
+    # -- inference ------------------------------------------------------------------------------------------------
+    async def infer(self, request: InferRequest, headers: Headers = None, timeout: TimeoutLike = None) -> InferResponse:
+        """Run inference (see :meth:`inferkit.InferenceRESTClient.infer`)."""
+        binary = self._calls.binary
+        if binary is None:
+            binary = await self._use_binary(headers, timeout)
+        result: InferResponse = await self._do(self._calls.infer(request, binary), headers, timeout)
+        return result
+
+    async def predict(
+        self,
+        model_name: str,
+        instances: Any = None,
+        inputs: Any = None,
+        headers: Headers = None,
+        timeout: TimeoutLike = None,
+    ) -> dict[str, Any]:
+        """KServe v1 ``:predict`` with ``instances`` (rows) or ``inputs`` (columns); returns the reply dict."""
+        result: dict[str, Any] = await self._do(self._calls.predict(model_name, instances, inputs), headers, timeout)
+        return result
+
+    async def explain(
+        self,
+        model_name: str,
+        instances: Any = None,
+        inputs: Any = None,
+        headers: Headers = None,
+        timeout: TimeoutLike = None,
+    ) -> Any:
+        """KServe v1 ``:explain``; returns the reply's JSON."""
+        return await self._do(self._calls.explain(model_name, instances, inputs), headers, timeout)
+
+    # -- health ---------------------------------------------------------------------------------------------------
+    async def is_server_live(self, headers: Headers = None, timeout: TimeoutLike = None) -> bool:
+        """Whether the server is live. Raises a TransportError if it cannot be reached at all."""
+        return bool(await self._do(self._calls.server_live(), headers, timeout))
+
+    async def is_server_ready(self, headers: Headers = None, timeout: TimeoutLike = None) -> bool:
+        """Whether the server is ready (v1: whether it lists its models)."""
+        return bool(await self._do(self._calls.server_ready(), headers, timeout))
+
+    async def is_model_ready(
+        self, model_name: str, model_version: str | None = None, headers: Headers = None, timeout: TimeoutLike = None
+    ) -> bool:
+        """Whether a model (version) is ready; False for an unknown model."""
+        return bool(await self._do(self._calls.model_ready(model_name, model_version), headers, timeout))
+
+    # -- metadata and management (v2) ---------------------------------------------------------------------------
+    async def get_server_metadata(self, headers: Headers = None, timeout: TimeoutLike = None) -> dict[str, Any]:
+        """``GET /v2``: name, version and extensions."""
+        result: dict[str, Any] = await self._do(self._calls.server_metadata(), headers, timeout)
+        return result
+
+    async def get_model_metadata(
+        self, model_name: str, model_version: str | None = None, headers: Headers = None, timeout: TimeoutLike = None
+    ) -> dict[str, Any]:
+        """A model's metadata: name, versions, platform, inputs and outputs."""
+        call = self._calls.model_metadata(model_name, model_version)
+        result: dict[str, Any] = await self._do(call, headers, timeout)
+        return result
+
+    async def get_model_config(
+        self, model_name: str, model_version: str | None = None, headers: Headers = None, timeout: TimeoutLike = None
+    ) -> dict[str, Any]:
+        """A model's configuration (Triton ``model_configuration`` extension), as JSON."""
+        call = self._calls.model_config(model_name, model_version)
+        result: dict[str, Any] = await self._do(call, headers, timeout)
+        return result
+
+    async def get_model_statistics(
+        self,
+        model_name: str | None = None,
+        model_version: str | None = None,
+        headers: Headers = None,
+        timeout: TimeoutLike = None,
+    ) -> dict[str, Any]:
+        """Inference statistics of one model, or of all models when none is named."""
+        call = self._calls.model_statistics(model_name, model_version)
+        result: dict[str, Any] = await self._do(call, headers, timeout)
+        return result
+
+    async def get_model_repository_index(
+        self, headers: Headers = None, timeout: TimeoutLike = None
+    ) -> list[dict[str, Any]]:
+        """The models in the server's repository (``model_repository`` extension)."""
+        result: list[dict[str, Any]] = await self._do(self._calls.repository_index(), headers, timeout)
+        return result
+
+    async def load_model(self, model_name: str, headers: Headers = None, timeout: TimeoutLike = None) -> None:
+        """Load (or reload) a model (``model_repository`` extension)."""
+        await self._do(self._calls.load_model(model_name), headers, timeout)
+
+    async def unload_model(self, model_name: str, headers: Headers = None, timeout: TimeoutLike = None) -> None:
+        """Unload a model (``model_repository`` extension)."""
+        await self._do(self._calls.unload_model(model_name), headers, timeout)
