@@ -18,6 +18,7 @@ from inferkit.factory import InferenceClientFactory
 from inferkit.rest_client import InferenceRESTClient
 from inferkit.testing import Fault, ReferenceServer
 from inferkit.testing.models import add_sub_model, identity_model, iris_model, sequence_model, standard_models
+from tests.transport.cases import MALFORMED_REPLY_FAULTS, REST_CALLS, Call, add_sub_request
 
 
 @pytest.fixture(scope="module")
@@ -40,14 +41,6 @@ def client(srv: ReferenceServer) -> Iterator[InferenceRESTClient]:
         yield c
 
 
-def add_sub_request(model: str = "add_sub", **kwargs: Any) -> tuple[InferRequest, np.ndarray, np.ndarray]:
-    a = np.arange(16, dtype=np.int32).reshape(1, 16)
-    b = np.full((1, 16), 3, dtype=np.int32)
-    x0 = InferInput("INPUT0", [1, 16], "INT32").set_data_from_numpy(a)
-    x1 = InferInput("INPUT1", [1, 16], "INT32").set_data_from_numpy(b)
-    return InferRequest(model, [x0, x1], **kwargs), a, b
-
-
 # -- health, metadata, management ------------------------------------------------------------------------------
 def test_health_and_readiness(client: InferenceRESTClient, srv: ReferenceServer) -> None:
     assert client.is_server_live() is True
@@ -57,6 +50,16 @@ def test_health_and_readiness(client: InferenceRESTClient, srv: ReferenceServer)
     assert client.is_model_ready("no_such_model") is False
     assert client.is_model_ready("multi", "7") is False
     assert srv.count(route="live") == 1 and srv.count(route="ready") == 1
+
+
+@pytest.mark.parametrize("call", REST_CALLS, ids=lambda c: c.id)
+def test_call_table(client: InferenceRESTClient, call: Call) -> None:
+    method = getattr(client, call.method)
+    if isinstance(call.check, type):
+        with pytest.raises(call.check):
+            method(*call.args)
+    else:
+        assert call.check(method(*call.args))
 
 
 def test_readiness_status_is_the_answer_and_is_not_retried(client: InferenceRESTClient, srv: ReferenceServer) -> None:
@@ -185,14 +188,7 @@ def test_infer_errors_are_typed(client: InferenceRESTClient) -> None:
         client.infer({"model_name": "add_sub"})  # type: ignore[arg-type]
 
 
-@pytest.mark.parametrize(
-    ("fault", "error"),
-    [
-        (Fault(route="infer", action="malformed_json"), errors.DecodeError),
-        (Fault(route="infer", action="lie_header_length"), errors.DecodeError),
-        (Fault(route="infer", action="lie_binary_size"), errors.DecodeError),
-    ],
-)
+@pytest.mark.parametrize(("fault", "error"), MALFORMED_REPLY_FAULTS)
 def test_malformed_replies_raise_decode_error(srv: ReferenceServer, fault: Fault, error: type) -> None:
     with InferenceRESTClient(srv.http_url, RESTConfig(binary_data=True)) as c:
         srv.inject(fault)

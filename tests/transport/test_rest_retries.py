@@ -12,6 +12,7 @@ from inferkit import InferInput, InferRequest, RESTConfig, RetryPolicy, Timeout,
 from inferkit.rest_client import InferenceRESTClient
 from inferkit.testing import Fault, ReferenceServer
 from inferkit.testing.models import add_sub_model, sequence_model, slow_model
+from tests.transport.cases import BROKEN_CONNECTION_ACTIONS, NEVER_RETRIED, RETRYABLE_STATUSES
 
 FAST = dict(backoff_initial=0.01, backoff_max=0.02, jitter=0.0)
 
@@ -41,7 +42,7 @@ def add_sub(**kwargs: Any) -> InferRequest:
     return InferRequest("add_sub", [x0, x1], **kwargs)
 
 
-@pytest.mark.parametrize("status", [429, 500, 502, 503, 504])
+@pytest.mark.parametrize("status", RETRYABLE_STATUSES)
 def test_retryable_statuses_are_retried_then_succeed(srv: ReferenceServer, status: int) -> None:
     srv.inject(Fault(route="infer", model="add_sub", action="status", status=status, times=2))
     with make_client(srv, max_retries=3) as c:
@@ -49,16 +50,7 @@ def test_retryable_statuses_are_retried_then_succeed(srv: ReferenceServer, statu
     assert srv.count(route="infer", model="add_sub") == 3
 
 
-@pytest.mark.parametrize(
-    ("status", "error"),
-    [
-        (400, errors.InvalidInputError),
-        (401, errors.UnauthenticatedError),
-        (403, errors.PermissionDeniedError),
-        (404, errors.NotFoundError),
-        (422, errors.UnprocessableEntityError),
-    ],
-)
+@pytest.mark.parametrize(("status", "error"), NEVER_RETRIED)
 def test_client_errors_are_never_retried(srv: ReferenceServer, status: int, error: type) -> None:
     srv.inject(Fault(route="infer", model="add_sub", action="status", status=status, times=None))
     with make_client(srv, max_retries=5) as c, pytest.raises(error) as info:
@@ -133,7 +125,7 @@ def test_dropped_connection_is_retried(srv: ReferenceServer) -> None:
     assert srv.count(route="infer") == 2
 
 
-@pytest.mark.parametrize("action", ["drop_before", "drop_during", "truncate"])
+@pytest.mark.parametrize("action", BROKEN_CONNECTION_ACTIONS)
 def test_broken_connections_without_retries_are_connect_errors(srv: ReferenceServer, action: str) -> None:
     srv.inject(Fault(route="infer", action=action, times=1))
     with make_client(srv, max_retries=0) as c:
