@@ -257,18 +257,26 @@ def _bench_small(port: int, calls: int, rounds: int) -> dict[str, float]:
         for _ in range(200):
             fn()
     samples: dict[str, list[float]] = {k: [] for k in callers}
+    cpu_samples: dict[str, list[float]] = {k: [] for k in callers}
     items = list(callers.items())
-    clock = time.perf_counter
+    clock, cpu_clock = time.perf_counter, time.process_time
     for _ in range(rounds):
         # Interleaved call by call, so the load of a shared machine hits every client alike.
         totals = dict.fromkeys(callers, 0.0)
+        cpu_totals = dict.fromkeys(callers, 0.0)
         for _ in range(calls):
             for name, fn in items:
+                c0 = cpu_clock()
                 t0 = clock()
                 fn()
                 totals[name] += clock() - t0
-        for name, total in totals.items():
-            samples[name].append(total / calls * 1e6)
+                cpu_totals[name] += cpu_clock() - c0
+        for name in callers:
+            samples[name].append(totals[name] / calls * 1e6)
+            cpu_samples[name].append(cpu_totals[name] / calls * 1e6)
+    # Client CPU (this process, gRPC's threads included; the server runs in another process).
+    for name, values in cpu_samples.items():
+        samples[f"{name} (client CPU)"] = values
     return {k: statistics.median(v) for k, v in samples.items()}
 
 
@@ -309,12 +317,11 @@ def main() -> None:
     try:
         small = _bench_small(port, args.calls, args.rounds)
         print(f"\n1. sequential small infer (median of {args.rounds} x {args.calls} calls), us per call:")
-        for name, us in small.items():
-            print(f"   {name:13s} {us:8.1f}")
-        print(
-            f"   inferkit / raw_stub = {small['inferkit'] / small['raw_stub']:.3f}   "
-            f"inferkit / tritonclient = {small['inferkit'] / small['tritonclient']:.3f}"
-        )
+        for name in ("raw_stub", "inferkit", "tritonclient"):
+            print(f"   {name:13s} wall {small[name]:8.1f}   client CPU {small[name + ' (client CPU)']:7.1f}")
+        for suffix, label in (("", "wall"), (" (client CPU)", "client CPU")):
+            ik, raw, tcl = (small[n + suffix] for n in ("inferkit", "raw_stub", "tritonclient"))
+            print(f"   {label:10s}: inferkit / raw_stub = {ik / raw:.3f}   inferkit / tritonclient = {ik / tcl:.3f}")
 
         def med(kind: str, client: str) -> dict[str, float]:
             runs = [_run_worker(kind, client, port) for _ in range(args.big_runs)]

@@ -98,6 +98,7 @@ __all__ = [
 pb = service_pb2
 model_config_pb = model_config_pb2
 _ModelInferRequest = pb.ModelInferRequest
+_RESPONSE_FROM_STRING = pb.ModelInferResponse.FromString
 
 Buffer = Union[bytes, bytearray, memoryview]
 InferRequestLike = Union[Message, bytes, bytearray, memoryview]
@@ -569,19 +570,26 @@ def decode_infer_response(data: InferRequestLike, *, model_name: str | None = No
     contents count that differs from the output count, or sizes that disagree with shapes.
     """
     where = f"response of model {model_name!r}" if model_name else "infer response"
-    msg, raws = _message_and_raws(pb.ModelInferResponse, data, _RESP_RAW_FIELD, where)
+    if type(data) is bytes and len(data) < _SPLIT_THRESHOLD:
+        # The common small reply: one C parse; each raw content is read once, when its tensor is built.
+        try:
+            msg = _RESPONSE_FROM_STRING(data)
+        except (_ProtoDecodeError, ValueError) as exc:
+            raise DecodeError(f"{where}: the reply is not a valid ModelInferResponse message ({exc})") from exc
+        raws: Sequence[Buffer] = msg.raw_output_contents
+    else:
+        msg, raws = _message_and_raws(pb.ModelInferResponse, data, _RESP_RAW_FIELD, where)
     return _response_from_message(msg, raws, model_name, where)
 
 
 def _response_from_message(msg: Any, raws: Sequence[Buffer], model_name: str | None, where: str) -> InferResponse:
-    outputs = _decode_tensors(msg.outputs, raws, InferOutput, where, "output")
-    return InferResponse(
-        model_name=msg.model_name or model_name or "",
-        outputs=outputs,
-        model_version=msg.model_version or None,
-        id=msg.id or None,
-        parameters=decode_parameters(msg.parameters) if msg.parameters else None,
-    )
+    response = InferResponse.__new__(InferResponse)  # every field set below; the constructor would only copy
+    response.outputs = _decode_tensors(msg.outputs, raws, InferOutput, where, "output")
+    response.model_name = msg.model_name or model_name or ""
+    response.model_version = msg.model_version or None
+    response.id = msg.id or None
+    response.parameters = decode_parameters(msg.parameters) if msg.parameters else {}
+    return response
 
 
 def decode_infer_request(data: InferRequestLike) -> InferRequest:

@@ -504,6 +504,13 @@ def test_tritonclient_style_response_reads_with_ours(raw, split_mode):
     np.testing.assert_array_equal(g.decode_stream_response(stream.SerializeToString()).as_numpy("Y"), data)
 
 
+def test_decoded_response_has_every_slot_set():
+    resp = g.decode_infer_response(g.serialize_infer_response(InferResponse("m", [_output("INT32")])))
+    for name in InferResponse.__slots__:
+        getattr(resp, name)
+    assert resp.parameters == {} and resp.id is None and resp.model_version is None
+
+
 @pytest.mark.parametrize("raw", [True, False])
 def test_decoded_tensors_have_every_slot_set(raw):
     from inferkit.codec.tensors import InferTensor
