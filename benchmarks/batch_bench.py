@@ -1,6 +1,8 @@
 """Batch-job benchmark: ``infer_many`` against the hand-written loops it replaces, in one run.
 
-What it measures (throughput in requests/s, median over ``--runs`` interleaved runs, and the ratio):
+What it measures (median over ``--runs`` interleaved runs, and ratios to the hand-written loop): throughput in
+requests/s, and client CPU time per request (``time.process_time`` of this process, all threads), which shows the
+bookkeeping cost even when a busy shared machine makes wall-clock throughput noisy.
 
 1. sync, per transport (REST, gRPC): ``client.infer_many(requests, concurrency=C)`` (ordered, and unordered)
    vs a hand-written ``ThreadPoolExecutor(C)`` loop over the same client (``list(pool.map(client.infer, ...))``).
@@ -89,21 +91,32 @@ def make_requests(n: int) -> list[InferRequest]:
     return out
 
 
-def throughput(fn: Callable[[], int]) -> float:
-    t0 = time.perf_counter()
+Sample = tuple[float, float]  # (requests/s, client CPU microseconds per request)
+
+
+def throughput(fn: Callable[[], int]) -> Sample:
+    cpu0, t0 = time.process_time(), time.perf_counter()
     count = fn()
-    return count / (time.perf_counter() - t0)
+    wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    return count / wall, cpu / count * 1e6
 
 
-def compare(variants: dict[str, Callable[[], int]], runs: int) -> dict[str, float]:
-    """Median requests/s per variant; runs interleaved (A B C A B C ...)."""
-    samples: dict[str, list[float]] = {name: [] for name in variants}
+def medians(samples: dict[str, list[Sample]]) -> dict[str, Sample]:
+    return {
+        name: (statistics.median(s[0] for s in values), statistics.median(s[1] for s in values))
+        for name, values in samples.items()
+    }
+
+
+def compare(variants: dict[str, Callable[[], int]], runs: int) -> dict[str, Sample]:
+    """Median requests/s and client CPU per request for each variant; runs interleaved (A B C A B C ...)."""
+    samples: dict[str, list[Sample]] = {name: [] for name in variants}
     for fn in variants.values():
         fn()  # warm-up: connections, threads, first-call paths
     for _ in range(runs):
         for name, fn in variants.items():
             samples[name].append(throughput(fn))
-    return {name: statistics.median(values) for name, values in samples.items()}
+    return medians(samples)
 
 
 # -- sync ------------------------------------------------------------------------------------------------------
@@ -173,7 +186,9 @@ def make_async_client(http_url: str, concurrency: int) -> tuple[str, Any]:
     return "inferkit.aio.InferenceRESTClient", cls(http_url, RESTConfig(pool_maxsize=max(concurrency, 10)))
 
 
-async def async_compare(http_url: str, requests: list[InferRequest], concurrency: int, runs: int) -> tuple[str, dict]:
+async def async_compare(
+    http_url: str, requests: list[InferRequest], concurrency: int, runs: int
+) -> tuple[str, dict[str, Sample]]:
     label, client = make_async_client(http_url, concurrency)
     async with client:
 
@@ -197,24 +212,24 @@ async def async_compare(http_url: str, requests: list[InferRequest], concurrency
             "infer_many ordered": lambda: many(True),
             "infer_many unordered": lambda: many(False),
         }
-        samples: dict[str, list[float]] = {name: [] for name in variants}
+        samples: dict[str, list[Sample]] = {name: [] for name in variants}
         for fn in variants.values():
             await fn()
         for _ in range(runs):
             for name, fn in variants.items():
-                t0 = time.perf_counter()
+                cpu0, t0 = time.process_time(), time.perf_counter()
                 count = await fn()
-                samples[name].append(count / (time.perf_counter() - t0))
-        return label, {name: statistics.median(v) for name, v in samples.items()}
+                wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+                samples[name].append((count / wall, cpu / count * 1e6))
+        return label, medians(samples)
 
 
-def report(title: str, results: dict[str, float]) -> None:
-    base_name = next(iter(results))
-    base = results[base_name]
+def report(title: str, results: dict[str, Sample]) -> None:
+    base_rate, base_cpu = next(iter(results.values()))
     print(f"\n{title}")
-    print(f"  {'variant':<26}{'req/s (median)':>16}{'ratio':>10}")
-    for name, value in results.items():
-        print(f"  {name:<26}{value:>16,.0f}{value / base:>9.2f}x")
+    print(f"  {'variant':<26}{'req/s':>10}{'ratio':>8}{'client CPU us/req':>20}{'ratio':>8}")
+    for name, (rate, cpu) in results.items():
+        print(f"  {name:<26}{rate:>10,.0f}{rate / base_rate:>7.2f}x{cpu:>20,.0f}{cpu / base_cpu:>7.2f}x")
 
 
 def main() -> None:
