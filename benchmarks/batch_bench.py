@@ -8,8 +8,7 @@ bookkeeping cost even when a busy shared machine makes wall-clock throughput noi
    vs a hand-written ``ThreadPoolExecutor(C)`` loop over the same client (``list(pool.map(client.infer, ...))``).
    Target: infer_many >= 0.9x the hand-written loop.
 2. async (REST): ``infer_many`` of :mod:`inferkit.aio.batching` vs ``asyncio.gather`` with a ``Semaphore(C)``
-   over the same client (the aio client of ``inferkit.aio`` when it exists, else a minimal aiohttp client built
-   on the codec, the same one the tests use).
+   over the same ``inferkit.aio.InferenceRESTClient``.
 
 The reference server (add_sub, INT32 [1,16] x 2, binary tensors) runs in a separate process, so its CPU does not
 compete with the client's GIL (it still shares the machine's cores). Runs alternate between the variants so that
@@ -24,7 +23,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
 import os
 import statistics
 import subprocess
@@ -37,11 +35,9 @@ import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from inferkit import InferInput, InferRequest, InferResponse, RESTConfig  # noqa: E402
+from inferkit import InferInput, InferRequest, RESTConfig  # noqa: E402
 from inferkit.aio import batching as aio_batching  # noqa: E402
 from inferkit.batching import infer_many  # noqa: E402
-from inferkit.codec import rest_v2  # noqa: E402
-from inferkit.errors import error_for_http_status  # noqa: E402
 
 SERVER_CODE = """
 import sys
@@ -150,40 +146,12 @@ def make_sync_client(transport: str, http_url: str, grpc_url: str, concurrency: 
 
 
 # -- async -----------------------------------------------------------------------------------------------------
-class StandInAsyncREST:
-    """A minimal async REST client (aiohttp + the codec), used when inferkit.aio has no REST client yet."""
-
-    def __init__(self, url: str, limit: int) -> None:
-        self.url = url
-        self.limit = limit
-        self.session: Any = None
-
-    async def __aenter__(self) -> StandInAsyncREST:
-        import aiohttp
-
-        self.session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=self.limit))
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.session.close()
-
-    async def infer(self, request: InferRequest, headers: Any = None, timeout: Any = None) -> InferResponse:
-        encoded = rest_v2.encode_infer_request(request, binary=True)
-        url = f"{self.url}/v2/models/{request.model_name}/infer"
-        async with self.session.post(url, data=encoded.body, headers=dict(encoded.headers)) as resp:
-            body = await resp.read()
-            if resp.status >= 400:
-                raise error_for_http_status(resp.status, rest_v2.decode_error_body(body), model_name=request.model_name)
-            length = rest_v2.parse_header_length(resp.headers.get(rest_v2.HEADER_LENGTH), len(body))
-            return rest_v2.decode_infer_response(body, length, model_name=request.model_name)
-
-
 def make_async_client(http_url: str, concurrency: int) -> tuple[str, Any]:
-    try:
-        cls = importlib.import_module("inferkit.aio.rest_client").InferenceRESTClient
-    except (ImportError, AttributeError):
-        return "stand-in aiohttp client", StandInAsyncREST(http_url, max(concurrency, 10))
-    return "inferkit.aio.InferenceRESTClient", cls(http_url, RESTConfig(pool_maxsize=max(concurrency, 10)))
+    from inferkit.aio.rest_client import InferenceRESTClient
+
+    return "inferkit.aio.InferenceRESTClient", InferenceRESTClient(
+        http_url, RESTConfig(pool_maxsize=max(concurrency, 10))
+    )
 
 
 async def async_compare(
