@@ -1,0 +1,550 @@
+"""What the sync and async gRPC clients share: settings, call descriptions, the retry loop and error mapping.
+
+Owns: constructor validation and channel material (:class:`GRPCSettings`: target, TLS credentials from PEM bytes or
+paths, channel options merged over :data:`DEFAULT_CHANNEL_OPTIONS`, metadata, auth, compression, retry policy,
+default deadline), each operation as a :class:`GRPCCall` (:class:`GRPCCalls`: RPC name, request, how to read the
+reply, retry flags), the retry loop of one call as a sans-IO generator (:func:`grpc_exchange`), the mapping of a
+``grpc.RpcError`` (sync or aio: both have ``code()``, ``details()``, ``trailing_metadata()``) to an inferkit error,
+the handling of stream replies, and the verbose log line. ``grpc`` itself is imported lazily (:func:`load_grpc`).
+Must not import: requests, urllib3, aiohttp, inferkit.rest_client, inferkit._http, inferkit.grpc_client,
+inferkit.aio; nor grpc / protobuf at module level.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Callable, Generator, Iterable, Mapping, NamedTuple, Sequence, Union
+
+from inferkit._retry import RetryState
+from inferkit._version import __version__
+from inferkit.codec.tensors import InferRequest
+from inferkit.config import SENSITIVE_HEADERS, APIKey, BasicAuth, BearerToken, RetryPolicy
+from inferkit.errors import (
+    ConnectError,
+    DeadlineExceeded,
+    EncodeError,
+    InferkitError,
+    PayloadTooLargeError,
+    PermissionDeniedError,
+    ResponseTooLargeError,
+    ServerError,
+    TLSError,
+    TransportError,
+    UnauthenticatedError,
+    error_for_grpc_code,
+)
+
+__all__ = [
+    "DEFAULT_CHANNEL_OPTIONS",
+    "LARGE_REQUEST_BYTES",
+    "GRPCSettings",
+    "GRPCCall",
+    "GRPCCalls",
+    "grpc_exchange",
+    "map_rpc_error",
+    "load_grpc",
+    "codec",
+    "stream_reply",
+]
+
+logger = logging.getLogger("inferkit")
+
+INSTALL_HINT = "the gRPC client needs grpcio and protobuf: pip install 'inferkit[grpc]'"
+
+#: Channel options inferkit sets; ``channel_args`` given by the user are merged over these, key by key.
+DEFAULT_CHANNEL_OPTIONS: Mapping[str, Any] = {
+    # gRPC's 4 MiB receive limit fails any real tensor; the server enforces its own limit anyway.
+    "grpc.max_send_message_length": -1,
+    "grpc.max_receive_message_length": -1,
+    # Keepalive finds dead connections (a load balancer that dropped the flow) but must stay above the 5 min
+    # that default gRPC servers accept between pings without data, or a long inference gets GOAWAY'd.
+    "grpc.keepalive_time_ms": 330_000,
+    "grpc.keepalive_timeout_ms": 20_000,
+    "grpc.keepalive_permit_without_calls": 0,
+    "grpc.http2.max_pings_without_data": 2,
+    # A restarted server (a rolling update) is found again within seconds, not gRPC's default of up to 2 min.
+    "grpc.max_reconnect_backoff_ms": 10_000,
+    # Transparent retries only (no retry policy): the clients retry under RetryPolicy themselves.
+    "grpc.enable_retries": 1,
+    "grpc.primary_user_agent": f"inferkit/{__version__}",
+}
+
+#: Requests whose tensors total at least this many bytes are sent from a request iterator (see the sync client).
+LARGE_REQUEST_BYTES = 16 * 1024 * 1024
+
+Headers = Union[Mapping[str, str], Sequence[tuple[str, str]], None]
+
+_GRPC: Any = None
+_CODEC: Any = None
+
+
+def load_grpc() -> Any:
+    """Import grpc (and the protobuf codec) on first use; ImportError naming the extra when missing."""
+    global _GRPC
+    if _GRPC is None:
+        try:
+            import grpc  # noqa: PLC0415 - optional dependency
+
+            codec()
+        except ImportError as exc:
+            raise ImportError(INSTALL_HINT) from exc
+        _GRPC = grpc
+    return _GRPC
+
+
+def codec() -> Any:
+    """``inferkit.codec.grpc_v2`` (imports protobuf, part of the grpc extra)."""
+    global _CODEC
+    if _CODEC is None:
+        from inferkit.codec import grpc_v2  # noqa: PLC0415 - protobuf is optional
+
+        _CODEC = grpc_v2
+    return _CODEC
+
+
+# -- error mapping (the one boundary) -------------------------------------------------------------------------
+
+# grpc-core's own texts for a call that never got a server answer.
+_CONNECT_MARKERS = (
+    "failed to connect",
+    "connection refused",
+    "connect failed",
+    "connection reset",
+    "socket closed",
+    "broken pipe",
+    "dns resolution failed",
+    "name resolution",
+    "no address",
+    "endpoint closing",
+    "connections to all backends failing",
+    "failed to pick subchannel",
+    "goaway",
+    "end of tcp stream",
+    "handshake",
+)
+_TLS_MARKERS = ("ssl", "tls", "handshake", "certificate", "x509")
+
+
+def _details(exc: Any) -> str:
+    try:
+        return str(exc.details() or "")
+    except Exception:  # noqa: BLE001 - a non-call RpcError
+        return str(exc)
+
+
+def _debug(exc: Any) -> str:
+    try:
+        return str(exc.debug_error_string() or "")
+    except Exception:  # noqa: BLE001 - not a grpc call error
+        return ""
+
+
+def _trailing(exc: Any) -> dict[str, str]:
+    try:
+        md = exc.trailing_metadata() or ()
+    except Exception:  # noqa: BLE001
+        return {}
+    return {k.lower(): v for k, v in md if isinstance(v, str)}
+
+
+def _pushback(trailers: Mapping[str, str]) -> float | None:
+    ms = trailers.get("grpc-retry-pushback-ms")
+    if ms is not None:
+        try:
+            value = int(ms)
+            return value / 1000.0 if value >= 0 else None
+        except ValueError:
+            return None
+    raw = trailers.get("retry-after")
+    if raw is not None:
+        try:
+            return max(0.0, float(raw))
+        except ValueError:
+            return None
+    return None
+
+
+def map_rpc_error(
+    exc: Any, *, model_name: str | None = None, request_id: str | None = None, attempts: int = 1
+) -> InferkitError:
+    """Turn a ``grpc.RpcError`` (or ``grpc.aio.AioRpcError``) into the matching inferkit error.
+
+    UNAVAILABLE with grpc-core's own transport text means no server answered: ConnectError (TLSError for
+    handshake / certificate failures). RESOURCE_EXHAUSTED "larger than max" is a size limit, not rate limiting:
+    PayloadTooLargeError for the request, ResponseTooLargeError for the reply. Everything else maps by code, with
+    the server's pushback (``grpc-retry-pushback-ms`` / ``retry-after``) as ``retry_after``.
+    """
+    code_obj = exc.code() if hasattr(exc, "code") else None
+    code = getattr(code_obj, "name", None) or "UNKNOWN"
+    details = _details(exc)
+    lowered = details.lower()
+    context: dict[str, Any] = {"model_name": model_name, "request_id": request_id, "attempts": attempts}
+    if code == "UNAVAILABLE" and any(m in lowered for m in _CONNECT_MARKERS):
+        cls = TLSError if any(m in lowered for m in _TLS_MARKERS) else ConnectError
+        return cls(f"could not reach the gRPC server: {details}", grpc_code=code, **context)
+    if code == "RESOURCE_EXHAUSTED" and "larger than max" in lowered:
+        # Our own limit hit while sending, or the server's limit (its status arrives "from peer"), concern the
+        # request; our limit hit while receiving, the reply.
+        from_peer = "received from peer" in _debug(exc).lower()
+        if "sent message" in lowered or from_peer:
+            return PayloadTooLargeError(
+                f"the request is larger than the gRPC message size limit: {details}",
+                status_code=413,
+                grpc_code=code,
+                **context,
+            )
+        return ResponseTooLargeError(
+            f"the reply exceeded the gRPC message size limit (raise max_message_size): {details}",
+            grpc_code=code,
+            **context,
+        )
+    err = error_for_grpc_code(code, details or f"gRPC call failed with {code}", **context)
+    if isinstance(err, ServerError):
+        err.retry_after = _pushback(_trailing(exc))
+    return err
+
+
+# -- settings ---------------------------------------------------------------------------------------------------------
+
+
+def read_pem(value: str | bytes | None, what: str) -> bytes | None:
+    """PEM given as bytes, as PEM text, or as a file path."""
+    if value is None or isinstance(value, bytes):
+        return value
+    if isinstance(value, str):
+        if "-----BEGIN" in value:
+            return value.encode("ascii")
+        try:
+            with open(value, "rb") as f:
+                return f.read()
+        except OSError as exc:
+            raise ValueError(f"{what}: cannot read PEM file {value!r}: {exc}") from exc
+    raise ValueError(f"{what} must be PEM bytes or a file path, got {type(value).__name__}")
+
+
+def parse_target(url: str, use_ssl: bool) -> tuple[str, bool]:
+    """``host:port`` and whether to use TLS, from ``host:port`` or ``grpc[s]://host:port``."""
+    if not isinstance(url, str) or not url:
+        raise ValueError(f"url must be 'host:port' or 'grpc[s]://host:port', got {url!r}")
+    lowered = url.lower()
+    if lowered.startswith("grpcs://"):
+        return url[8:].rstrip("/"), True
+    if lowered.startswith("grpc://"):
+        return url[7:].rstrip("/"), use_ssl
+    if lowered.startswith(("http://", "https://")):
+        raise ValueError(f"{url!r} is an HTTP URL; use InferenceRESTClient for REST, or 'grpc://host:port' for gRPC")
+    return url.rstrip("/"), use_ssl
+
+
+def normalize_metadata(headers: Headers, where: str = "headers") -> tuple[tuple[str, str], ...]:
+    """Metadata as a tuple of (lower-case key, value) pairs; EncodeError for anything else."""
+    if not headers:
+        return ()
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    out = []
+    for key, value in items:
+        if not isinstance(key, str) or not isinstance(value, (str, bytes)):
+            raise EncodeError(f"{where}: metadata must map str to str, got {key!r}: {value!r}")
+        # gRPC metadata keys are lower case; HTTP/2 rejects upper case.
+        out.append((key.lower(), value))
+    return tuple(out)
+
+
+def redact(metadata: Iterable[tuple[str, Any]]) -> list[tuple[str, Any]]:
+    """Metadata for logging, with credentials replaced by ``***``."""
+    return [(k, "***" if k in SENSITIVE_HEADERS else v) for k, v in metadata]
+
+
+class GRPCSettings:
+    """The validated constructor arguments of a gRPC client (sync or async); see ``InferenceGRPCClient``."""
+
+    def __init__(
+        self,
+        url: str,
+        verbose: bool,
+        use_ssl: bool,
+        root_certificates: str | bytes | None,
+        private_key: str | bytes | None,
+        certificate_chain: str | bytes | None,
+        creds: Any,
+        channel_args: Mapping[str, Any] | Sequence[tuple[str, Any]] | None,
+        timeout: float | None,
+        retries: int,
+        retry: RetryPolicy | None,
+        metadata: Headers,
+        auth: BearerToken | APIKey | BasicAuth | None,
+        compression: str | None,
+        max_message_size: int | None,
+    ) -> None:
+        grpc = load_grpc()
+        self.target, tls = parse_target(url, use_ssl)
+        self.verbose = bool(verbose)
+        if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
+            raise ValueError(f"timeout must be a positive number of seconds or None, got {timeout!r}")
+        self.timeout = None if timeout is None else float(timeout)
+        if retry is None:
+            if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+                raise ValueError(f"retries must be an integer >= 0, got {retries!r}")
+            retry = RetryPolicy(max_retries=retries)
+        elif not isinstance(retry, RetryPolicy):
+            raise ValueError(f"retry must be a RetryPolicy, got {type(retry).__name__}")
+        self.retry = retry
+        base = normalize_metadata(metadata, "metadata")
+        if auth is not None:
+            if not isinstance(auth, (BearerToken, APIKey, BasicAuth)):
+                raise ValueError("auth must be a BearerToken, APIKey or BasicAuth")
+            base += normalize_metadata(auth.headers(), "auth")
+        self.metadata = base
+        if compression not in (None, "gzip", "deflate"):
+            raise ValueError(f"compression must be None, 'gzip' or 'deflate', got {compression!r}")
+        self.compression = {None: None, "gzip": grpc.Compression.Gzip, "deflate": grpc.Compression.Deflate}[compression]
+        options = dict(DEFAULT_CHANNEL_OPTIONS)
+        if max_message_size is not None:
+            if isinstance(max_message_size, bool) or not isinstance(max_message_size, int) or max_message_size < 1:
+                raise ValueError(f"max_message_size must be a positive integer, got {max_message_size!r}")
+            options["grpc.max_send_message_length"] = max_message_size
+            options["grpc.max_receive_message_length"] = max_message_size
+        if channel_args:
+            items = channel_args.items() if isinstance(channel_args, Mapping) else channel_args
+            for key, value in items:
+                options[key] = value
+        self.options = tuple(options.items())
+        if creds is None and (tls or root_certificates or private_key or certificate_chain):
+            creds = grpc.ssl_channel_credentials(
+                root_certificates=read_pem(root_certificates, "root_certificates"),
+                private_key=read_pem(private_key, "private_key"),
+                certificate_chain=read_pem(certificate_chain, "certificate_chain"),
+            )
+        self.creds = creds
+
+    def channel(self, grpc_module: Any) -> Any:
+        """A channel from ``grpc`` or ``grpc.aio`` (both have insecure_channel / secure_channel)."""
+        if self.creds is not None:
+            return grpc_module.secure_channel(
+                self.target, self.creds, options=self.options, compression=self.compression
+            )
+        return grpc_module.insecure_channel(self.target, options=self.options, compression=self.compression)
+
+    def call_metadata(self, headers: Headers) -> tuple[tuple[str, str], ...]:
+        return self.metadata + normalize_metadata(headers) if headers else self.metadata
+
+    def deadline(self, timeout: float | None) -> float | None:
+        """The call's deadline across retries: the per-call timeout (or the client's), capped by the policy's."""
+        t = self.timeout if timeout is None else timeout
+        if t is not None and (isinstance(t, bool) or not isinstance(t, (int, float)) or t <= 0):
+            raise ValueError(f"timeout must be a positive number of seconds, got {t!r}")
+        if self.retry.deadline is not None:
+            t = self.retry.deadline if t is None else min(t, self.retry.deadline)
+        return t
+
+
+def make_stubs(channel: Any) -> dict[str, Any]:
+    """One callable per RPC; ModelInfer and ModelStreamInfer send and receive bytes (the codec frames them)."""
+    from inferkit.codec.grpc_methods import GRPC_METHODS  # noqa: PLC0415 - imports protobuf
+
+    stubs: dict[str, Any] = {}
+    for name, method in GRPC_METHODS.items():
+        if name in ("ModelInfer", "ModelStreamInfer"):
+            factory = channel.stream_stream if method.is_stream else channel.unary_unary
+            stubs[name] = factory(method.path, request_serializer=None, response_deserializer=None)
+            if name == "ModelInfer":
+                # The same unary RPC on the wire, sent from a request iterator: gRPC then sends the message in its own
+                # batch and drops it once written, instead of holding it until the reply.
+                stubs["ModelInfer/large"] = channel.stream_unary(
+                    method.path, request_serializer=None, response_deserializer=None
+                )
+        else:
+            stubs[name] = channel.unary_unary(
+                method.path,
+                request_serializer=method.request_type.SerializeToString,
+                response_deserializer=method.response_type.FromString,
+            )
+    return stubs
+
+
+# -- calls ------------------------------------------------------------------------------------------------------------
+
+
+def _same(reply: Any) -> Any:
+    return reply
+
+
+class GRPCCall(NamedTuple):
+    """One RPC ready to send: ``request`` is a message, bytes, or a zero-argument callable building the bytes
+    (called once per attempt, for the large-request path); ``parse(reply)`` is the result."""
+
+    rpc: str
+    request: Any
+    parse: Callable[[Any], Any] = _same
+    model_name: str | None = None
+    request_id: str | None = None
+    retryable: bool = True
+    retry_server_codes: bool = True
+    probe: bool = False
+
+
+class GRPCCalls:
+    """Builds the :class:`GRPCCall` of each client operation (the same for the sync and the async client)."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.policy = policy
+
+    def probe(self, rpc: str, request: Any, field: str, model_name: str | None = None) -> GRPCCall:
+        """A health probe: a server answer other than OK is False (not retried); auth errors and no answer raise."""
+        return GRPCCall(
+            rpc, request, lambda reply: bool(getattr(reply, field)), model_name, retry_server_codes=False, probe=True
+        )
+
+    def server_live(self) -> GRPCCall:
+        return self.probe("ServerLive", codec().pb.ServerLiveRequest(), "live")
+
+    def server_ready(self) -> GRPCCall:
+        return self.probe("ServerReady", codec().pb.ServerReadyRequest(), "ready")
+
+    def model_ready(self, model_name: str, model_version: str | None) -> GRPCCall:
+        return self.probe("ModelReady", codec().model_ready_request(model_name, model_version), "ready", model_name)
+
+    def server_metadata(self, as_message: bool) -> GRPCCall:
+        c = codec()
+        return GRPCCall(
+            "ServerMetadata", c.pb.ServerMetadataRequest(), _same if as_message else c.server_metadata_to_dict
+        )
+
+    def model_metadata(self, model_name: str, model_version: str | None, as_message: bool) -> GRPCCall:
+        c = codec()
+        parse = _same if as_message else c.model_metadata_to_dict
+        return GRPCCall("ModelMetadata", c.model_metadata_request(model_name, model_version), parse, model_name)
+
+    def model_config(self, model_name: str, model_version: str | None, as_message: bool) -> GRPCCall:
+        c = codec()
+        parse = _same if as_message else c.model_config_to_dict
+        return GRPCCall("ModelConfig", c.model_config_request(model_name, model_version), parse, model_name)
+
+    def model_statistics(self, model_name: str | None, model_version: str | None, as_message: bool) -> GRPCCall:
+        c = codec()
+        parse = _same if as_message else c.model_statistics_to_dict
+        return GRPCCall("ModelStatistics", c.model_statistics_request(model_name, model_version), parse, model_name)
+
+    def repository_index(self, as_message: bool) -> GRPCCall:
+        c = codec()
+        return GRPCCall(
+            "RepositoryIndex", c.repository_index_request(), _same if as_message else c.repository_index_to_list
+        )
+
+    def load_model(self, model_name: str, config: str | None, files: Mapping[str, bytes] | None) -> GRPCCall:
+        params: dict[str, Any] = dict(files or {})
+        if config is not None:
+            params["config"] = config
+        request = codec().repository_load_request(model_name, params)
+        return GRPCCall("RepositoryModelLoad", request, _none, model_name, retryable=False)
+
+    def unload_model(self, model_name: str, unload_dependents: bool) -> GRPCCall:
+        params = {"unload_dependents": True} if unload_dependents else None
+        request = codec().repository_unload_request(model_name, params)
+        return GRPCCall("RepositoryModelUnload", request, _none, model_name, retryable=False)
+
+    def infer(self, request: InferRequest) -> GRPCCall:
+        """``ModelInfer``: serialized once; from :data:`LARGE_REQUEST_BYTES` on, joined inside each attempt instead
+        (no copy held while the reply arrives). A request with a ``sequence_id`` is never retried."""
+        c = codec()
+        if not isinstance(request, InferRequest):
+            raise EncodeError(f"infer() needs an InferRequest, got {type(request).__name__}")
+        retryable = self.policy.allows_request(is_infer=True, is_sequence=request.is_sequence)
+        header, buffers = c.request_parts(request)
+        name = request.model_name
+        if c.buffers_size(buffers) < LARGE_REQUEST_BYTES:
+            rpc, wire = "ModelInfer", c.join_request_parts(header, buffers)
+        else:
+            rpc, wire = "ModelInfer/large", lambda: c.join_request_parts(header, buffers)
+        return GRPCCall(
+            rpc,
+            wire,
+            lambda reply: c.decode_infer_response(reply, model_name=name),
+            name,
+            request.request_id,
+            retryable,
+        )
+
+
+def _none(reply: Any) -> None:
+    return None
+
+
+# -- the call loop ----------------------------------------------------------------------------------------------------
+
+
+class Attempt(NamedTuple):
+    """Send once with this deadline (seconds, None: none); send back ``(True, reply)`` or ``(False, rpc_error)``."""
+
+    timeout: float | None
+
+
+def grpc_exchange(
+    call: GRPCCall,
+    total: float | None,
+    policy: RetryPolicy,
+    *,
+    clock: Callable[[], float],
+    log: Callable[[str, int, float], None] | None = None,
+) -> Generator[Attempt | float, Any, Any]:
+    """The retry loop of one RPC, as a generator the client drives (sync or async).
+
+    It yields an :class:`Attempt` (the driver calls the stub with that timeout and sends back ``(True, reply)`` or
+    ``(False, exc)`` for an RpcError) or a float (the driver sleeps that long and sends back None). It returns the
+    parsed result, or raises the mapped error (``from`` the RpcError). Probes return False for a server error
+    other than an authentication failure.
+    """
+    state = RetryState(policy, retryable=call.retryable, retry_statuses=call.retry_server_codes, clock=clock)
+    ctx: dict[str, Any] = {"model_name": call.model_name, "request_id": call.request_id}
+    while True:
+        state.attempt += 1
+        remaining = None if total is None else total - state.elapsed()
+        if remaining is not None and remaining <= 0:
+            raise DeadlineExceeded(
+                f"{call.rpc}: the {total:g} s deadline ran out before attempt {state.attempt}",
+                attempts=state.attempt - 1,
+                **ctx,
+            )
+        ok, value = yield Attempt(remaining)
+        if ok:
+            if log is not None:
+                log("OK", state.attempt, state.start)
+            return call.parse(value)
+        err = map_rpc_error(value, attempts=state.attempt, **ctx)
+        if log is not None:
+            log(err.grpc_code or type(err).__name__, state.attempt, state.start)
+        wait = state.on_error(err, total)
+        if wait is None:
+            if (
+                call.probe
+                and isinstance(err, ServerError)
+                and not isinstance(err, (UnauthenticatedError, PermissionDeniedError))
+            ):
+                return False
+            raise state.final_error(err, call.rpc, total) from value
+        logger.debug("retrying %s (attempt %d failed with %s) in %.3f s", call.rpc, state.attempt, err.grpc_code, wait)
+        yield wait
+
+
+def log_line(target: str, rpc: str, model: str | None, status: str, ms: float, attempts: int, md: Any) -> str:
+    """The verbose log line of one RPC (credentials in metadata redacted)."""
+    where = f" model={model!r}" if model else ""
+    return f"gRPC {target} {rpc}{where} -> {status} in {ms:.1f} ms (attempt {attempts}) metadata={redact(md)}"
+
+
+# -- streams --------------------------------------------------------------------------------------------------------
+
+
+def stream_reply(item: Any, model_name: str | None, cancelled: bool, rpc_error: type) -> Any:
+    """Interpret one item taken from a stream: a response, None (the stream ended), or a raised typed error.
+
+    ``item`` is a reply message (bytes), an ``rpc_error`` instance (the call failed; CANCELLED after our own
+    cancel is a normal end), or another exception (surfaced as a TransportError).
+    """
+    if isinstance(item, rpc_error):
+        if cancelled and getattr(item.code(), "name", "") == "CANCELLED":
+            return None
+        raise map_rpc_error(item, model_name=model_name) from item
+    if isinstance(item, BaseException):
+        raise TransportError(f"the stream failed: {item!r}", model_name=model_name) from item
+    return codec().decode_stream_response(item, model_name=model_name)
