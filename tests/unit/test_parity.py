@@ -1,0 +1,114 @@
+"""Sync and async clients have the same public API: names, parameters, defaults and return annotations.
+
+An intended difference is listed in ALLOWED with the reason; anything else that differs fails here.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import pytest
+
+pytest.importorskip("aiohttp")
+pytest.importorskip("grpc")
+
+import inferkit.aio as aio  # noqa: E402
+from inferkit.aio import grpc_client as aio_grpc  # noqa: E402
+from inferkit import factory as sync_factory  # noqa: E402
+from inferkit import grpc_client as sync_grpc  # noqa: E402
+from inferkit import rest_client as sync_rest  # noqa: E402
+
+PAIRS = [
+    (sync_rest.InferenceRESTClient, aio.InferenceRESTClient),
+    (sync_grpc.InferenceGRPCClient, aio.InferenceGRPCClient),
+    (sync_factory.InferenceClientFactory, aio.InferenceClientFactory),
+    (sync_grpc.InferStream, aio_grpc.AsyncInferStream),
+]
+
+# Intended differences: (class name, member) -> why.
+ALLOWED = {
+    # Context managers: `with` for sync, `async with` for async.
+    ("*", "__enter__"): "sync context manager",
+    ("*", "__exit__"): "sync context manager",
+    ("*", "__aenter__"): "async context manager",
+    ("*", "__aexit__"): "async context manager",
+    # Iteration: a stream is an iterator in sync code, an async iterator in async code.
+    ("InferStream", "__iter__"): "sync iterator",
+    ("InferStream", "__next__"): "sync iterator",
+    ("AsyncInferStream", "__aiter__"): "async iterator",
+    ("AsyncInferStream", "__anext__"): "async iterator",
+    # The batch mixins: the aio clients inherit AsyncBatchMixin; their sync twins get BatchMixin from the batching
+    # engineer's change (tests/transport/test_batching.py adds it until then). Parity of the two mixins is
+    # asserted in tests/transport/test_aio_batching.py.
+    ("*", "infer_many"): "batch mixin",
+    ("*", "infer_batched"): "batch mixin",
+}
+
+
+def _public(cls: type) -> set[str]:
+    names = {n for n in dir(cls) if not n.startswith("_")}
+    return names | {
+        n
+        for n in ("__enter__", "__exit__", "__aenter__", "__aexit__", "__iter__", "__next__", "__aiter__", "__anext__")
+        if hasattr(cls, n)
+    }
+
+
+def _allowed(cls: type, name: str) -> bool:
+    return ("*", name) in ALLOWED or (cls.__name__, name) in ALLOWED
+
+
+def _shape(sig: inspect.Signature) -> list[tuple[Any, ...]]:
+    """Names, kinds, defaults (sentinels by type) and annotations as strings."""
+    out = []
+    for p in sig.parameters.values():
+        default = p.default
+        if default is not inspect.Parameter.empty and type(default) is object:
+            default = "<sentinel>"
+        out.append((p.name, p.kind, default, str(p.annotation)))
+    return out
+
+
+def _ret(sig: inspect.Signature) -> str:
+    ret = str(sig.return_annotation)
+    # Streams and client self-types differ by name only: the sync and async classes of the same thing.
+    for a, b in (("AsyncIterator", "Iterator"), ("AsyncInferStream", "InferStream")):
+        ret = ret.replace(a, b)
+    return ret
+
+
+@pytest.mark.parametrize(("sync_cls", "aio_cls"), PAIRS, ids=lambda c: c.__name__)
+def test_same_public_names(sync_cls: type, aio_cls: type) -> None:
+    missing = {n for n in _public(sync_cls) - _public(aio_cls) if not _allowed(sync_cls, n)}
+    extra = {n for n in _public(aio_cls) - _public(sync_cls) if not _allowed(aio_cls, n)}
+    assert not missing, f"{aio_cls.__module__}.{aio_cls.__name__} lacks {sorted(missing)}"
+    assert not extra, f"{aio_cls.__module__}.{aio_cls.__name__} has extra {sorted(extra)}"
+
+
+@pytest.mark.parametrize(("sync_cls", "aio_cls"), PAIRS, ids=lambda c: c.__name__)
+def test_same_signatures_and_async_methods(sync_cls: type, aio_cls: type) -> None:
+    for name in sorted(_public(sync_cls) & _public(aio_cls)):
+        if name.startswith("__"):
+            continue
+        s, a = inspect.getattr_static(sync_cls, name), inspect.getattr_static(aio_cls, name)
+        if isinstance(s, property):
+            assert isinstance(a, property), name
+            continue
+        s_fn, a_fn = getattr(sync_cls, name), getattr(aio_cls, name)
+        s_sig, a_sig = inspect.signature(s_fn), inspect.signature(a_fn)
+        assert _shape(s_sig) == _shape(a_sig), f"{aio_cls.__name__}.{name}: parameters differ"
+        if name in ("stream", "__init__"):
+            continue  # stream() returns the sync / async stream class: compared in the InferStream pair
+        assert _ret(s_sig) == _ret(a_sig), f"{aio_cls.__name__}.{name}: return annotation differs"
+        if inspect.isgeneratorfunction(s_fn):
+            assert inspect.isasyncgenfunction(a_fn), f"{aio_cls.__name__}.{name} must be an async generator"
+        elif aio_cls is not aio.InferenceClientFactory and name not in ("stream", "cancel"):
+            assert inspect.iscoroutinefunction(a_fn), f"{aio_cls.__name__}.{name} must be async def"
+
+
+def test_async_context_managers_and_iterators() -> None:
+    for cls in (aio.InferenceRESTClient, aio.InferenceGRPCClient):
+        assert inspect.iscoroutinefunction(cls.__aenter__) and inspect.iscoroutinefunction(cls.close)
+    stream_cls = PAIRS[3][1]
+    assert inspect.iscoroutinefunction(stream_cls.__anext__)
