@@ -48,6 +48,7 @@ import time
 from typing import Any, Iterable, Iterator, Mapping, Sequence, Union
 
 from inferkit._version import __version__
+from inferkit.batching import BatchMixin, RebuildOnUnpickle
 from inferkit.codec.tensors import InferRequest, InferResponse
 from inferkit.config import SENSITIVE_HEADERS, APIKey, BasicAuth, BearerToken, RetryPolicy
 from inferkit.errors import (
@@ -299,7 +300,7 @@ def _once(build: Any) -> Iterator[bytes]:
     yield build()
 
 
-class InferenceGRPCClient:
+class InferenceGRPCClient(RebuildOnUnpickle, BatchMixin):
     """A blocking gRPC client for servers that speak the Open Inference Protocol v2 (Triton, KServe, MLServer).
 
     One client (one HTTP/2 channel) is meant to be shared by every thread of a process; it is thread-safe and

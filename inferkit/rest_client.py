@@ -14,6 +14,7 @@ import requests
 
 from inferkit import errors
 from inferkit._http import SyncTransport
+from inferkit.batching import BatchMixin, RebuildOnUnpickle
 from inferkit.codec.rest_calls import RestCall, RestCalls
 from inferkit.codec.tensors import InferRequest, InferResponse
 from inferkit.config import RESTConfig, TimeoutLike
@@ -23,7 +24,7 @@ __all__ = ["InferenceRESTClient"]
 Headers = Optional[Mapping[str, str]]
 
 
-class InferenceRESTClient:
+class InferenceRESTClient(RebuildOnUnpickle, BatchMixin):
     """A blocking REST client for one model server; thread-safe, share one instance across threads.
 
     Args:
