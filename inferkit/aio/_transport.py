@@ -27,6 +27,7 @@ import asyncio
 import logging
 import ssl
 import time
+import urllib.request
 from typing import Any, Mapping
 
 from inferkit import errors
@@ -129,17 +130,26 @@ class AsyncTransport:
         if config.verify is False:
             logger.warning("inferkit: TLS certificate verification is disabled for %s (RESTConfig.verify=False)", url)
         self._ssl = _ssl_setting(config)
+        self._host = parsed.host
         self._proxy = self._select_proxy(config.proxies)
         self._const_headers = config_headers(config)
         self._const_lower = frozenset(k.lower() for k, _ in self._const_headers)
         self._default_budget = Budget(config.timeouts, None)
+        self._default_timeout = self.aiohttp.ClientTimeout(
+            total=None, sock_connect=config.timeouts.connect, sock_read=config.timeouts.read, connect=None
+        )
         self._state: _LoopState | None = None
         self._closed = False
         self._verbose = config.verbose
 
     def _select_proxy(self, proxies: Mapping[str, str] | None) -> str | None:
-        if not proxies:
-            return None
+        """The proxy for this server, decided once: RESTConfig.proxies, else the environment (HTTP(S)_PROXY,
+        NO_PROXY) as requests reads it; aiohttp's own ``trust_env`` would look it up in a thread on every request."""
+        if proxies is None:
+            env = urllib.request.getproxies()
+            if not env or urllib.request.proxy_bypass(self._host):
+                return None
+            proxies = env
         return proxies.get(self.scheme) or proxies.get("all")
 
     # -- the per-loop session ---------------------------------------------------------------------------------
@@ -167,7 +177,7 @@ class AsyncTransport:
             connector=connector,
             connector_owner=config.transport is None,
             auto_decompress=False,  # BodyReader decodes, so the size limit holds after decompression too
-            trust_env=config.proxies is None,  # like requests: HTTP(S)_PROXY / NO_PROXY unless proxies are given
+            trust_env=False,  # the environment's proxy settings are read once, in _select_proxy
             skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
             timeout=aiohttp.ClientTimeout(total=None),
         )
@@ -274,9 +284,12 @@ class AsyncTransport:
         else:
             await slots.acquire()
         try:
-            timeout = aiohttp.ClientTimeout(
-                total=budget.remaining, sock_connect=budget.connect, sock_read=budget.read, connect=None
-            )
+            if budget is self._default_budget:
+                timeout = self._default_timeout
+            else:
+                timeout = aiohttp.ClientTimeout(
+                    total=budget.remaining, sock_connect=budget.connect, sock_read=budget.read, connect=None
+                )
             got_status = False
             resp = None
             try:
