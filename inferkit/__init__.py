@@ -11,6 +11,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from inferkit._version import __version__
+from inferkit.batching import ItemError
 from inferkit.codec.datatypes import DATATYPES
 from inferkit.codec.tensors import (
     InferInput,
@@ -54,6 +55,7 @@ __all__ = [
     "InferenceRESTClient",
     "InferenceGRPCClient",
     "InferenceClientFactory",
+    "ItemError",
     "InferkitError",
     "EncodeError",
     "DecodeError",
