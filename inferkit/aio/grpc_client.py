@@ -29,6 +29,7 @@ from inferkit._grpc_common import (
     stream_reply,
 )
 from inferkit.aio.batching import AsyncBatchMixin
+from inferkit.batching import RebuildOnUnpickle
 from inferkit.codec.tensors import InferRequest, InferResponse
 from inferkit.config import APIKey, BasicAuth, BearerToken, RetryPolicy
 from inferkit.errors import InferkitError, ReadTimeout, ServerError, TransportError
@@ -44,7 +45,7 @@ async def _once(build: Any) -> AsyncIterator[bytes]:
     yield build()
 
 
-class InferenceGRPCClient(AsyncBatchMixin):
+class InferenceGRPCClient(RebuildOnUnpickle, AsyncBatchMixin):
     """An asyncio gRPC client for Open Inference Protocol v2 servers; same arguments as the sync client.
 
     Nothing is bound to an event loop at construction: the grpc.aio channel is made on first use in the running

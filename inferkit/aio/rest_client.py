@@ -15,6 +15,7 @@ from typing import Any, Mapping, Optional
 from inferkit import errors
 from inferkit.aio._transport import AsyncTransport
 from inferkit.aio.batching import AsyncBatchMixin
+from inferkit.batching import RebuildOnUnpickle
 from inferkit.codec.rest_calls import RestCall, RestCalls
 from inferkit.codec.tensors import InferRequest, InferResponse
 from inferkit.config import RESTConfig, TimeoutLike
@@ -24,7 +25,7 @@ __all__ = ["InferenceRESTClient"]
 Headers = Optional[Mapping[str, str]]
 
 
-class InferenceRESTClient(AsyncBatchMixin):
+class InferenceRESTClient(RebuildOnUnpickle, AsyncBatchMixin):
     """An asyncio REST client for one model server; share one instance across tasks.
 
     Args:

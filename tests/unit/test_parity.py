@@ -14,10 +14,10 @@ pytest.importorskip("aiohttp")
 pytest.importorskip("grpc")
 
 import inferkit.aio as aio  # noqa: E402
-from inferkit.aio import grpc_client as aio_grpc  # noqa: E402
 from inferkit import factory as sync_factory  # noqa: E402
 from inferkit import grpc_client as sync_grpc  # noqa: E402
 from inferkit import rest_client as sync_rest  # noqa: E402
+from inferkit.aio import grpc_client as aio_grpc  # noqa: E402
 
 PAIRS = [
     (sync_rest.InferenceRESTClient, aio.InferenceRESTClient),
@@ -38,11 +38,8 @@ ALLOWED = {
     ("InferStream", "__next__"): "sync iterator",
     ("AsyncInferStream", "__aiter__"): "async iterator",
     ("AsyncInferStream", "__anext__"): "async iterator",
-    # The batch mixins: the aio clients inherit AsyncBatchMixin; their sync twins get BatchMixin from the batching
-    # engineer's change (tests/transport/test_batching.py adds it until then). Parity of the two mixins is
-    # asserted in tests/transport/test_aio_batching.py.
-    ("*", "infer_many"): "batch mixin",
-    ("*", "infer_batched"): "batch mixin",
+    # The factory and streams have no batch mixin; the clients have BatchMixin / AsyncBatchMixin, whose parity is
+    # asserted in tests/transport/test_aio_batching.py (infer_many returns an iterator vs an async iterator).
 }
 
 
@@ -73,9 +70,18 @@ def _shape(sig: inspect.Signature) -> list[tuple[Any, ...]]:
 def _ret(sig: inspect.Signature) -> str:
     ret = str(sig.return_annotation)
     # Streams and client self-types differ by name only: the sync and async classes of the same thing.
-    for a, b in (("AsyncIterator", "Iterator"), ("AsyncInferStream", "InferStream")):
+    for a, b in (
+        ("AsyncIterator", "Iterator"),
+        ("AsyncInferStream", "InferStream"),
+        ("AsyncInferManyIterator", "InferManyIterator"),
+        ("InferManyIterator[Any]", "InferManyIterator"),
+    ):
         ret = ret.replace(a, b)
     return ret
+
+
+# Methods that return an (async) iterator object at once rather than a coroutine: plain def in both.
+RETURN_ITERATORS = {"infer_many", "stream"}
 
 
 @pytest.mark.parametrize(("sync_cls", "aio_cls"), PAIRS, ids=lambda c: c.__name__)
@@ -103,8 +109,16 @@ def test_same_signatures_and_async_methods(sync_cls: type, aio_cls: type) -> Non
         assert _ret(s_sig) == _ret(a_sig), f"{aio_cls.__name__}.{name}: return annotation differs"
         if inspect.isgeneratorfunction(s_fn):
             assert inspect.isasyncgenfunction(a_fn), f"{aio_cls.__name__}.{name} must be an async generator"
-        elif aio_cls is not aio.InferenceClientFactory and name not in ("stream", "cancel"):
+        elif aio_cls is not aio.InferenceClientFactory and name not in RETURN_ITERATORS | {"cancel"}:
             assert inspect.iscoroutinefunction(a_fn), f"{aio_cls.__name__}.{name} must be async def"
+
+
+def test_aio_clients_pickle_as_their_arguments() -> None:
+    import pickle
+
+    rest = pickle.loads(pickle.dumps(aio.InferenceRESTClient("http://127.0.0.1:1")))
+    grpc = pickle.loads(pickle.dumps(aio.InferenceGRPCClient("127.0.0.1:1", timeout=5)))
+    assert rest.host == "http://127.0.0.1:1" and grpc.host == "127.0.0.1:1"
 
 
 def test_async_context_managers_and_iterators() -> None:
