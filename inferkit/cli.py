@@ -338,6 +338,17 @@ def _parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="run the reference server with demo models and call it with inferkit")
     demo.add_argument("--no-grpc", action="store_true", help="REST only")
+
+    from inferkit import bench  # noqa: PLC0415 - stdlib + numpy only; the clients load when a run starts
+
+    bench.add_arguments(
+        commands.add_parser(
+            "bench",
+            help="load-test a model on any V2 server (concurrency sweep or fixed request rate)",
+            description="Measure throughput and latency of a model over REST or gRPC, like perf_analyzer, "
+            "with inferkit's own clients. See docs/bench.md.",
+        )
+    )
     return parser
 
 
@@ -353,6 +364,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 2
     if args.command == "demo":
         return _demo(args)
+    if args.command == "bench":
+        from inferkit.bench import run_command  # noqa: PLC0415
+
+        return run_command(args)
     parser.print_help()
     return 0
 
