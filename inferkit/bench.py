@@ -157,7 +157,7 @@ def parse_levels(text: str, *, integer: bool = True, what: str = "--concurrency"
             step = float(step_text[1:]) if geometric else cast(step_text)
             if (geometric and step <= 1) or (not geometric and step <= 0) or end < start:
                 raise ValueError
-            levels = []
+            levels: list[float] = []
             value = start
             while value <= end + 1e-9 and len(levels) < 10_000:
                 levels.append(value)
@@ -240,7 +240,7 @@ def resolve_inputs(
             raise BenchError(f"model {model!r} has no input {name!r}; its inputs: {known}")
     for name in datatypes:
         if shapes and name not in shapes:
-            raise BenchError(f"--datatype {name}: give its shape too (--shape {name}:D0,D1,...)")
+            raise BenchError(f"model {model!r}, --datatype {name}: give its shape too (--shape {name}:D0,D1,...)")
     names = list(shapes) if shapes else list(meta_inputs)
     if not names:
         raise BenchError(f"model {model!r}: no inputs to send; give them with --shape NAME:DIMS --datatype NAME:TYPE")
@@ -288,10 +288,9 @@ def build_request(options: BenchOptions, specs: Sequence[InputSpec]) -> Any:
     from inferkit import InferInput, InferRequest  # noqa: PLC0415
 
     rng = np.random.default_rng(options.seed)
-    inputs = [
-        InferInput(s.name, list(s.shape), s.datatype).set_data_from_numpy(make_data(s, options.data, rng))
-        for s in specs
-    ]
+    inputs = [InferInput(s.name, list(s.shape), s.datatype) for s in specs]
+    for tensor, spec in zip(inputs, specs):
+        tensor.set_data_from_numpy(make_data(spec, options.data, rng))
     return InferRequest(options.model, inputs, model_version=options.model_version)
 
 

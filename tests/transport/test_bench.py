@@ -1,0 +1,237 @@
+"""``inferkit bench`` against the reference server: REST and gRPC, threads and asyncio, sweep and rate modes, outputs.
+
+Steps are bounded by tiny request counts (exact counts are asserted against the server's counters) or durations of a
+fraction of a second; no test asserts a wall time or a throughput.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+
+import pytest
+
+from inferkit import bench
+from inferkit.bench import BenchError, BenchOptions, InputSpec, parse_levels, resolve_inputs, run_bench
+from inferkit.cli import main
+from inferkit.testing import Fault, ReferenceServer
+
+TRANSPORTS = ["rest", "grpc"]
+
+
+def url_of(server: ReferenceServer, transport: str) -> str:
+    return server.http_url if transport == "rest" else server.grpc_url
+
+
+# -- option parsing and inputs (no server) ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "text, integer, expected",
+    [
+        ("1,2,4", True, (1, 2, 4)),
+        ("1:128:x2", True, (1, 2, 4, 8, 16, 32, 64, 128)),
+        ("4:16:4", True, (4, 8, 12, 16)),
+        ("3:5", True, (3, 4, 5)),
+        ("50.5", False, (50.5,)),
+        ("100:300:100", False, (100, 200, 300)),
+    ],
+)
+def test_parse_levels(text, integer, expected):
+    assert parse_levels(text, integer=integer) == tuple(float(x) for x in expected)
+
+
+@pytest.mark.parametrize("text", ["", "0", "1,-2", "a,b", "8:1", "1:8:0", "1:8:x1", "1:2:3:4", "1.5"])
+def test_parse_levels_rejects(text):
+    with pytest.raises(BenchError, match="--concurrency"):
+        parse_levels(text)
+
+
+METADATA = {
+    "name": "m",
+    "inputs": [
+        {"name": "A", "datatype": "INT32", "shape": [-1, 16]},
+        {"name": "B", "datatype": "FP32", "shape": [-1, -1]},
+    ],
+}
+
+
+def test_inputs_from_metadata_replace_minus_one_with_batch_size():
+    assert resolve_inputs(METADATA, {}, {}, batch_size=4) == [
+        InputSpec("A", "INT32", (4, 16)),
+        InputSpec("B", "FP32", (4, 4)),
+    ]
+
+
+def test_shape_flags_select_inputs_and_datatype_flags_override():
+    specs = resolve_inputs(METADATA, {"B": (2, 3)}, {"B": "FP16"})
+    assert specs == [InputSpec("B", "FP16", (2, 3))]
+    # without metadata, flags alone must say everything
+    assert resolve_inputs(None, {"X": (1,)}, {"X": "bytes"}) == [InputSpec("X", "BYTES", (1,))]
+
+
+@pytest.mark.parametrize(
+    "metadata, shapes, datatypes, message",
+    [
+        (METADATA, {"C": (1,)}, {}, "has no input 'C'; its inputs: A, B"),
+        (None, {"X": (1,)}, {}, "unknown datatype; give it with --datatype X:TYPE"),
+        (METADATA, {"A": (1, 16)}, {"B": "FP32"}, "--datatype B: give its shape too"),
+        (METADATA, {"A": (1, 16)}, {"A": "NOPE"}, "input 'A'"),
+        ({"inputs": []}, {}, {}, "no inputs to send"),
+    ],
+)
+def test_input_errors_name_the_model_and_what_to_do(metadata, shapes, datatypes, message):
+    with pytest.raises(BenchError, match=message.replace("(", r"\(")) as info:
+        resolve_inputs(metadata, shapes, datatypes, model="m")
+    assert "'m'" in str(info.value)
+
+
+def test_every_step_must_be_bounded():
+    with pytest.raises(BenchError, match="bounded"):
+        run_bench(BenchOptions(url="http://127.0.0.1:1", model="m", requests=None, duration=None))
+
+
+def test_progress_choice_without_a_terminal():
+    assert bench._Progress.choose("auto", io.StringIO()) == "none"
+    assert bench._Progress.choose("plain", io.StringIO()) == "plain"
+
+
+# -- runs against the reference server -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_concurrency_sweep_counts_exactly(reference_server, transport, tmp_path, capsys):
+    out_json, out_csv = tmp_path / "r.json", tmp_path / "r.csv"
+    argv = ["bench", "-u", url_of(reference_server, transport), "-m", "add_sub", "--concurrency", "1,3"]
+    argv += ["--requests", "20", "--warmup", "4", "--json", str(out_json), "--csv", str(out_csv)]
+    assert main(argv) == 0
+    assert reference_server.count(route="infer", model="add_sub") == 2 * (20 + 4)  # warm-up sent, not recorded
+
+    report = json.loads(out_json.read_text())
+    assert [s["level"] for s in report["steps"]] == [1, 3]
+    for step in report["steps"]:
+        assert step["requests"] == step["ok"] == 20 and step["errors"] == {} and step["error_rate"] == 0
+        assert 0 < step["p50_ms"] <= step["p90_ms"] <= step["p99_ms"] <= step["max_ms"] and step["throughput"] > 0
+    assert report["inputs"] == [
+        {"name": "INPUT0", "datatype": "INT32", "shape": [1, 16]},
+        {"name": "INPUT1", "datatype": "INT32", "shape": [1, 16]},
+    ]
+    assert report["options"]["transport"] == transport and report["system"]["nproc"] >= 1
+    rows = list(csv.DictReader(out_csv.open()))
+    assert [(r["level"], r["ok"], r["error_count"]) for r in rows] == [("1.0", "20", "0"), ("3.0", "20", "0")]
+
+    table = capsys.readouterr().out
+    assert "concurrency" in table and "p99 ms" in table and "load average" in table
+    assert len([line for line in table.splitlines() if line.strip().startswith(("1 ", "3 "))]) == 2
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_request_rate_is_open_loop_and_bounded_by_duration(reference_server, transport):
+    options = BenchOptions(
+        url=url_of(reference_server, transport),
+        model="add_sub",
+        request_rates=(200.0,),
+        duration=0.2,
+        warmup_requests=2,
+    )
+    report = run_bench(options)
+    (step,) = report.steps
+    # due times are start + k/200 for k < 0.2 * 200: 40 requests, whatever the latency (floats: one either way)
+    assert 39 <= step.requests <= 41 and step.ok == step.requests
+    assert step.mode == "rate" and step.label == "200/s" and step.send_lag_p99_ms is not None
+    assert reference_server.count(route="infer", model="add_sub") == step.requests + 2
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("mode", ["concurrency", "rate"])
+def test_asyncio_driver(reference_server, transport, mode):
+    pytest.importorskip("aiohttp" if transport == "rest" else "grpc")
+    options = BenchOptions(
+        url=url_of(reference_server, transport),
+        model="add_sub",
+        use_async=True,
+        concurrency=(1, 4),
+        request_rates=(300.0,) if mode == "rate" else (),
+        requests=12,
+        duration=None if mode == "concurrency" else 5.0,
+        warmup_seconds=0.05,
+    )
+    report = run_bench(options)
+    assert [s.requests for s in report.steps] == ([12, 12] if mode == "concurrency" else [12])
+    assert all(s.ok == 12 for s in report.steps)
+
+
+def test_metadata_shapes_and_batch_size(reference_server):
+    report = run_bench(
+        BenchOptions(url=reference_server.http_url, model="identity_fp32", batch_size=3, requests=3, duration=None)
+    )
+    (spec,) = report.inputs
+    assert spec.datatype == "FP32" and spec.shape[0] == 3 and report.steps[0].ok == 3
+
+
+def test_errors_by_class_and_max_error_rate(reference_server, tmp_path, capsys):
+    reference_server.inject(Fault(route="infer", model="add_sub", action="status", status=500, times=5))
+    argv = ["bench", "-u", reference_server.http_url, "-m", "add_sub", "--requests", "20", "--warmup", "0"]
+    argv += ["--json", str(tmp_path / "r.json")]
+    assert main(argv) == 1
+    step = json.loads((tmp_path / "r.json").read_text())["steps"][0]
+    assert step["errors"] == {"InternalServerError": 5} and step["ok"] == 15 and step["error_rate"] == 0.25
+    captured = capsys.readouterr()
+    assert "InternalServerError x5" in captured.out and "error rate above 0" in captured.err
+
+    reference_server.inject(Fault(route="infer", model="add_sub", action="status", status=500, times=5))
+    assert main(argv + ["--max-error-rate", "0.3"]) == 0
+
+
+def test_all_errors_step_has_no_latencies(reference_server, tmp_path):
+    argv = ["bench", "-u", reference_server.grpc_url, "-m", "add_sub", "--shape", "INPUT0:1,8", "--requests", "3"]
+    argv += ["--warmup", "0", "--json", str(tmp_path / "r.json")]
+    assert main(argv) == 1
+    step = json.loads((tmp_path / "r.json").read_text())["steps"][0]
+    assert step["errors"] == {"InvalidInputError": 3} and step["p50_ms"] is None and step["throughput"] == 0
+
+
+def test_unknown_model_is_a_usage_error(reference_server, capsys):
+    assert main(["bench", "-u", reference_server.http_url, "-m", "nope", "--requests", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot read the metadata of model 'nope'" in err and "--shape" in err
+
+
+def test_url_needs_a_scheme(capsys):
+    assert main(["bench", "-u", "127.0.0.1:8000", "-m", "m", "--requests", "1"]) == 2
+    assert "give a scheme" in capsys.readouterr().err
+
+
+def test_plot_writes_a_png(reference_server, tmp_path):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "p.png"
+    argv = ["bench", "-u", reference_server.http_url, "-m", "add_sub", "--concurrency", "1,2", "--requests", "5"]
+    assert main(argv + ["--warmup", "0", "--plot", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_without_matplotlib_names_the_extra(monkeypatch, capsys):
+    for name in ("matplotlib", "matplotlib.figure", "matplotlib.backends.backend_agg"):
+        monkeypatch.setitem(sys.modules, name, None)  # import fails as if not installed
+    assert main(["bench", "-u", "http://127.0.0.1:1", "-m", "m", "--plot", "x.png"]) == 2
+    assert "pip install 'inferkit[plot]'" in capsys.readouterr().err
+    with pytest.raises(ImportError, match=r"inferkit\[plot\]"):
+        bench.write_plot(bench.BenchReport(BenchOptions(url="http://x", model="m"), {}, []), "x.png")
+
+
+def test_async_without_inferkit_aio_is_a_clear_error(monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "inferkit.aio", None)
+    assert main(["bench", "-u", "http://127.0.0.1:1", "-m", "m", "--async", "--requests", "1"]) == 2
+    assert "--async needs inferkit.aio" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("kind", ["plain", "tqdm"])
+def test_progress_display(reference_server, kind):
+    if kind == "tqdm":
+        pytest.importorskip("tqdm")
+    stream = io.StringIO()
+    options = BenchOptions(url=reference_server.http_url, model="add_sub", duration=0.5, concurrency=(2,))
+    run_bench(options, progress=kind, stream=stream)
+    assert "concurrency 2" in stream.getvalue()
