@@ -13,9 +13,10 @@ import email.utils
 import math
 import random
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from types import MappingProxyType
 from typing import Any, Callable, Mapping, Union
+from urllib.parse import urlsplit
 
 __all__ = [
     "Timeout",
@@ -306,6 +307,17 @@ def _frozen_mapping(value: Mapping[str, str] | None, name: str) -> Mapping[str, 
     return MappingProxyType(dict(value))
 
 
+def _hide_userinfo(url: str) -> str:
+    """``scheme://***@host`` for a URL that carries ``user:password@`` (for reprs and logs)."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "***"
+    if "@" not in parts.netloc:
+        return url
+    return parts._replace(netloc="***@" + parts.netloc.rsplit("@", 1)[1]).geturl()
+
+
 @dataclass(frozen=True)
 class RESTConfig:
     """Settings of a REST client (sync and async). Immutable; validated on construction.
@@ -396,6 +408,18 @@ class RESTConfig:
             object.__setattr__(self, "auth", BasicAuth(*self.auth))
         object.__setattr__(self, "headers", _frozen_mapping(self.headers, "headers"))
         object.__setattr__(self, "proxies", _frozen_mapping(self.proxies, "proxies") if self.proxies else None)
+
+    def __repr__(self) -> str:
+        # The generated repr would print credential headers and proxy passwords verbatim into any log of the config.
+        parts = []
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.name == "headers" and value:
+                value = {k: "***" if k.lower() in SENSITIVE_HEADERS else v for k, v in value.items()}
+            elif f.name == "proxies" and value:
+                value = {k: _hide_userinfo(v) for k, v in value.items()}
+            parts.append(f"{f.name}={value!r}")
+        return f"RESTConfig({', '.join(parts)})"
 
     @property
     def retry_policy(self) -> RetryPolicy:
