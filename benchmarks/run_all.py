@@ -458,7 +458,7 @@ print(json.dumps({"seconds": elapsed, "rss_mib": (rss() - before) / 1048576, "mo
 IMPORTS = {
     "inferkit": "import inferkit",
     "inferkit + REST client": "import inferkit; inferkit.InferenceRESTClient",
-    "inferkit + gRPC client": "import inferkit; inferkit.InferenceGRPCClient",
+    "inferkit + gRPC client": "import inferkit, grpc; inferkit.InferenceGRPCClient",  # grpc loads on first use
     "tritonclient.http": "import tritonclient.http",
     "tritonclient.grpc": "import tritonclient.grpc",
 }
@@ -534,7 +534,7 @@ def render(results: dict[str, Any], s: Settings, elapsed: float) -> str:
         lines += [
             f"**Sequential small infer** (add_sub, 2 x INT32 [1,16], binary), {s.seq_calls} calls x {s.runs} runs:",
             "",
-            "| stack | client CPU / call | latency / call | CPU: peer / inferkit (same transport) |",
+            "| stack | client CPU / call | latency / call | CPU: this stack / inferkit (same transport, driver) |",
             "|---|---|---|---|",
         ]
         for name, v in seq.items():
