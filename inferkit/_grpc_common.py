@@ -13,6 +13,7 @@ inferkit.aio; nor grpc / protobuf at module level.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any, Callable, Generator, Iterable, Mapping, NamedTuple, Sequence, Union
 
 from inferkit._retry import RetryState
@@ -26,6 +27,7 @@ from inferkit.errors import (
     InferkitError,
     PayloadTooLargeError,
     PermissionDeniedError,
+    ReadTimeout,
     ResponseTooLargeError,
     ServerError,
     TLSError,
@@ -35,9 +37,13 @@ from inferkit.errors import (
 )
 
 __all__ = [
+    "UNSET",
     "DEFAULT_CHANNEL_OPTIONS",
     "LARGE_REQUEST_BYTES",
     "GRPCSettings",
+    "GRPCClientBase",
+    "CallRun",
+    "StreamState",
     "GRPCCall",
     "GRPCCalls",
     "grpc_exchange",
@@ -73,6 +79,9 @@ DEFAULT_CHANNEL_OPTIONS: Mapping[str, Any] = {
 LARGE_REQUEST_BYTES = 16 * 1024 * 1024
 
 Headers = Union[Mapping[str, str], Sequence[tuple[str, str]], None]
+
+#: Default of ``stream(timeout=...)``: "the client's timeout" (None there means "no deadline").
+UNSET: Any = object()
 
 _GRPC: Any = None
 _CODEC: Any = None
@@ -337,6 +346,12 @@ class GRPCSettings:
             t = self.retry.deadline if t is None else min(t, self.retry.deadline)
         return t
 
+    def stream_deadline(self, timeout: float | None) -> float | None:
+        """A stream's deadline: the client's timeout for :data:`UNSET`, none for None, else as :meth:`deadline`."""
+        if timeout is UNSET:
+            return self.timeout
+        return None if timeout is None else self.deadline(timeout)
+
 
 def make_stubs(channel: Any) -> dict[str, Any]:
     """One callable per RPC; ModelInfer and ModelStreamInfer send and receive bytes (the codec frames them)."""
@@ -532,7 +547,175 @@ def log_line(target: str, rpc: str, model: str | None, status: str, ms: float, a
     return f"gRPC {target} {rpc}{where} -> {status} in {ms:.1f} ms (attempt {attempts}) metadata={redact(md)}"
 
 
+def call_logger(target: str, call: GRPCCall, metadata: Any) -> Callable[[str, int, float], None]:
+    """The ``log`` callback of :func:`grpc_exchange` for verbose clients: one INFO line per attempt."""
+
+    def log(status: str, attempts: int, start: float) -> None:
+        ms = (time.monotonic() - start) * 1000
+        logger.info("%s", log_line(target, call.rpc, call.model_name, status, ms, attempts, metadata))
+
+    return log
+
+
+class CallRun:
+    """One RPC in progress, for a client's driver loop: the stub, the metadata and the :func:`grpc_exchange`.
+
+    The driver reads :attr:`wait` (seconds to sleep, or None: send an attempt with :attr:`timeout`), does that
+    with its own I/O primitive and reports with :meth:`advance`; when :attr:`done`, :attr:`result` is the parsed
+    reply. The mapped error is raised by :meth:`advance`.
+    """
+
+    __slots__ = ("stub", "metadata", "request", "rpc_error", "wait", "timeout", "done", "result", "_exchange")
+
+    def __init__(self, stub: Any, metadata: Any, call: GRPCCall, exchange: Generator[Any, Any, Any], rpc_error: Any):
+        self.stub, self.metadata, self.request, self.rpc_error = stub, metadata, call.request, rpc_error
+        self.done, self.result = False, None
+        self.wait: float | None = None
+        self.timeout: float | None = None
+        self._exchange = exchange
+        self._next(next(exchange))
+
+    def payload(self, once: Callable[[Any], Any]) -> Any:
+        """What to pass to the stub: the request, or ``once(builder)`` for a request built per attempt."""
+        return once(self.request) if callable(self.request) else self.request
+
+    def advance(self, outcome: Any) -> None:
+        """Report ``(True, reply)`` or ``(False, rpc_error)`` after an attempt, None after a sleep."""
+        try:
+            self._next(self._exchange.send(outcome))
+        except StopIteration as done:
+            self.done, self.result = True, done.value
+
+    def _next(self, todo: Attempt | float) -> None:
+        if isinstance(todo, Attempt):
+            self.wait, self.timeout = None, todo.timeout
+        else:
+            self.wait = todo
+
+
+# -- the client base --------------------------------------------------------------------------------------------------
+
+
+class GRPCClientBase:
+    """The constructor, properties and call set-up of both gRPC clients (sync and async).
+
+    Subclasses provide :meth:`_stub` (the channel's callables, made with :func:`make_stubs`) and :meth:`_open`
+    (called last in the constructor), and drive :class:`CallRun` with their I/O primitive.
+    """
+
+    _repr_prefix = ""
+
+    def __init__(
+        self,
+        url: str,
+        verbose: bool = False,
+        use_ssl: bool = False,
+        root_certificates: str | bytes | None = None,
+        private_key: str | bytes | None = None,
+        certificate_chain: str | bytes | None = None,
+        creds: Any = None,
+        channel_args: Mapping[str, Any] | Sequence[tuple[str, Any]] | None = None,
+        timeout: float | None = 60,
+        retries: int = 3,
+        *,
+        retry: RetryPolicy | None = None,
+        metadata: Headers = None,
+        auth: BearerToken | APIKey | BasicAuth | None = None,
+        compression: str | None = None,
+        max_message_size: int | None = None,
+    ) -> None:
+        self._s = GRPCSettings(
+            url,
+            verbose,
+            use_ssl,
+            root_certificates,
+            private_key,
+            certificate_chain,
+            creds,
+            channel_args,
+            timeout,
+            retries,
+            retry,
+            metadata,
+            auth,
+            compression,
+            max_message_size,
+        )
+        self._grpc = load_grpc()
+        self._calls = GRPCCalls(self._s.retry)
+        self._channel: Any = None
+        self._stubs: dict[str, Any] = {}
+        self._closed = False
+        self._open()
+
+    def _open(self) -> None:
+        raise NotImplementedError
+
+    def _stub(self, name: str) -> Any:
+        raise NotImplementedError
+
+    def _closed_error(self) -> TransportError:
+        return TransportError(f"the gRPC client for {self._s.target} is closed")
+
+    def _begin(self, call: GRPCCall, headers: Headers, timeout: float | None) -> CallRun:
+        """Start one RPC: its stub, metadata, deadline and retry loop."""
+        stub = self._stub(call.rpc)
+        metadata = self._s.call_metadata(headers)
+        log = call_logger(self._s.target, call, metadata) if self._s.verbose else None
+        exchange = grpc_exchange(call, self._s.deadline(timeout), self._s.retry, clock=time.monotonic, log=log)
+        return CallRun(stub, metadata, call, exchange, self._grpc.RpcError)
+
+    def _stream_args(self, timeout: float | None, headers: Headers) -> tuple[Any, float | None, Any]:
+        """The ``ModelStreamInfer`` stub, the stream's deadline and its metadata."""
+        return self._stub("ModelStreamInfer"), self._s.stream_deadline(timeout), self._s.call_metadata(headers)
+
+    @property
+    def host(self) -> str:
+        """The target, ``host:port``."""
+        return self._s.target
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...]:
+        """Metadata sent with every call (lower-case keys)."""
+        return self._s.metadata
+
+    @property
+    def retry_policy(self) -> RetryPolicy:
+        """The retry policy in effect."""
+        return self._s.retry
+
+    def __repr__(self) -> str:
+        return f"{self._repr_prefix}InferenceGRPCClient({self._s.target!r})"
+
+
 # -- streams --------------------------------------------------------------------------------------------------------
+
+
+class StreamState:
+    """What a sync and an async ``ModelStreamInfer`` stream both track: models sent to, and their end state."""
+
+    def __init__(self, timeout: float | None) -> None:
+        self._timeout = timeout
+        self._models: list[str] = []
+        self._send_closed = False
+        self._finished = False
+        self._cancelled = False
+
+    @property
+    def model_name(self) -> str | None:
+        """The model of the requests sent, when they all went to one model."""
+        return self._models[0] if len(set(self._models)) == 1 else None
+
+    def _wire(self, request: InferRequest) -> bytes:
+        """The serialized request to send; TransportError once sending is closed."""
+        if self._send_closed:
+            raise TransportError("the stream is closed for sending (close_send() or cancel() was called)")
+        wire: bytes = codec().serialize_infer_request(request)
+        self._models.append(request.model_name)
+        return wire
+
+    def _timed_out(self, timeout: float | None) -> ReadTimeout:
+        return ReadTimeout(f"no stream response within {timeout:g} s", model_name=self.model_name)
 
 
 def stream_reply(item: Any, model_name: str | None, cancelled: bool, rpc_error: type) -> Any:

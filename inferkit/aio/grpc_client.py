@@ -11,41 +11,31 @@ imported on first use (an ImportError names ``pip install 'inferkit[grpc]'``).
 from __future__ import annotations
 
 import asyncio
-import logging
-import time
-from typing import Any, AsyncIterator, Iterable, Mapping, Sequence
+from typing import Any, AsyncIterator, Iterable, Mapping
 
 from inferkit._grpc_common import (
-    Attempt,
+    UNSET,
     GRPCCall,
-    GRPCCalls,
-    GRPCSettings,
+    GRPCClientBase,
     Headers,
-    codec,
-    grpc_exchange,
+    StreamState,
     load_grpc,
-    log_line,
     make_stubs,
     stream_reply,
 )
 from inferkit.aio.batching import AsyncBatchMixin
 from inferkit.batching import RebuildOnUnpickle
 from inferkit.codec.tensors import InferRequest, InferResponse
-from inferkit.config import APIKey, BasicAuth, BearerToken, RetryPolicy
-from inferkit.errors import InferkitError, ReadTimeout, ServerError, TransportError
+from inferkit.errors import InferkitError, ServerError, TransportError
 
 __all__ = ["InferenceGRPCClient", "AsyncInferStream"]
-
-logger = logging.getLogger("inferkit")
-
-_UNSET: Any = object()
 
 
 async def _once(build: Any) -> AsyncIterator[bytes]:
     yield build()
 
 
-class InferenceGRPCClient(RebuildOnUnpickle, AsyncBatchMixin):
+class InferenceGRPCClient(RebuildOnUnpickle, AsyncBatchMixin, GRPCClientBase):
     """An asyncio gRPC client for Open Inference Protocol v2 servers; same arguments as the sync client.
 
     Nothing is bound to an event loop at construction: the grpc.aio channel is made on first use in the running
@@ -53,55 +43,17 @@ class InferenceGRPCClient(RebuildOnUnpickle, AsyncBatchMixin):
     typed :mod:`inferkit.errors` as the sync client's; nothing from grpc leaks.
     """
 
-    def __init__(
-        self,
-        url: str,
-        verbose: bool = False,
-        use_ssl: bool = False,
-        root_certificates: str | bytes | None = None,
-        private_key: str | bytes | None = None,
-        certificate_chain: str | bytes | None = None,
-        creds: Any = None,
-        channel_args: Mapping[str, Any] | Sequence[tuple[str, Any]] | None = None,
-        timeout: float | None = 60,
-        retries: int = 3,
-        *,
-        retry: RetryPolicy | None = None,
-        metadata: Headers = None,
-        auth: BearerToken | APIKey | BasicAuth | None = None,
-        compression: str | None = None,
-        max_message_size: int | None = None,
-    ) -> None:
-        self._s = GRPCSettings(
-            url,
-            verbose,
-            use_ssl,
-            root_certificates,
-            private_key,
-            certificate_chain,
-            creds,
-            channel_args,
-            timeout,
-            retries,
-            retry,
-            metadata,
-            auth,
-            compression,
-            max_message_size,
-        )
-        self._grpc = load_grpc()
-        self._calls = GRPCCalls(self._s.retry)
-        self._channel: Any = None
-        self._stubs: dict[str, Any] = {}
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._closed = False
+    _repr_prefix = "aio."
 
     # -- channel ----------------------------------------------------------------------------------------------
+    def _open(self) -> None:
+        self._loop: asyncio.AbstractEventLoop | None = None
+
     def _stub(self, name: str) -> Any:
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             if self._closed:
-                raise TransportError(f"the gRPC client for {self._s.target} is closed")
+                raise self._closed_error()
             old, old_loop = self._channel, self._loop
             self._channel = self._s.channel(self._grpc.aio)
             self._stubs = make_stubs(self._channel)
@@ -111,25 +63,10 @@ class InferenceGRPCClient(RebuildOnUnpickle, AsyncBatchMixin):
         return self._stubs[name]
 
     @property
-    def host(self) -> str:
-        """The target, ``host:port``."""
-        return self._s.target
-
-    @property
     def channel(self) -> Any:
         """The ``grpc.aio.Channel`` of the running loop."""
         self._stub("ServerLive")
         return self._channel
-
-    @property
-    def metadata(self) -> tuple[tuple[str, str], ...]:
-        """Metadata sent with every call (lower-case keys)."""
-        return self._s.metadata
-
-    @property
-    def retry_policy(self) -> RetryPolicy:
-        """The retry policy in effect."""
-        return self._s.retry
 
     async def close(self) -> None:
         """Close the channel; later calls raise TransportError. Safe to call twice."""
@@ -152,41 +89,23 @@ class InferenceGRPCClient(RebuildOnUnpickle, AsyncBatchMixin):
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    def __repr__(self) -> str:
-        return f"aio.InferenceGRPCClient({self._s.target!r})"
-
     # -- the call path ---------------------------------------------------------------------------------------
     async def _do(self, call: GRPCCall, headers: Headers, timeout: float | None) -> Any:
         """One RPC with deadline, metadata and retries; the only place a grpc error is caught."""
-        stub = self._stub(call.rpc)
-        metadata = self._s.call_metadata(headers)
-        log = self._logger(call, metadata) if self._s.verbose else None
-        exchange = grpc_exchange(call, self._s.deadline(timeout), self._s.retry, clock=time.monotonic, log=log)
-        rpc_error = self._grpc.RpcError
-        request = call.request
-        todo = next(exchange)
-        while True:
-            if isinstance(todo, Attempt):
-                payload = _once(request) if callable(request) else request
-                try:
-                    outcome: Any = (True, await stub(payload, timeout=todo.timeout, metadata=metadata))
-                except rpc_error as exc:
-                    outcome = (False, exc)
-                del payload
-            else:
-                await asyncio.sleep(todo)
-                outcome = None
+        run = self._begin(call, headers, timeout)
+        while not run.done:
+            if run.wait is not None:
+                await asyncio.sleep(run.wait)
+                run.advance(None)
+                continue
             try:
-                todo = exchange.send(outcome)
-            except StopIteration as done:
-                return done.value
-
-    def _logger(self, call: GRPCCall, metadata: Any) -> Any:
-        def log(status: str, attempts: int, start: float) -> None:
-            ms = (time.monotonic() - start) * 1000
-            logger.info("%s", log_line(self._s.target, call.rpc, call.model_name, status, ms, attempts, metadata))
-
-        return log
+                reply = await run.stub(run.payload(_once), timeout=run.timeout, metadata=run.metadata)
+            except run.rpc_error as exc:
+                run.advance((False, exc))
+            else:
+                run.advance((True, reply))
+                del reply
+        return run.result
 
     # -- health and metadata ---------------------------------------------------------------------------------
     async def is_server_live(self, headers: Headers = None, timeout: float | None = None) -> bool:
@@ -282,7 +201,7 @@ class InferenceGRPCClient(RebuildOnUnpickle, AsyncBatchMixin):
         result: InferResponse = await self._do(self._calls.infer(request), headers, timeout)
         return result
 
-    def stream(self, timeout: float | None = _UNSET, headers: Headers = None) -> AsyncInferStream:
+    def stream(self, timeout: float | None = UNSET, headers: Headers = None) -> AsyncInferStream:
         """Open a bidirectional ``ModelStreamInfer`` stream (call from a running loop); see the sync client.
 
         Example:
@@ -292,14 +211,11 @@ class InferenceGRPCClient(RebuildOnUnpickle, AsyncBatchMixin):
             ...     async for response in stream:
             ...         print(response.as_numpy("OUT"))
         """
-        stub = self._stub("ModelStreamInfer")
-        total = self._s.timeout if timeout is _UNSET else self._s.deadline(timeout) if timeout is not None else None
-        return AsyncInferStream(
-            stub(timeout=total, metadata=self._s.call_metadata(headers)), total, self._grpc.RpcError
-        )
+        stub, total, metadata = self._stream_args(timeout, headers)
+        return AsyncInferStream(stub(timeout=total, metadata=metadata), total, self._grpc.RpcError)
 
     async def stream_infer(
-        self, requests: Iterable[InferRequest], timeout: float | None = _UNSET, headers: Headers = None
+        self, requests: Iterable[InferRequest], timeout: float | None = UNSET, headers: Headers = None
     ) -> AsyncIterator[InferResponse]:
         """Send ``requests`` on one stream and yield every response as it arrives (errors raised, typed)."""
         async with self.stream(timeout=timeout, headers=headers) as s:
@@ -310,7 +226,7 @@ class InferenceGRPCClient(RebuildOnUnpickle, AsyncBatchMixin):
                 yield response
 
 
-class AsyncInferStream:
+class AsyncInferStream(StreamState):
     """One ``ModelStreamInfer`` call: ``await send()`` requests, ``async for`` responses; ``async with`` closes it.
 
     A reply with ``error_message`` raises its typed error from ``__anext__`` and the stream stays usable; a transport
@@ -318,25 +234,13 @@ class AsyncInferStream:
     """
 
     def __init__(self, call: Any, timeout: float | None, rpc_error: type) -> None:
+        super().__init__(timeout)
         self._call = call
-        self._timeout = timeout
         self._rpc_error = rpc_error
-        self._models: list[str] = []
-        self._send_closed = False
-        self._finished = False
-        self._cancelled = False
-
-    @property
-    def model_name(self) -> str | None:
-        """The model of the requests sent, when they all went to one model."""
-        return self._models[0] if len(set(self._models)) == 1 else None
 
     async def send(self, request: InferRequest) -> None:
         """Send one request."""
-        if self._send_closed:
-            raise TransportError("the stream is closed for sending (close_send() or cancel() was called)")
-        wire = codec().serialize_infer_request(request)
-        self._models.append(request.model_name)
+        wire = self._wire(request)
         try:
             await self._call.write(wire)
         except self._rpc_error as exc:
@@ -368,7 +272,7 @@ class AsyncInferStream:
                 await asyncio.wait_for(self._call.read(), timeout) if timeout is not None else await self._call.read()
             )
         except asyncio.TimeoutError:
-            raise ReadTimeout(f"no stream response within {timeout:g} s", model_name=self.model_name) from None
+            raise self._timed_out(timeout) from None
         except asyncio.CancelledError:
             if self._cancelled:
                 self._finished = True

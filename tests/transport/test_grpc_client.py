@@ -40,6 +40,7 @@ from inferkit.testing.models import (  # noqa: E402
     sequence_model,
     slow_model,
 )
+from tests.transport.cases import GRPC_IDENTITY_CASES, GRPC_RETRIES_VALUES, GRPC_RETRYABLE_CODES  # noqa: E402
 
 FAST = RetryPolicy(max_retries=3, backoff_initial=0.01, backoff_max=0.05)
 
@@ -182,14 +183,7 @@ def test_requested_output_subset(client):
     assert [o.name for o in resp.outputs] == ["OUTPUT1"]
 
 
-@pytest.mark.parametrize(
-    ("model", "datatype", "array"),
-    [
-        ("id_bytes", "BYTES", np.array([b"a", b"", "\u00fcber".encode(), b"\0\1"], dtype=object)),
-        ("id_fp16", "FP16", np.array([1.5, -2.0, 65504.0], np.float16)),
-        ("id_versions", "INT64", np.array([-(2**63), 2**63 - 1], np.int64)),
-    ],
-)
+@pytest.mark.parametrize(("model", "datatype", "array"), GRPC_IDENTITY_CASES)
 def test_identity_datatypes(client, model, datatype, array):
     x = InferInput("INPUT0", list(array.shape), datatype).set_data_from_numpy(array)
     resp = client.infer(InferRequest(model, [x]))
@@ -216,7 +210,7 @@ def test_large_tensor_beyond_default_grpc_limit(client):
 
 def test_channel_args_merge_over_defaults(server):
     with InferenceGRPCClient(server.grpc_url, channel_args=[("grpc.keepalive_time_ms", 400_000)]) as c:
-        options = dict(c._options)
+        options = dict(c._s.options)
         assert options["grpc.keepalive_time_ms"] == 400_000
         assert options["grpc.max_receive_message_length"] == -1  # kept, not dropped
         req, arr = _fp32_request(2 << 20)
@@ -318,21 +312,16 @@ def test_http_url_is_rejected():
 # -- retries ----------------------------------------------------------------------------------------------------
 
 
-def test_unavailable_is_retried_and_counted(client, server):
-    server.inject(Fault(route="infer", model="add_sub", action="grpc_status", code="UNAVAILABLE", times=2))
+@pytest.mark.parametrize("code", GRPC_RETRYABLE_CODES)
+@pytest.mark.parametrize("times", [1, 2])
+def test_retryable_codes_are_retried_and_counted(client, server, code, times):
+    server.inject(Fault(route="infer", model="add_sub", action="grpc_status", code=code, times=times))
     req, a, b = _add_sub_request()
     np.testing.assert_array_equal(client.infer(req).as_numpy("OUTPUT0"), a + b)
-    assert server.count(route="infer", model="add_sub") == 3
+    assert server.count(route="infer", model="add_sub") == times + 1
 
 
-def test_resource_exhausted_is_retried(client, server):
-    server.inject(Fault(route="infer", model="add_sub", action="grpc_status", code="RESOURCE_EXHAUSTED", times=1))
-    req, _, _ = _add_sub_request()
-    client.infer(req)
-    assert server.count(route="infer", model="add_sub") == 2
-
-
-@pytest.mark.parametrize("retries", [0, 1, 2, 4, 6])
+@pytest.mark.parametrize("retries", GRPC_RETRIES_VALUES)
 def test_every_retries_value_gives_exactly_that_many_retries(server, retries):
     server.reset()
     server.inject(Fault(route="infer", model="add_sub", action="grpc_status", code="UNAVAILABLE", times=None))
@@ -362,9 +351,9 @@ def test_large_request_is_retried_by_the_client(client, server):
 
 
 def test_large_request_path_retries_and_rebuilds(client, server, monkeypatch):
-    import inferkit.grpc_client as gc
+    import inferkit._grpc_common as common
 
-    monkeypatch.setattr(gc, "LARGE_REQUEST_BYTES", 1024)  # send from an iterator; rebuild the bytes per attempt
+    monkeypatch.setattr(common, "LARGE_REQUEST_BYTES", 1024)  # send from an iterator; rebuild the bytes per attempt
     server.inject(Fault(route="infer", model="id_fp32", action="grpc_status", code="UNAVAILABLE", times=2))
     req, arr = _fp32_request(1 << 16)
     np.testing.assert_array_equal(client.infer(req).as_numpy("OUTPUT0"), arr)
