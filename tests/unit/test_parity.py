@@ -126,3 +126,19 @@ def test_async_context_managers_and_iterators() -> None:
         assert inspect.iscoroutinefunction(cls.__aenter__) and inspect.iscoroutinefunction(cls.close)
     stream_cls = PAIRS[3][1]
     assert inspect.iscoroutinefunction(stream_cls.__anext__)
+
+
+def test_aio_factory_never_loads_the_sync_transports() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from inferkit.aio import InferenceClientFactory as F\n"
+        "F.get_inference_client('http://127.0.0.1:1')\n"
+        "F.get_inference_client('grpcs://127.0.0.1:2', timeout=5)\n"
+        "bad = {'inferkit.rest_client', 'inferkit._http', 'inferkit.grpc_client'} & set(sys.modules)\n"
+        "print('LOADED', sorted(bad))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert "LOADED []" in out.stdout, out.stdout + out.stderr
