@@ -105,12 +105,11 @@ class Sampler:
 
 
 def run_threads(call: Callable[[int], Any], total: int, threads: int, sampler: Sampler) -> None:
-    per = total // threads
-
     def work(worker: int) -> None:
+        per = total // threads + (1 if worker < total % threads else 0)  # exactly ``total`` in all
         for i in range(per):
             try:
-                call(worker * per + i)
+                call(worker * (total // threads + 1) + i)
                 sampler.tick(True)
             except Exception as exc:  # noqa: BLE001 - counted
                 sampler.tick(False, exc)
@@ -172,10 +171,9 @@ def soak(kind: str, http_url: str, grpc_address: str, total: int, threads: int, 
                 from inferkit.aio import InferenceGRPCClient as AioGRPC  # noqa: PLC0415
 
                 aclient = AioGRPC(grpc_address, retry=policy, timeout=30)
-            per = total // concurrency
 
-            async def worker() -> None:
-                for _ in range(per):
+            async def worker(n: int) -> None:
+                for _ in range(total // concurrency + (1 if n < total % concurrency else 0)):
                     try:
                         (await aclient.infer(request)).as_numpy("OUTPUT0")
                         sampler.tick(True)
@@ -183,7 +181,7 @@ def soak(kind: str, http_url: str, grpc_address: str, total: int, threads: int, 
                         sampler.tick(False, exc)
 
             try:
-                await asyncio.gather(*(worker() for _ in range(concurrency)))
+                await asyncio.gather(*(worker(n) for n in range(concurrency)))
             finally:
                 await aclient.close()
 
