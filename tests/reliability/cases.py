@@ -74,16 +74,9 @@ def _code(code: str, **kw: Any) -> Fault:
 
 
 BUG_GRPC_DEADLINE_MISLABEL = (
-    "BUG: grpc_client._call raises DeadlineExceeded('the 5 s deadline ran out after N attempts') whenever a "
-    "ReadTimeout is the last error of several attempts, even when the retries ran out long before the deadline"
-)
-BUG_AIO_GRPC_DEADLINE_MISLABEL = (
-    "BUG: _retry.RetryState.final_error turns the last ReadTimeout of several attempts into DeadlineExceeded "
-    "whenever the call has a deadline, even when the retries (not the deadline) ran out"
-)
-BUG_GRPC_DEADLINE_NONE = (
-    "BUG: grpc_client._call formats f'{total:g}' with total=None (client timeout=None, no policy deadline): "
-    "a TypeError escapes instead of ReadTimeout when DEADLINE_EXCEEDED is the last of several attempts"
+    "BUG: _retry.RetryState.final_error (used by the sync and aio gRPC clients) turns the last ReadTimeout of "
+    "several attempts into DeadlineExceeded('the 5 s deadline ran out after N attempts') whenever the call has a "
+    "deadline, even when the retries ran out in milliseconds, long before the deadline"
 )
 BUG_REST_TRICKLE_DEADLINE = (
     "BUG: sync REST (_http._direct_attempt/_read_body) sets the socket timeout once per attempt, so a reply "
@@ -164,7 +157,7 @@ CASES: tuple[FaultCase, ...] = (
         Outcome(E.GatewayTimeoutError, 2, (0.01,)),
         grpc=Outcome(E.ReadTimeout, 2, (0.01,)),
         note="retries exhausted in milliseconds: the last error, not a deadline",
-        xfail=(("sync_grpc", BUG_GRPC_DEADLINE_MISLABEL), ("aio_grpc", BUG_AIO_GRPC_DEADLINE_MISLABEL)),
+        xfail=(("sync_grpc", BUG_GRPC_DEADLINE_MISLABEL), ("aio_grpc", BUG_GRPC_DEADLINE_MISLABEL)),
     ),
     FaultCase(
         "deadline_exceeded_always_without_client_timeout",
@@ -173,7 +166,6 @@ CASES: tuple[FaultCase, ...] = (
         Outcome(E.GatewayTimeoutError, 2, (0.01,)),
         grpc=Outcome(E.ReadTimeout, 2, (0.01,)),
         timeout=None,
-        xfail=(("sync_grpc", BUG_GRPC_DEADLINE_NONE),),
     ),
     FaultCase("unavailable_twice_then_ok", (_code("UNAVAILABLE", times=2),), R3, Outcome(None, 3, (0.01, 0.02))),
     FaultCase(
