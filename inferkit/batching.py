@@ -279,6 +279,17 @@ class _Scheduler:
         """Every request pulled has been handed out and the input is exhausted."""
         return self.exhausted and self.handed_out == self.pulled
 
+    def raise_failure(self, return_exceptions: bool) -> None:
+        """Fail fast: raise the first failed item (marked with its index) unless failures are returned."""
+        if self.failure is not None and not return_exceptions:
+            raise _mark_failed(self.failure[2], self.failure[0])
+
+    def hand_out(self, bar: Any, return_exceptions: bool) -> Iterator[Any]:
+        """Every result ready now, as the caller receives it (counted on the progress bar)."""
+        while (outcome := self.next_ready()) is not None:
+            bar.update()
+            yield _present(outcome, self.ordered, return_exceptions)
+
 
 def _present(outcome: Outcome, ordered: bool, return_exceptions: bool) -> Any:
     index, ok, value, request = outcome
@@ -380,8 +391,7 @@ def _iterate_sync(
     graceful = True
     try:
         while True:
-            if sched.failure is not None and not return_exceptions:
-                raise _mark_failed(sched.failure[2], sched.failure[0])
+            sched.raise_failure(return_exceptions)
             while (hedged := sched.due_hedge(clock())) is not None:
                 pool.submit(attempt, *hedged)
             while sched.can_pull():
@@ -391,9 +401,7 @@ def _iterate_sync(
                     sched.exhausted = True
                     break
                 pool.submit(attempt, sched.add(request, clock()), request)
-            while (outcome := sched.next_ready()) is not None:
-                bar.update()
-                yield _present(outcome, ordered, return_exceptions)
+            yield from sched.hand_out(bar, return_exceptions)
             if sched.finished:
                 return
             if sched.in_flight == 0:
@@ -438,21 +446,39 @@ def infer_many(
     The function form of :meth:`BatchMixin.infer_many`, for any callable with the client's ``infer`` signature.
     Arguments are validated here, before iteration starts.
     """
+    options = _many_options(
+        infer, requests, concurrency, ordered, return_exceptions, progress, timeout, headers, hedge_after, hedge_budget
+    )
+    return InferManyIterator(_iterate_sync(**options))
+
+
+def _many_options(
+    infer: Callable[..., Any],
+    requests: Any,
+    concurrency: int,
+    ordered: bool,
+    return_exceptions: bool,
+    progress: bool,
+    timeout: Any,
+    headers: Mapping[str, str] | None,
+    hedge_after: float | None,
+    hedge_budget: float,
+    total: int | None = -1,
+) -> dict[str, Any]:
+    """Validate the arguments of an ``infer_many`` call (now, before iteration starts) into a driver's keyword
+    arguments (``_iterate_sync`` or the asyncio driver); ``total`` -1: the input's length hint."""
     hedge = HedgePolicy.from_args(hedge_after, hedge_budget)
     _Scheduler(concurrency, ordered)  # validates concurrency now rather than at the first next()
-    call = functools.partial(infer, headers=headers, timeout=timeout)
-    return InferManyIterator(
-        _iterate_sync(
-            call,
-            requests,
-            concurrency=concurrency,
-            ordered=ordered,
-            return_exceptions=return_exceptions,
-            progress=progress,
-            hedge=hedge,
-            total=_length_hint(requests),
-        )
-    )
+    return {
+        "infer": functools.partial(infer, headers=headers, timeout=timeout),
+        "requests": requests,
+        "concurrency": concurrency,
+        "ordered": ordered,
+        "return_exceptions": return_exceptions,
+        "progress": progress,
+        "hedge": hedge,
+        "total": _length_hint(requests) if total == -1 else total,
+    }
 
 
 # -- splitting and stitching (shared) --------------------------------------------------------------------------
@@ -578,6 +604,15 @@ class _Stitcher:
         self.parts: Dict[str, list[np.ndarray[Any, Any]]] = {}
         self.count = 0
 
+    def collect(self, results: Iterable[InferResponse]) -> dict[str, np.ndarray[Any, Any]]:
+        """Stitch the responses of a sync driver; a failed batch is re-raised with a note naming its rows."""
+        try:
+            for response in results:
+                self.add(response)
+        except Exception as exc:
+            raise self.failed(exc)  # noqa: B904 - the same exception, annotated with the failed batch's rows
+        return self.result()
+
     def add(self, response: InferResponse) -> None:
         names = self.wanted if self.wanted is not None else [o.name for o in response.outputs]
         if self.count == 0:
@@ -641,26 +676,75 @@ def infer_batched(
     hedge_budget: float = 0.1,
 ) -> dict[str, np.ndarray[Any, Any]]:
     """The function form of :meth:`BatchMixin.infer_batched`, for any callable with ``infer``'s signature."""
-    split = _Split(model_name, inputs, batch_size, outputs, datatypes, parameters, model_version)
-    stitcher = _Stitcher(model_name, _output_names(outputs))
-    hedge = HedgePolicy.from_args(hedge_after, hedge_budget)
-    results = _iterate_sync(
-        functools.partial(infer, headers=headers, timeout=timeout),
-        split.requests(),
-        concurrency=concurrency,
-        ordered=True,
-        return_exceptions=False,
-        progress=progress,
-        hedge=hedge,
-        total=split.batches,
-    )
-    try:
-        for response in results:
-            stitcher.add(response)
-    except Exception as exc:
-        split.annotate(exc)
-        raise
-    return stitcher.result()
+    job = BatchedJob(model_name, inputs, batch_size, outputs, datatypes, parameters, model_version)
+    results = _iterate_sync(**job.options(infer, concurrency, progress, timeout, headers, hedge_after, hedge_budget))
+    return job.collect(results)
+
+
+class BatchedJob:
+    """One ``infer_batched`` call without its I/O: validated arguments, the requests to send (via :meth:`options`,
+    for a driver), and the stitching of the responses (:meth:`add`, :meth:`result`, :meth:`failed`)."""
+
+    def __init__(
+        self,
+        model_name: str,
+        inputs: Mapping[str, Any],
+        batch_size: int,
+        outputs: Sequence[OutputSpec] | None,
+        datatypes: Mapping[str, str] | None,
+        parameters: Mapping[str, Any] | None,
+        model_version: str | None,
+    ) -> None:
+        self.split = _Split(model_name, inputs, batch_size, outputs, datatypes, parameters, model_version)
+        self.stitcher = _Stitcher(model_name, _output_names(outputs))
+
+    def options(
+        self,
+        infer: Callable[..., Any],
+        concurrency: int,
+        progress: bool,
+        timeout: Any,
+        headers: Mapping[str, str] | None,
+        hedge_after: float | None,
+        hedge_budget: float,
+    ) -> dict[str, Any]:
+        """A driver's keyword arguments: the batches in order, failing fast."""
+        split = self.split
+        return _many_options(
+            infer,
+            split.requests(),
+            concurrency,
+            True,
+            False,
+            progress,
+            timeout,
+            headers,
+            hedge_after,
+            hedge_budget,
+            split.batches,
+        )
+
+    def collect(self, results: Iterable[InferResponse]) -> dict[str, np.ndarray[Any, Any]]:
+        """Stitch the responses of a sync driver; a failed batch is re-raised with a note naming its rows."""
+        try:
+            for response in results:
+                self.add(response)
+        except Exception as exc:
+            raise self.failed(exc)  # noqa: B904 - the same exception, annotated with the failed batch's rows
+        return self.result()
+
+    def add(self, response: InferResponse) -> None:
+        """The next batch's response, in order."""
+        self.stitcher.add(response)
+
+    def failed(self, exc: BaseException) -> BaseException:
+        """``exc`` (a failed batch) with a note naming its rows, to re-raise."""
+        self.split.annotate(exc)
+        return exc
+
+    def result(self) -> dict[str, np.ndarray[Any, Any]]:
+        """Output name -> the batches' outputs concatenated along the first axis."""
+        return self.stitcher.result()
 
 
 # -- the mixin ---------------------------------------------------------------------------------------------------
@@ -710,18 +794,19 @@ class BatchMixin:
             ValueError: Bad ``concurrency`` or hedging arguments (at the call, before any request is sent).
             ImportError: ``progress=True`` without tqdm.
         """
-        return infer_many(
+        options = _many_options(
             self.infer,
             requests,
-            concurrency=concurrency,
-            ordered=ordered,
-            return_exceptions=return_exceptions,
-            progress=progress,
-            timeout=timeout,
-            headers=headers,
-            hedge_after=hedge_after,
-            hedge_budget=hedge_budget,
+            concurrency,
+            ordered,
+            return_exceptions,
+            progress,
+            timeout,
+            headers,
+            hedge_after,
+            hedge_budget,
         )
+        return InferManyIterator(_iterate_sync(**options))
 
     def infer_batched(
         self,
@@ -763,22 +848,11 @@ class BatchMixin:
             DecodeError: Batches returned different outputs, or outputs that cannot be concatenated.
             InferkitError: The first failed batch, with ``.index`` (the batch number) and a note naming its rows.
         """
-        return infer_batched(
-            self.infer,
-            model_name,
-            inputs,
-            batch_size,
-            outputs,
-            concurrency,
-            datatypes,
-            parameters,
-            model_version,
-            progress=progress,
-            timeout=timeout,
-            headers=headers,
-            hedge_after=hedge_after,
-            hedge_budget=hedge_budget,
+        job = BatchedJob(model_name, inputs, batch_size, outputs, datatypes, parameters, model_version)
+        results = _iterate_sync(
+            **job.options(self.infer, concurrency, progress, timeout, headers, hedge_after, hedge_budget)
         )
+        return job.collect(results)
 
 
 # -- pickling ----------------------------------------------------------------------------------------------------

@@ -19,19 +19,15 @@ from typing import Any, AsyncIterable, AsyncIterator, Callable, Iterable, Mappin
 import numpy as np
 
 from inferkit.batching import (
+    BatchedJob,
     HedgePolicy,
     ItemError,
     OutputSpec,
-    _length_hint,
-    _mark_failed,
-    _output_names,
-    _present,
+    _many_options,
     _Scheduler,
-    _Split,
-    _Stitcher,
     make_progress_bar,
 )
-from inferkit.codec.tensors import InferRequest
+from inferkit.codec.tensors import InferRequest, InferResponse
 
 __all__ = ["AsyncBatchMixin", "AsyncInferManyIterator", "ItemError", "infer_many", "infer_batched"]
 
@@ -111,8 +107,7 @@ async def _iterate_async(
 
     try:
         while True:
-            if sched.failure is not None and not return_exceptions:
-                raise _mark_failed(sched.failure[2], sched.failure[0])
+            sched.raise_failure(return_exceptions)
             while (hedged := sched.due_hedge(clock())) is not None:
                 start(*hedged)
             while sched.can_pull():
@@ -125,9 +120,8 @@ async def _iterate_async(
                     sched.exhausted = True
                     break
                 start(sched.add(request, clock()), request)
-            while (outcome := sched.next_ready()) is not None:
-                bar.update()
-                yield _present(outcome, ordered, return_exceptions)
+            for result in sched.hand_out(bar, return_exceptions):
+                yield result
             if sched.finished:
                 return
             if sched.in_flight == 0:
@@ -172,21 +166,10 @@ def infer_many(
 ) -> AsyncInferManyIterator:
     """The function form of :meth:`AsyncBatchMixin.infer_many`, for any coroutine function with ``infer``'s
     signature. Arguments are validated here, before iteration starts."""
-    hedge = HedgePolicy.from_args(hedge_after, hedge_budget)
-    _Scheduler(concurrency, ordered)
-    call = functools.partial(infer, headers=headers, timeout=timeout)
-    return AsyncInferManyIterator(
-        _iterate_async(
-            call,
-            requests,
-            concurrency=concurrency,
-            ordered=ordered,
-            return_exceptions=return_exceptions,
-            progress=progress,
-            hedge=hedge,
-            total=_length_hint(requests),
-        )
+    options = _many_options(
+        infer, requests, concurrency, ordered, return_exceptions, progress, timeout, headers, hedge_after, hedge_budget
     )
+    return AsyncInferManyIterator(_iterate_async(**options))
 
 
 async def infer_batched(
@@ -207,28 +190,22 @@ async def infer_batched(
     hedge_budget: float = 0.1,
 ) -> dict[str, np.ndarray[Any, Any]]:
     """The function form of :meth:`AsyncBatchMixin.infer_batched`."""
-    split = _Split(model_name, inputs, batch_size, outputs, datatypes, parameters, model_version)
-    stitcher = _Stitcher(model_name, _output_names(outputs))
-    hedge = HedgePolicy.from_args(hedge_after, hedge_budget)
-    results = _iterate_async(
-        functools.partial(infer, headers=headers, timeout=timeout),
-        split.requests(),
-        concurrency=concurrency,
-        ordered=True,
-        return_exceptions=False,
-        progress=progress,
-        hedge=hedge,
-        total=split.batches,
+    job = BatchedJob(model_name, inputs, batch_size, outputs, datatypes, parameters, model_version)
+    return await _collect(
+        job, _iterate_async(**job.options(infer, concurrency, progress, timeout, headers, hedge_after, hedge_budget))
     )
+
+
+async def _collect(job: BatchedJob, results: AsyncIterator[InferResponse]) -> dict[str, np.ndarray[Any, Any]]:
+    """Stitch the responses of the asyncio driver (closed at once, whatever happens)."""
     try:
         async for response in results:
-            stitcher.add(response)
+            job.add(response)
     except Exception as exc:
-        split.annotate(exc)
-        raise
+        raise job.failed(exc)  # noqa: B904 - the same exception, annotated with the failed batch's rows
     finally:
         await results.aclose()  # type: ignore[attr-defined]
-    return stitcher.result()
+    return job.result()
 
 
 class AsyncBatchMixin:
@@ -275,18 +252,19 @@ class AsyncBatchMixin:
             ValueError: Bad ``concurrency`` or hedging arguments (at the call).
             ImportError: ``progress=True`` without tqdm.
         """
-        return infer_many(
+        options = _many_options(
             self.infer,
             requests,
-            concurrency=concurrency,
-            ordered=ordered,
-            return_exceptions=return_exceptions,
-            progress=progress,
-            timeout=timeout,
-            headers=headers,
-            hedge_after=hedge_after,
-            hedge_budget=hedge_budget,
+            concurrency,
+            ordered,
+            return_exceptions,
+            progress,
+            timeout,
+            headers,
+            hedge_after,
+            hedge_budget,
         )
+        return AsyncInferManyIterator(_iterate_async(**options))
 
     async def infer_batched(
         self,
@@ -308,19 +286,10 @@ class AsyncBatchMixin:
 
         Same arguments, result and errors as :meth:`inferkit.batching.BatchMixin.infer_batched`.
         """
-        return await infer_batched(
-            self.infer,
-            model_name,
-            inputs,
-            batch_size,
-            outputs,
-            concurrency,
-            datatypes,
-            parameters,
-            model_version,
-            progress=progress,
-            timeout=timeout,
-            headers=headers,
-            hedge_after=hedge_after,
-            hedge_budget=hedge_budget,
+        job = BatchedJob(model_name, inputs, batch_size, outputs, datatypes, parameters, model_version)
+        return await _collect(
+            job,
+            _iterate_async(
+                **job.options(self.infer, concurrency, progress, timeout, headers, hedge_after, hedge_budget)
+            ),
         )
