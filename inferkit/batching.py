@@ -604,15 +604,6 @@ class _Stitcher:
         self.parts: Dict[str, list[np.ndarray[Any, Any]]] = {}
         self.count = 0
 
-    def collect(self, results: Iterable[InferResponse]) -> dict[str, np.ndarray[Any, Any]]:
-        """Stitch the responses of a sync driver; a failed batch is re-raised with a note naming its rows."""
-        try:
-            for response in results:
-                self.add(response)
-        except Exception as exc:
-            raise self.failed(exc)  # noqa: B904 - the same exception, annotated with the failed batch's rows
-        return self.result()
-
     def add(self, response: InferResponse) -> None:
         names = self.wanted if self.wanted is not None else [o.name for o in response.outputs]
         if self.count == 0:
@@ -709,20 +700,8 @@ class BatchedJob:
         hedge_budget: float,
     ) -> dict[str, Any]:
         """A driver's keyword arguments: the batches in order, failing fast."""
-        split = self.split
-        return _many_options(
-            infer,
-            split.requests(),
-            concurrency,
-            True,
-            False,
-            progress,
-            timeout,
-            headers,
-            hedge_after,
-            hedge_budget,
-            split.batches,
-        )
+        rest = (concurrency, True, False, progress, timeout, headers, hedge_after, hedge_budget, self.split.batches)
+        return _many_options(infer, self.split.requests(), *rest)
 
     def collect(self, results: Iterable[InferResponse]) -> dict[str, np.ndarray[Any, Any]]:
         """Stitch the responses of a sync driver; a failed batch is re-raised with a note naming its rows."""
