@@ -44,7 +44,7 @@ def _client_class(factory: Any, kind: int, name: str) -> Any:
     return getattr(importlib.import_module(factory._client_modules[kind]), name)
 
 
-def get_inference_client(cls: Any, url: str, config: RESTConfig | None = None, **grpc_kwargs: Any) -> Any:
+def get_inference_client(cls: Any, /, url: str, config: RESTConfig | None = None, **grpc_kwargs: Any) -> Any:
     """A new client for ``url``: ``http(s)://`` gives the REST client, ``grpc(s)://`` the gRPC client.
 
     Args:
@@ -71,14 +71,14 @@ def get_inference_client(cls: Any, url: str, config: RESTConfig | None = None, *
     return cls.get_grpc_client(url, **grpc_kwargs)
 
 
-def get_rest_client(cls: Any, url: str, config: RESTConfig | None = None, session: Any = None) -> Any:
+def get_rest_client(cls: Any, /, url: str, config: RESTConfig | None = None, session: Any = None) -> Any:
     """A new ``InferenceRESTClient`` for an ``http(s)://`` URL."""
     if scheme_of(url) not in REST_SCHEMES:
         raise ValueError(f"a REST client needs an http:// or https:// URL, got {url!r}")
     return _client_class(cls, 0, "InferenceRESTClient")(url, config=config, session=session)
 
 
-def get_grpc_client(cls: Any, url: str, **grpc_kwargs: Any) -> Any:
+def get_grpc_client(cls: Any, /, url: str, **grpc_kwargs: Any) -> Any:
     """A new ``InferenceGRPCClient`` for a ``grpc(s)://`` URL (loads grpc)."""
     scheme = scheme_of(url)
     if scheme not in GRPC_SCHEMES:

@@ -718,7 +718,7 @@ class StreamState:
         return ReadTimeout(f"no stream response within {timeout:g} s", model_name=self.model_name)
 
 
-def stream_reply(item: Any, model_name: str | None, cancelled: bool, rpc_error: type) -> Any:
+def stream_reply(item: Any, model_name: str | None, cancelled: bool, rpc_error: Any) -> Any:
     """Interpret one item taken from a stream: a response, None (the stream ended), or a raised typed error.
 
     ``item`` is a reply message (bytes), an ``rpc_error`` instance (the call failed; CANCELLED after our own

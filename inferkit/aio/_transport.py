@@ -361,7 +361,7 @@ def _close_sockets(connector: Any) -> None:
     except AttributeError:  # a custom connector: nothing more to do
         return
     for proto in pooled:
-        transport = getattr(proto, "transport", None)
+        transport: Any = getattr(proto, "transport", None)
         sock = getattr(transport, "_sock", None)
         if sock is not None:
             sock.close()

@@ -233,7 +233,7 @@ class AsyncInferStream(StreamState):
     failure or the stream's deadline raises and ends it.
     """
 
-    def __init__(self, call: Any, timeout: float | None, rpc_error: type) -> None:
+    def __init__(self, call: Any, timeout: float | None, rpc_error: type[BaseException]) -> None:
         super().__init__(timeout)
         self._call = call
         self._rpc_error = rpc_error
