@@ -32,7 +32,7 @@ __all__ = [
 #: Statuses that mean the request itself is wrong; retrying cannot help, so no policy may retry them.
 NEVER_RETRY_STATUSES = frozenset({400, 401, 403, 404, 405, 413, 422})
 
-TimeoutLike = Union["Timeout", float, int, tuple, None]
+TimeoutLike = Union["Timeout", float, int, "tuple[float | None, float | None]", None]
 
 
 def _check_seconds(name: str, value: float | None, *, allow_none: bool = True) -> None:

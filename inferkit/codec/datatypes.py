@@ -12,7 +12,7 @@ Python loop is BYTES decoding, whose element boundaries depend on each previous 
 from __future__ import annotations
 
 import struct
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -218,12 +218,12 @@ def _as_bytes_items(arr: np.ndarray[Any, Any], tensor: str) -> list[bytes]:
     """Flatten a BYTES-like array into a list of bytes elements (str as UTF-8, numbers as decimal text)."""
     flat = arr.reshape(-1)
     if flat.dtype.kind == "S":
-        return flat.tolist()  # type: ignore[no-any-return]
+        return cast("list[bytes]", flat.tolist())
     items = flat.tolist()
     if flat.dtype.kind in ("U", "T"):
         return list(map(str.encode, items))
     if set(map(type, items)) == {bytes}:  # the common case, checked at C speed
-        return items  # type: ignore[no-any-return]
+        return cast("list[bytes]", items)
     converted: list[bytes] = []
     for index, item in enumerate(items):
         if isinstance(item, bytes):

@@ -156,7 +156,7 @@ def _rows_of(tensors: Sequence[Any], what: str) -> Any:
     firsts = {a.shape[0] if a.ndim else None for a in arrays.values()}
     if len(firsts) != 1 or None in firsts:
         raise EncodeError(f"{what}: several tensors must share their first dimension to form v1 rows")
-    (rows,) = firsts
+    rows = int(next(iter(firsts)))  # type: ignore[arg-type]  # None was excluded above
     return [{name: _jsonable(np.asarray(arr[i]).tolist()) for name, arr in arrays.items()} for i in range(rows)]
 
 

@@ -70,7 +70,7 @@ class v2:  # noqa: N801 - a namespace mirroring the protocol's name
     def model_statistics(model: str | None = None, version: str | None = None) -> Route:
         if model in (None, ""):
             return Route("GET", "/v2/models/stats")
-        return Route("GET", _model(model, version) + "/stats")  # type: ignore[arg-type]
+        return Route("GET", _model(str(model), version) + "/stats")
 
     @staticmethod
     def infer(model: str, version: str | None = None) -> Route:
