@@ -23,6 +23,12 @@ Validation matches ``rest_v2``: the number of raw contents must equal the number
 byte size must match its shape and datatype, typed contents must hold exactly the shape's element count; any
 mismatch is a :class:`~inferkit.errors.DecodeError` (or ``EncodeError`` for local input) naming the tensor.
 
+Shared memory (Triton's ``system_shared_memory`` extension): a tensor whose parameters carry
+``shared_memory_region`` / ``shared_memory_byte_size`` (/ ``shared_memory_offset``) has no contents. A request
+gets no raw contents entry for such an input (raw contents then map, in order, onto the other inputs); a reply may
+carry an empty entry for such an output or none at all, and both are read. Decoded, such a tensor has no data:
+``as_numpy()`` raises an error telling the caller to read the region.
+
 Parameters map to ``InferParameter``: bool -> ``bool_param``, int -> ``int64_param`` (``uint64_param`` above
 2**63-1), float -> ``double_param``, str -> ``string_param``, and back.
 
@@ -50,6 +56,7 @@ from google.protobuf.message import Message
 from inferkit._proto import model_config_pb2, service_pb2
 from inferkit.codec.datatypes import DATATYPES, datatype_to_dtype
 from inferkit.codec.tensors import (
+    SHM_REGION,
     InferInput,
     InferOutput,
     InferRequest,
@@ -58,6 +65,7 @@ from inferkit.codec.tensors import (
     InferTensor,
     ParameterValue,
     shape_size,
+    shared_memory_of,
     validate_parameters,
 )
 from inferkit.errors import DecodeError, EncodeError, InferkitError, error_for_grpc_code
@@ -204,13 +212,16 @@ def _build_request_header(request: InferRequest, *, raw: bool) -> tuple[Any, lis
     buffers: list[Buffer] = []
     add = msg.inputs.add
     for tensor in request.inputs:
-        if not tensor.has_data:
+        in_shm = SHM_REGION in tensor.parameters
+        if not in_shm and not tensor.has_data:
             raise EncodeError(
                 f"model {request.model_name!r}: tensor {tensor.name!r} has no data; call set_data_from_numpy() first"
             )
         entry = add(name=tensor.name, datatype=tensor.datatype, shape=tensor._shape)
         if tensor.parameters:
             _tensor_parameters(tensor, entry, request.model_name)
+        if in_shm:
+            continue  # the data is in a registered region: no contents of any kind
         if raw:
             buffers.append(tensor.wire_bytes())
         else:
@@ -233,6 +244,8 @@ def _build_request_header(request: InferRequest, *, raw: bool) -> tuple[Any, lis
 def _tensor_parameters(tensor: InferTensor, entry: Any, model_name: str) -> None:
     # binary_data* are REST framing; gRPC always carries tensors as bytes.
     params = {k: v for k, v in tensor.parameters.items() if k not in ("binary_data_size", "binary_data")}
+    if SHM_REGION in params:
+        shared_memory_of(params, f"model {model_name!r}: tensor {tensor.name!r}", EncodeError)
     encode_parameters(params, entry.parameters, f"model {model_name!r}: tensor {tensor.name!r}")
 
 
@@ -341,6 +354,9 @@ def request_parts(request: InferRequest) -> tuple[bytes, list[Buffer]]:
         parts.append(extra.SerializeToString())
     buffers: list[Buffer] = []
     for tensor in request.inputs:
+        if SHM_REGION in tensor.parameters:
+            parts.append(_input_entry(tensor, model_name))  # no raw contents: the data is in a region
+            continue
         if not tensor.has_data:
             raise EncodeError(
                 f"model {model_name!r}: tensor {tensor.name!r} has no data; call set_data_from_numpy() first"
@@ -478,14 +494,29 @@ def _typed_to_numpy(tensor: InferTensor, contents: Any, where: str) -> np.ndarra
         ) from exc
 
 
+def _in_shm(entry: Any, shared: Mapping[str, Any] | None) -> bool:
+    return SHM_REGION in entry.parameters or (shared is not None and entry.name in shared)
+
+
 def _decode_tensors(
-    entries: Any, raws: Sequence[Buffer], factory: type[InferTensor], where: str, kind: str
+    entries: Any,
+    raws: Sequence[Buffer],
+    factory: type[InferTensor],
+    where: str,
+    kind: str,
+    shared: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[Any]:
     if raws and len(raws) != len(entries):
-        raise DecodeError(
-            f"{where}: {len(raws)} raw {kind} contents for {len(entries)} {kind}s "
-            f"({', '.join(repr(e.name) for e in entries)}); there must be one per {kind} or none"
-        )
+        # Tensors in shared memory may have no raw contents entry: the entries map onto the others, in order.
+        flags = [_in_shm(e, shared) for e in entries]
+        if len(raws) != flags.count(False):
+            raise DecodeError(
+                f"{where}: {len(raws)} raw {kind} contents for {len(entries)} {kind}s "
+                f"({', '.join(repr(e.name) for e in entries)}); there must be one per {kind} (or per {kind} not "
+                "in shared memory), or none"
+            )
+        remaining = iter(raws)
+        raws = [b"" if flag else next(remaining) for flag in flags]
     tensors = []
     eager = _EAGER_DTYPES
     sizes = DATATYPES
@@ -506,6 +537,11 @@ def _decode_tensors(
         tensor._binary = True
         tensor._decoded = None
         has_typed = entry.HasField("contents")
+        if (shared is not None or SHM_REGION in tensor.parameters) and _shm_tensor(
+            tensor, entry, raws[index] if raws else None, has_typed, shared, where, kind
+        ):
+            tensors.append(tensor)
+            continue
         if raws:
             if has_typed and _has_typed_values(entry.contents):
                 raise DecodeError(
@@ -530,7 +566,7 @@ def _decode_tensors(
             tensor._raw = None
             arr = _typed_to_numpy(tensor, entry.contents, where) if has_typed else None
             if arr is None:
-                if shape_size(tensor.shape) != 0 and "shared_memory_region" not in tensor.parameters:
+                if shape_size(tensor.shape) != 0:
                     raise DecodeError(f"{where}: {kind} {name!r} has no data (neither raw nor typed contents)")
                 arr = np.empty(tensor.shape, dtype=object if tensor.datatype == "BYTES" else _np_dtype(tensor))
             tensor._decoded = arr
@@ -538,6 +574,33 @@ def _decode_tensors(
             tensor._binary = False
         tensors.append(tensor)
     return tensors
+
+
+def _shm_tensor(
+    tensor: InferTensor,
+    entry: Any,
+    raw: Buffer | None,
+    has_typed: bool,
+    shared: Mapping[str, Mapping[str, Any]] | None,
+    where: str,
+    kind: str,
+) -> bool:
+    """Finish ``tensor`` as a shared memory tensor (no data) and return True, or return False if it is not one."""
+    has_raw = raw is not None and len(raw) > 0
+    has_values = has_typed and _has_typed_values(entry.contents)
+    if SHM_REGION not in tensor.parameters:
+        if has_raw or has_values or shared is None or tensor.name not in shared:
+            return False
+        # A server need not echo an output's shared memory parameters: take them from the request.
+        tensor.parameters.update(shared[tensor.name])
+    shared_memory_of(tensor.parameters, f"{where}: {kind} {tensor.name!r}")
+    if has_raw or has_values:
+        raise DecodeError(
+            f"{where}: {kind} {tensor.name!r} is in shared memory region {tensor.parameters[SHM_REGION]!r} but also "
+            "carries contents; use one or the other"
+        )
+    tensor._raw = None
+    return True
 
 
 #: Datatypes whose raw contents become numpy arrays at decode time (BF16 and BYTES stay lazy).
@@ -563,11 +626,17 @@ def _np_dtype(tensor: InferTensor) -> Any:
     return np.dtype("<u2") if tensor.datatype == "BF16" else datatype_to_dtype(tensor.datatype)
 
 
-def decode_infer_response(data: InferRequestLike, *, model_name: str | None = None) -> InferResponse:
+def decode_infer_response(
+    data: InferRequestLike,
+    *,
+    model_name: str | None = None,
+    requested: Sequence[InferRequestedOutput] | None = None,
+) -> InferResponse:
     """Parse a ``ModelInferResponse`` (message or wire bytes) into an :class:`InferResponse`.
 
     Given bytes, raw outputs are zero-copy views of them. Raises DecodeError for a malformed message, a raw
-    contents count that differs from the output count, or sizes that disagree with shapes.
+    contents count that differs from the output count, or sizes that disagree with shapes. ``requested`` (the
+    request's outputs) lets an output asked for in shared memory come back without echoed parameters.
     """
     where = f"response of model {model_name!r}" if model_name else "infer response"
     if type(data) is bytes and len(data) < _SPLIT_THRESHOLD:
@@ -579,12 +648,29 @@ def decode_infer_response(data: InferRequestLike, *, model_name: str | None = No
         raws: Sequence[Buffer] = msg.raw_output_contents
     else:
         msg, raws = _message_and_raws(pb.ModelInferResponse, data, _RESP_RAW_FIELD, where)
-    return _response_from_message(msg, raws, model_name, where)
+    return _response_from_message(msg, raws, model_name, where, _shared_outputs(requested))
 
 
-def _response_from_message(msg: Any, raws: Sequence[Buffer], model_name: str | None, where: str) -> InferResponse:
+def _shared_outputs(requested: Sequence[InferRequestedOutput] | None) -> dict[str, dict[str, Any]] | None:
+    if not requested:
+        return None
+    found = {
+        out.name: {k: v for k, v in out.parameters.items() if k.startswith("shared_memory_")}
+        for out in requested
+        if SHM_REGION in out.parameters
+    }
+    return found or None
+
+
+def _response_from_message(
+    msg: Any,
+    raws: Sequence[Buffer],
+    model_name: str | None,
+    where: str,
+    shared: Mapping[str, Mapping[str, Any]] | None = None,
+) -> InferResponse:
     response = InferResponse.__new__(InferResponse)  # every field set below; the constructor would only copy
-    response.outputs = _decode_tensors(msg.outputs, raws, InferOutput, where, "output")
+    response.outputs = _decode_tensors(msg.outputs, raws, InferOutput, where, "output", shared)
     response.model_name = msg.model_name or model_name or ""
     response.model_version = msg.model_version or None
     response.id = msg.id or None
@@ -642,11 +728,16 @@ def _build_response_header(response: InferResponse, *, raw: bool) -> tuple[Any, 
         encode_parameters(response.parameters, msg.parameters, where)
     buffers: list[Buffer] = []
     for tensor in response.outputs:
-        if not tensor.has_data:
+        in_shm = SHM_REGION in tensor.parameters
+        if not in_shm and not tensor.has_data:
             raise EncodeError(f"{where}: tensor {tensor.name!r} has no data; call set_data_from_numpy() first")
         entry = msg.outputs.add(name=tensor.name, datatype=tensor.datatype, shape=tensor._shape)
         if tensor.parameters:
             _tensor_parameters(tensor, entry, response.model_name)
+        if in_shm:
+            if raw:
+                buffers.append(b"")  # an empty entry keeps raw contents aligned with the outputs, by index
+            continue
         if raw:
             buffers.append(tensor.wire_bytes())
         else:

@@ -8,6 +8,11 @@ Must not import: requests, urllib3, aiohttp, grpc, protobuf. Bytes and dicts in,
 Binary framing: the body is a JSON header followed by the raw bytes of each binary tensor in order; the
 header's length is sent in the HTTP header ``Inference-Header-Content-Length``. Each binary tensor carries
 ``"parameters": {"binary_data_size": N}`` and no ``data``.
+
+Shared memory (Triton's ``system_shared_memory`` extension): a tensor whose parameters carry
+``shared_memory_region`` / ``shared_memory_byte_size`` (/ ``shared_memory_offset``) has neither ``data`` nor a
+binary part, in either direction; a requested output placed in shared memory is not asked for as binary. Decoded,
+such a tensor has no data: ``as_numpy()`` raises an error telling the caller to read the region.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any, Callable, Mapping, Sequence, Union
 from inferkit.codec import _json
 from inferkit.codec.datatypes import DATATYPES
 from inferkit.codec.tensors import (
+    SHM_REGION,
     InferInput,
     InferOutput,
     InferRequest,
@@ -25,6 +31,7 @@ from inferkit.codec.tensors import (
     InferResponse,
     InferTensor,
     shape_size,
+    shared_memory_of,
     validate_parameters,
 )
 from inferkit.errors import DecodeError, EncodeError
@@ -42,6 +49,7 @@ __all__ = [
     "encode_error_body",
     "supports_binary",
     "parse_header_length",
+    "shared_memory_outputs",
 ]
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -75,10 +83,17 @@ def _encode_tensors(
     entries: list[dict[str, Any]] = []
     buffers: list[Buffer] = []
     for tensor in tensors:
+        params = dict(tensor.parameters)
+        entry: dict[str, Any] = {"name": tensor.name, "shape": tensor.shape, "datatype": tensor.datatype}
+        if SHM_REGION in params:
+            # The data is in a registered region: parameters only, no data and no binary part.
+            shared_memory_of(params, f"{where}: tensor {tensor.name!r}", EncodeError)
+            params.pop("binary_data_size", None)
+            entry["parameters"] = params
+            entries.append(entry)
+            continue
         if not tensor.has_data:
             raise EncodeError(f"{where}: tensor {tensor.name!r} has no data; call set_data_from_numpy() first")
-        entry: dict[str, Any] = {"name": tensor.name, "shape": tensor.shape, "datatype": tensor.datatype}
-        params = dict(tensor.parameters)
         if use_binary(tensor):
             raw = tensor.wire_bytes()
             params["binary_data_size"] = memoryview(raw).nbytes
@@ -136,7 +151,7 @@ def encode_infer_request(request: InferRequest, *, binary: bool = True) -> Encod
             if not isinstance(out, InferRequestedOutput):
                 raise EncodeError(f"{where}: outputs must be InferRequestedOutput objects, got {out!r}")
             out_params = out.wire_parameters()
-            if binary and out.binary_data:
+            if binary and out.binary_data and SHM_REGION not in out_params:
                 out_params["binary_data"] = True
             outputs.append({"name": out.name, "parameters": out_params} if out_params else {"name": out.name})
         header["outputs"] = outputs
@@ -185,6 +200,7 @@ def _decode_tensors(
     factory: type[InferTensor],
     where: str,
     key: str,
+    shared: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> tuple[list[Any], int]:
     if not isinstance(entries, list):
         raise DecodeError(f"{where}: {key!r} must be a list, got {type(entries).__name__}")
@@ -226,8 +242,12 @@ def _decode_tensors(
         elif "data" in entry:
             tensor._json = entry["data"]
             tensor._binary = False
-        elif "shared_memory_region" not in params:
-            raise DecodeError(f"{where}: tensor {name!r} has neither data nor binary_data_size")
+        elif shared_memory_of(params, f"{where}: tensor {name!r}") is None:
+            shm = shared.get(name) if shared else None
+            if shm is None:
+                raise DecodeError(f"{where}: tensor {name!r} has neither data nor binary_data_size")
+            # Servers need not echo the shared memory parameters of an output: take them from the request.
+            tensor.parameters.update(shm)
         tensors.append(tensor)
     return tensors, offset
 
@@ -250,17 +270,42 @@ def _split(body: Buffer, header_length: int | str | None, where: str) -> tuple[d
     return header, view, length if length is not None else len(view)
 
 
+def shared_memory_outputs(
+    requested: Sequence[InferRequestedOutput] | None,
+) -> dict[str, dict[str, Any]] | None:
+    """Requested outputs placed in shared memory: name -> their shared memory parameters (None when there are none)."""
+    found = {
+        out.name: {k: v for k, v in out.parameters.items() if k.startswith("shared_memory_")}
+        for out in requested or ()
+        if SHM_REGION in out.parameters
+    }
+    return found or None
+
+
 def decode_infer_response(
-    body: Buffer, header_length: int | str | None = None, *, model_name: str | None = None
+    body: Buffer,
+    header_length: int | str | None = None,
+    *,
+    model_name: str | None = None,
+    requested: Sequence[InferRequestedOutput] | None = None,
 ) -> InferResponse:
     """Parse an infer response body (JSON, or JSON header + binary outputs).
 
     Binary outputs become zero-copy views of ``body``. Raises DecodeError for any inconsistency: a header
     length past the body, sizes that do not add up, shapes that disagree with the data, trailing bytes.
+
+    Args:
+        body: The reply body.
+        header_length: The ``Inference-Header-Content-Length`` value (None: all JSON).
+        model_name: For error messages.
+        requested: The request's outputs: an output asked for in shared memory that comes back without data or
+            parameters takes its shared memory parameters from here (a server may leave them out).
     """
     where = f"response of model {model_name!r}" if model_name else "infer response"
     header, view, offset = _split(body, header_length, where)
-    outputs, end = _decode_tensors(header.get("outputs", []), view, offset, InferOutput, where, "outputs")
+    outputs, end = _decode_tensors(
+        header.get("outputs", []), view, offset, InferOutput, where, "outputs", shared_memory_outputs(requested)
+    )
     if end != len(view):
         raise DecodeError(f"{where}: {len(view) - end} bytes after the last binary output (sizes do not add up)")
     name = header.get("model_name", model_name or "")

@@ -14,9 +14,9 @@ read-only views of the received bytes; ``as_numpy()`` returns the same array on 
 
 from __future__ import annotations
 
-import math
 import collections.abc
-from typing import Any, Iterable, Iterator, Mapping, Sequence, Union
+import math
+from typing import Any, Iterable, Iterator, Mapping, Sequence, TypeVar, Union
 
 import numpy as np
 
@@ -43,10 +43,56 @@ __all__ = [
     "InferResponse",
     "validate_parameters",
     "shape_size",
+    "SHM_REGION",
+    "SHM_BYTE_SIZE",
+    "SHM_OFFSET",
+    "shared_memory_of",
 ]
 
 ParameterValue = Union[bool, int, float, str]
 Buffer = Union[bytes, bytearray, memoryview]
+
+#: Tensor parameters of Triton's system shared memory extension: the data is in a registered region, not the body.
+SHM_REGION = "shared_memory_region"
+SHM_BYTE_SIZE = "shared_memory_byte_size"
+SHM_OFFSET = "shared_memory_offset"
+_SHM_KEYS = (SHM_REGION, SHM_BYTE_SIZE, SHM_OFFSET)
+_T = TypeVar("_T", bound="InferTensor")
+
+
+def shared_memory_of(
+    parameters: Mapping[str, Any], where: str, error: type[EncodeError] | type[DecodeError] = DecodeError
+) -> tuple[str, int, int] | None:
+    """``(region, byte_size, offset)`` when ``parameters`` place a tensor in shared memory, else None.
+
+    Raises ``error`` when the parameters are present but malformed (a region without a byte size, a negative
+    size or offset, a value of the wrong type).
+    """
+    region = parameters.get(SHM_REGION)
+    if region is None:
+        if SHM_BYTE_SIZE in parameters or SHM_OFFSET in parameters:
+            raise error(f"{where}: {SHM_BYTE_SIZE}/{SHM_OFFSET} given without {SHM_REGION}")
+        return None
+    size = parameters.get(SHM_BYTE_SIZE)
+    offset = parameters.get(SHM_OFFSET, 0)
+    if not isinstance(region, str) or not region:
+        raise error(f"{where}: {SHM_REGION} must be a non-empty string, got {region!r}")
+    for key, value in ((SHM_BYTE_SIZE, size), (SHM_OFFSET, offset)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            raise error(f"{where}: {key} must be an integer >= 0 for shared memory region {region!r}, got {value!r}")
+    return region, int(size), int(offset)  # type: ignore[arg-type]
+
+
+def _shm_parameters(region_name: str, byte_size: int, offset: int, where: str) -> dict[str, ParameterValue]:
+    if not isinstance(region_name, str) or not region_name:
+        raise EncodeError(f"{where}: shared memory region name must be a non-empty string, got {region_name!r}")
+    for key, value in (("byte_size", byte_size), ("offset", offset)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise EncodeError(f"{where}: shared memory {key} must be an integer >= 0, got {value!r}")
+    params: dict[str, ParameterValue] = {SHM_REGION: region_name, SHM_BYTE_SIZE: int(byte_size)}
+    if offset:
+        params[SHM_OFFSET] = int(offset)
+    return params
 
 
 def shape_size(shape: Sequence[int]) -> int:
@@ -202,6 +248,7 @@ class InferTensor:
                     "declare the matching datatype"
                 )
             array = to_wire_array(input_tensor, self.datatype, tensor=self.name)
+        self._drop_shared_memory()
         self._array = array
         self._raw = None
         self._json = None
@@ -211,6 +258,7 @@ class InferTensor:
 
     def set_data_from_list(self, data: Sequence[Any]) -> InferTensor:
         """Set the data from a (flat or nested, row-major) list; validated against the shape and datatype."""
+        self._drop_shared_memory()
         self._decoded = None
         self._array = None
         self._raw = None
@@ -221,6 +269,7 @@ class InferTensor:
 
     def set_raw_data(self, raw: Buffer, binary_data: bool = True) -> InferTensor:
         """Set already-serialized wire bytes (little-endian elements; BYTES length-prefixed). Validated lazily."""
+        self._drop_shared_memory()
         self._array = None
         self._json = None
         self._decoded = None
@@ -238,6 +287,55 @@ class InferTensor:
     def has_data(self) -> bool:
         """Whether data has been set (in any form)."""
         return self._array is not None or self._raw is not None or self._json is not None
+
+    # -- shared memory ----------------------------------------------------------------------------------------
+    def set_shared_memory(self: _T, region_name: str, byte_size: int, offset: int = 0) -> _T:
+        """Place the tensor in a registered system shared memory region instead of the request body.
+
+        The data must already be in the region (``SharedMemoryRegion.set``); the request then carries only the
+        parameters ``shared_memory_region``, ``shared_memory_byte_size`` and (when not 0) ``shared_memory_offset``.
+        Any data set before is dropped; setting data again (``set_data_from_numpy``) undoes this.
+
+        Args:
+            region_name: The name the region was registered under with the server.
+            byte_size: The tensor's size in bytes in the region.
+            offset: Its byte offset in the region.
+
+        Returns:
+            self, so calls can be chained.
+        """
+        params = _shm_parameters(region_name, byte_size, offset, f"tensor {self.name!r}")
+        size = DATATYPES[self.datatype]
+        if size is not None and params[SHM_BYTE_SIZE] != shape_size(self._shape) * size:
+            raise EncodeError(
+                f"tensor {self.name!r}: shared memory byte_size {byte_size} does not match shape {self._shape} of "
+                f"{self.datatype} ({shape_size(self._shape) * size} bytes)"
+            )
+        self._drop_shared_memory()
+        self.parameters.update(params)
+        self._array = None
+        self._raw = None
+        self._json = None
+        self._decoded = None
+        self._binary = True
+        return self
+
+    def unset_shared_memory(self: _T) -> _T:
+        """Take the tensor out of shared memory (set data again before sending it)."""
+        self._drop_shared_memory()
+        return self
+
+    @property
+    def shared_memory(self) -> tuple[str, int, int] | None:
+        """``(region_name, byte_size, offset)`` when the tensor is placed in shared memory, else None."""
+        if SHM_REGION not in self.parameters:
+            return None
+        return shared_memory_of(self.parameters, f"tensor {self.name!r}", EncodeError)
+
+    def _drop_shared_memory(self) -> None:
+        if SHM_REGION in self.parameters or SHM_BYTE_SIZE in self.parameters:
+            for key in _SHM_KEYS:
+                self.parameters.pop(key, None)
 
     # -- wire forms -----------------------------------------------------------------------------------------
     def wire_bytes(self) -> Buffer:
@@ -322,6 +420,14 @@ class InferTensor:
             return self._raw_to_numpy(self._raw)
         if self._json is not None:
             return self._json_to_numpy(self._json)
+        if SHM_REGION in self.parameters:
+            error = DecodeError if isinstance(self, InferOutput) else EncodeError
+            region, size, offset = shared_memory_of(self.parameters, f"tensor {self.name!r}", error) or ("", 0, 0)
+            raise error(
+                f"tensor {self.name!r} is in shared memory region {region!r} ({size} bytes at offset {offset}), "
+                f"not in the message; read it from the region: region.as_numpy({self.datatype!r}, {self._shape}, "
+                f"offset={offset})"
+            )
         raise EncodeError(f"tensor {self.name!r} has no data")
 
     def _raw_to_numpy(self, raw: Buffer) -> np.ndarray[Any, Any]:
@@ -481,6 +587,39 @@ class InferRequestedOutput:
         self.binary_data = bool(binary_data)
         self.class_count = class_count
         self.parameters = validate_parameters(parameters, f"requested output {name!r}")
+
+    def set_shared_memory(self, region_name: str, byte_size: int, offset: int = 0) -> InferRequestedOutput:
+        """Ask the server to write this output into a registered system shared memory region.
+
+        The reply then carries the output's name, shape and datatype with these parameters and no data: read it
+        with ``region.as_numpy(output.datatype, output.shape, offset)``. The output is not asked for as binary.
+
+        Args:
+            region_name: The name the region was registered under with the server.
+            byte_size: Bytes available for the output in the region (the server fails the request when the output
+                is larger).
+            offset: Byte offset in the region.
+
+        Returns:
+            self, so calls can be chained.
+        """
+        params = _shm_parameters(region_name, byte_size, offset, f"requested output {self.name!r}")
+        self.unset_shared_memory()
+        self.parameters.update(params)
+        return self
+
+    def unset_shared_memory(self) -> InferRequestedOutput:
+        """Get the output in the reply again instead of in shared memory."""
+        for key in _SHM_KEYS:
+            self.parameters.pop(key, None)
+        return self
+
+    @property
+    def shared_memory(self) -> tuple[str, int, int] | None:
+        """``(region_name, byte_size, offset)`` when the output goes to shared memory, else None."""
+        if SHM_REGION not in self.parameters:
+            return None
+        return shared_memory_of(self.parameters, f"requested output {self.name!r}", EncodeError)
 
     def wire_parameters(self) -> dict[str, ParameterValue]:
         """The parameters as sent (without ``binary_data``, which depends on the server)."""

@@ -16,6 +16,7 @@ from typing import Any, AsyncIterator, Iterable, Mapping
 from inferkit._version import __version__
 from inferkit.codec.tensors import InferRequest, InferResponse
 from inferkit.testing._model import Model, ModelError
+from inferkit.testing._shm import ShmRegistry
 
 __all__ = ["Engine", "EXTENSIONS", "SERVER_NAME", "interruptible_sleep"]
 
@@ -60,6 +61,7 @@ class Engine:
             self.models[model.name] = model
         self.loaded: dict[str, bool] = {name: True for name in self.models}
         self.stopping = threading.Event()
+        self.shm = ShmRegistry()
         self._max_workers = max_workers
         self._executor: ThreadPoolExecutor | None = None
 
@@ -81,6 +83,7 @@ class Engine:
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
             self._executor = None
+        self.shm.close_all()
 
     # -- registry ---------------------------------------------------------------------------------------------
     def known(self, name: str) -> Model:
@@ -151,6 +154,7 @@ class Engine:
             )
         t0 = time.perf_counter_ns()
         try:
+            self.shm.resolve_inputs(request)
             arrays = model.check_request(request, lenient_datatypes=lenient_datatypes)
         except ModelError:
             model.record(version, False, 0, {"compute_input": time.perf_counter_ns() - t0})
@@ -169,6 +173,7 @@ class Engine:
             result = await loop.run_in_executor(self.executor, run)
             t2 = time.perf_counter_ns()
             response = model.build_response(result, request, version)
+            self.shm.place_outputs(request, response)
         except ModelError:
             model.record(version, False, 0, {"compute_infer": time.perf_counter_ns() - t1})
             raise
@@ -200,6 +205,7 @@ class Engine:
             yield await self.infer(request)
             return
         t0 = time.perf_counter_ns()
+        self.shm.resolve_inputs(request)
         arrays = model.check_request(request)
         params = dict(request.parameters)
         loop = asyncio.get_running_loop()
@@ -212,7 +218,9 @@ class Engine:
                 if item is _END:
                     break
                 count += 1
-                yield model.build_response(item, request, version)  # type: ignore[arg-type]
+                response = model.build_response(item, request, version)  # type: ignore[arg-type]
+                self.shm.place_outputs(request, response)
+                yield response
         except ModelError:
             model.record(version, False, 0, {"compute_infer": time.perf_counter_ns() - t0})
             raise

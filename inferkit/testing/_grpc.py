@@ -41,9 +41,9 @@ RPC_ROUTES = {
     "RepositoryIndex": "repository_index",
     "RepositoryModelLoad": "repository_load",
     "RepositoryModelUnload": "repository_unload",
-    "SystemSharedMemoryStatus": "shared_memory",
-    "SystemSharedMemoryRegister": "shared_memory",
-    "SystemSharedMemoryUnregister": "shared_memory",
+    "SystemSharedMemoryStatus": "shm_status",
+    "SystemSharedMemoryRegister": "shm_register",
+    "SystemSharedMemoryUnregister": "shm_unregister",
     "CudaSharedMemoryStatus": "shared_memory",
     "CudaSharedMemoryRegister": "shared_memory",
     "CudaSharedMemoryUnregister": "shared_memory",
@@ -161,17 +161,23 @@ class _Service:
         return pb.RepositoryModelUnloadResponse()
 
     async def SystemSharedMemoryStatus(self, request: Any, fault: Fault | None) -> Any:  # noqa: N802
-        return pb.SystemSharedMemoryStatusResponse()
+        reply = pb.SystemSharedMemoryStatusResponse()
+        for entry in self.engine.shm.status(request.name or None):
+            reply.regions[entry["name"]].CopyFrom(pb.SystemSharedMemoryStatusResponse.RegionStatus(**entry))
+        return reply
 
     async def CudaSharedMemoryStatus(self, request: Any, fault: Fault | None) -> Any:  # noqa: N802
         return pb.CudaSharedMemoryStatusResponse()
 
     async def SystemSharedMemoryRegister(self, request: Any, fault: Fault | None) -> Any:  # noqa: N802
-        raise _Abort("UNIMPLEMENTED", "shared memory is not supported by the inferkit reference server")
+        self.engine.shm.register(request.name, request.key, request.offset, request.byte_size)
+        return pb.SystemSharedMemoryRegisterResponse()
 
-    CudaSharedMemoryRegister = SystemSharedMemoryRegister
+    async def CudaSharedMemoryRegister(self, request: Any, fault: Fault | None) -> Any:  # noqa: N802
+        raise _Abort("UNIMPLEMENTED", "CUDA shared memory is not supported by the inferkit reference server")
 
     async def SystemSharedMemoryUnregister(self, request: Any, fault: Fault | None) -> Any:  # noqa: N802
+        self.engine.shm.unregister(request.name or None)
         return pb.SystemSharedMemoryUnregisterResponse()
 
     async def CudaSharedMemoryUnregister(self, request: Any, fault: Fault | None) -> Any:  # noqa: N802

@@ -73,6 +73,11 @@ def build_app(engine: Engine, book: FaultBook, auth: tuple[str, str] | None) -> 
     add("POST", "/v2/repository/index", "repository_index", api.repository_index)
     add("POST", "/v2/repository/models/{model}/load", "repository_load", api.repository_load)
     add("POST", "/v2/repository/models/{model}/unload", "repository_unload", api.repository_unload)
+    add("GET", "/v2/systemsharedmemory/status", "shm_status", api.shm_status)
+    add("GET", "/v2/systemsharedmemory/region/{region}/status", "shm_status", api.shm_status)
+    add("POST", "/v2/systemsharedmemory/region/{region}/register", "shm_register", api.shm_register)
+    add("POST", "/v2/systemsharedmemory/unregister", "shm_unregister", api.shm_unregister)
+    add("POST", "/v2/systemsharedmemory/region/{region}/unregister", "shm_unregister", api.shm_unregister)
     add("GET", "/", "v1_live", api.v1_live)
     add("GET", "/v1/models", "v1_models", api.v1_models)
     add("GET", "/v1/models/{model:[^/:]+}", "v1_ready", api.v1_ready)
@@ -255,6 +260,24 @@ class _Api:
     async def repository_unload(self, request: web.Request, fault: Fault | None) -> Reply:
         await _json_body(request)
         self.engine.unload(request.match_info["model"])
+        return Reply(200, b"", {"Content-Type": _JSON})
+
+    # -- system shared memory ---------------------------------------------------------------------------------
+    async def shm_status(self, request: web.Request, fault: Fault | None) -> Reply:
+        return Reply.json(self.engine.shm.status(request.match_info.get("region")))
+
+    async def shm_register(self, request: web.Request, fault: Fault | None) -> Reply:
+        body = await _json_body(request)
+        name = request.match_info["region"]
+        if "key" not in body or "byte_size" not in body:
+            raise ModelError(
+                400, f"failed to register shared memory region '{name}': the body needs 'key' and 'byte_size'"
+            )
+        self.engine.shm.register(name, body["key"], body.get("offset", 0), body["byte_size"])
+        return Reply(200, b"", {"Content-Type": _JSON})
+
+    async def shm_unregister(self, request: web.Request, fault: Fault | None) -> Reply:
+        self.engine.shm.unregister(request.match_info.get("region"))
         return Reply(200, b"", {"Content-Type": _JSON})
 
     # -- KServe v1 --------------------------------------------------------------------------------------------

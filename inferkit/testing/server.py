@@ -221,8 +221,9 @@ class ReferenceServer:
         return self._book.count(route, model)
 
     def reset(self) -> None:
-        """Clear faults, counters and statistics, and load every model again."""
+        """Clear faults, counters and statistics, unregister every shared memory region, load every model again."""
         self._book.reset()
+        self._engine.shm.unregister(None)
         self._engine.reset_statistics()
         for name in self._engine.loaded:
             self._engine.loaded[name] = True
