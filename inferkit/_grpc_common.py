@@ -131,7 +131,24 @@ _CONNECT_MARKERS = (
     "end of tcp stream",
     "handshake",
 )
-_TLS_MARKERS = ("ssl", "tls", "handshake", "certificate", "x509")
+# "Hostname Verification Check failed" / "Custom verification check failed" are grpc-core's texts for a server
+# certificate that does not name the host; kept specific so a DNS "hostname" message is not taken for TLS.
+_TLS_MARKERS = (
+    "ssl",
+    "tls",
+    "handshake",
+    "certificate",
+    "x509",
+    "verification check failed",
+    "hostname verification",
+)
+# A connection that could not be set up because the server closed it: with TLS 1.3 a server requiring a client
+# certificate rejects it only after the client's handshake finished, and grpc-core then just says "socket closed".
+_CLOSED_MARKERS = ("socket closed", "connection reset", "end of tcp stream", "broken pipe")
+CLIENT_CERT_HINT = (
+    "the server may require a client certificate (mTLS): pass certificate_chain and private_key "
+    "(RESTConfig.cert for REST)"
+)
 
 
 def _details(exc: Any) -> str:
@@ -174,14 +191,21 @@ def _pushback(trailers: Mapping[str, str]) -> float | None:
 
 
 def map_rpc_error(
-    exc: Any, *, model_name: str | None = None, request_id: str | None = None, attempts: int = 1
+    exc: Any,
+    *,
+    model_name: str | None = None,
+    request_id: str | None = None,
+    attempts: int = 1,
+    tls_without_client_cert: bool = False,
 ) -> InferkitError:
     """Turn a ``grpc.RpcError`` (or ``grpc.aio.AioRpcError``) into the matching inferkit error.
 
     UNAVAILABLE with grpc-core's own transport text means no server answered: ConnectError (TLSError for
-    handshake / certificate failures). RESOURCE_EXHAUSTED "larger than max" is a size limit, not rate limiting:
-    PayloadTooLargeError for the request, ResponseTooLargeError for the reply. Everything else maps by code, with
-    the server's pushback (``grpc-retry-pushback-ms`` / ``retry-after``) as ``retry_after``.
+    handshake / certificate failures; with ``tls_without_client_cert``, also for a TLS connection the server
+    closed while it was being set up, which is how a server requiring a client certificate rejects one).
+    RESOURCE_EXHAUSTED "larger than max" is a size limit, not rate limiting: PayloadTooLargeError for the request,
+    ResponseTooLargeError for the reply. Everything else maps by code, with the server's pushback
+    (``grpc-retry-pushback-ms`` / ``retry-after``) as ``retry_after``.
     """
     code_obj = exc.code() if hasattr(exc, "code") else None
     code = getattr(code_obj, "name", None) or "UNKNOWN"
@@ -189,8 +213,16 @@ def map_rpc_error(
     lowered = details.lower()
     context: dict[str, Any] = {"model_name": model_name, "request_id": request_id, "attempts": attempts}
     if code == "UNAVAILABLE" and any(m in lowered for m in _CONNECT_MARKERS):
-        cls = TLSError if any(m in lowered for m in _TLS_MARKERS) else ConnectError
-        return cls(f"could not reach the gRPC server: {details}", grpc_code=code, **context)
+        if any(m in lowered for m in _TLS_MARKERS):
+            return TLSError(f"could not reach the gRPC server: TLS failed: {details}", grpc_code=code, **context)
+        if tls_without_client_cert and "failed to connect" in lowered and any(m in lowered for m in _CLOSED_MARKERS):
+            return TLSError(
+                f"could not reach the gRPC server: the TLS connection was closed while it was being set up "
+                f"({details}); {CLIENT_CERT_HINT}",
+                grpc_code=code,
+                **context,
+            )
+        return ConnectError(f"could not reach the gRPC server: {details}", grpc_code=code, **context)
     if code == "RESOURCE_EXHAUSTED" and "larger than max" in lowered:
         # Our own limit hit while sending, or the server's limit (its status arrives "from peer"), concern the
         # request; our limit hit while receiving, the reply.
@@ -318,7 +350,10 @@ class GRPCSettings:
             for key, value in items:
                 options[key] = value
         self.options = tuple(options.items())
+        #: TLS credentials built here without a client certificate (with ``creds`` given, inferkit cannot tell).
+        self.tls_without_client_cert = False
         if creds is None and (tls or root_certificates or private_key or certificate_chain):
+            self.tls_without_client_cert = certificate_chain is None
             creds = grpc.ssl_channel_credentials(
                 root_certificates=read_pem(root_certificates, "root_certificates"),
                 private_key=read_pem(private_key, "private_key"),
@@ -501,13 +536,14 @@ def grpc_exchange(
     *,
     clock: Callable[[], float],
     log: Callable[[str, int, float], None] | None = None,
+    tls_without_client_cert: bool = False,
 ) -> Generator[Attempt | float, Any, Any]:
     """The retry loop of one RPC, as a generator the client drives (sync or async).
 
     It yields an :class:`Attempt` (the driver calls the stub with that timeout and sends back ``(True, reply)`` or
     ``(False, exc)`` for an RpcError) or a float (the driver sleeps that long and sends back None). It returns the
     parsed result, or raises the mapped error (``from`` the RpcError). Probes return False for a server error
-    other than an authentication failure.
+    other than an authentication failure. ``tls_without_client_cert`` is passed to :func:`map_rpc_error`.
     """
     state = RetryState(policy, retryable=call.retryable, retry_statuses=call.retry_server_codes, clock=clock)
     ctx: dict[str, Any] = {"model_name": call.model_name, "request_id": call.request_id}
@@ -525,7 +561,7 @@ def grpc_exchange(
             if log is not None:
                 log("OK", state.attempt, state.start)
             return call.parse(value)
-        err = map_rpc_error(value, attempts=state.attempt, **ctx)
+        err = map_rpc_error(value, attempts=state.attempt, tls_without_client_cert=tls_without_client_cert, **ctx)
         if log is not None:
             log(err.grpc_code or type(err).__name__, state.attempt, state.start)
         wait = state.on_error(err, total)
@@ -662,7 +698,14 @@ class GRPCClientBase:
         stub = self._stub(call.rpc)
         metadata = self._s.call_metadata(headers)
         log = call_logger(self._s.target, call, metadata) if self._s.verbose else None
-        exchange = grpc_exchange(call, self._s.deadline(timeout), self._s.retry, clock=time.monotonic, log=log)
+        exchange = grpc_exchange(
+            call,
+            self._s.deadline(timeout),
+            self._s.retry,
+            clock=time.monotonic,
+            log=log,
+            tls_without_client_cert=self._s.tls_without_client_cert,
+        )
         return CallRun(stub, metadata, call, exchange, self._grpc.RpcError)
 
     def _stream_args(self, timeout: float | None, headers: Headers) -> tuple[Any, float | None, Any]:

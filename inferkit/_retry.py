@@ -83,7 +83,7 @@ class RetryState:
         clock: Monotonic clock (tests pass their own).
     """
 
-    __slots__ = ("policy", "retryable", "retry_statuses", "attempt", "start", "_stale_used", "_clock")
+    __slots__ = ("policy", "retryable", "retry_statuses", "attempt", "start", "_stale_used", "_out_of_time", "_clock")
 
     def __init__(
         self,
@@ -98,6 +98,7 @@ class RetryState:
         self.retry_statuses = retry_statuses
         self.attempt = 0
         self._stale_used = False
+        self._out_of_time = False  # on_error gave up because the next attempt would start past the deadline
         self._clock = clock
         self.start = clock()
 
@@ -151,13 +152,18 @@ class RetryState:
         elapsed = self.elapsed()
         retry_after = err.retry_after if isinstance(err, errors.ServerError) else None
         wait = self.policy.delay(self.attempt, retry_after=retry_after, elapsed=elapsed)
-        if wait is not None and total is not None and elapsed + wait >= total:
+        if total is not None and (elapsed >= total or (wait is not None and elapsed + wait >= total)):
+            self._out_of_time = True
             return None
         return wait
 
     def final_error(self, err: errors.InferkitError, where: str, total: float | None) -> errors.InferkitError:
-        """The error to raise when :meth:`on_error` gave up: a timeout after retries is the deadline running out."""
-        if isinstance(err, errors.ReadTimeout) and self.attempt > 1 and total is not None:
+        """The error to raise when :meth:`on_error` gave up.
+
+        A timeout after several attempts becomes DeadlineExceeded only when the call gave up because the deadline
+        ran out (no time left for the next attempt); retries exhausted well within it keep the last error.
+        """
+        if isinstance(err, errors.ReadTimeout) and self.attempt > 1 and total is not None and self._out_of_time:
             return errors.DeadlineExceeded(
                 f"{where}: the {total:g} s deadline ran out after {self.attempt} attempts: {err.message}",
                 model_name=err.model_name,

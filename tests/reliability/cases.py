@@ -73,11 +73,6 @@ def _code(code: str, **kw: Any) -> Fault:
     return _f("grpc_status", code=code, **kw)
 
 
-BUG_GRPC_DEADLINE_MISLABEL = (
-    "BUG: _retry.RetryState.final_error (used by the sync and aio gRPC clients) turns the last ReadTimeout of "
-    "several attempts into DeadlineExceeded('the 5 s deadline ran out after N attempts') whenever the call has a "
-    "deadline, even when the retries ran out in milliseconds, long before the deadline"
-)
 BUG_REST_TRICKLE_DEADLINE = (
     "BUG: sync REST (_http._direct_attempt/_read_body) sets the socket timeout once per attempt, so a reply "
     "that trickles in slower than RetryPolicy.deadline but faster than the read timeout outlives the deadline"
@@ -157,7 +152,6 @@ CASES: tuple[FaultCase, ...] = (
         Outcome(E.GatewayTimeoutError, 2, (0.01,)),
         grpc=Outcome(E.ReadTimeout, 2, (0.01,)),
         note="retries exhausted in milliseconds: the last error, not a deadline",
-        xfail=(("sync_grpc", BUG_GRPC_DEADLINE_MISLABEL), ("aio_grpc", BUG_GRPC_DEADLINE_MISLABEL)),
     ),
     FaultCase(
         "deadline_exceeded_always_without_client_timeout",
