@@ -49,6 +49,7 @@ import threading
 import time
 from typing import Any, Iterable, Iterator, Mapping
 
+from inferkit import _grpc_shm
 from inferkit._grpc_common import (
     DEFAULT_CHANNEL_OPTIONS,
     LARGE_REQUEST_BYTES,
@@ -268,6 +269,48 @@ class InferenceGRPCClient(RebuildOnUnpickle, BatchMixin, GRPCClientBase):
         """Unload a model (and, with ``unload_dependents``, the models that depend on it)."""
         self._do(self._calls.unload_model(model_name, unload_dependents), headers, timeout)
 
+    # -- system shared memory (Triton extension) ------------------------------------------------------------
+    def get_system_shared_memory_status(
+        self, region_name: str | None = None, headers: Headers = None, timeout: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Registered system shared memory regions (Triton ``system_shared_memory`` extension).
+
+        Args:
+            region_name: Only this region (the server answers an error when it is unknown); None: every region.
+
+        Returns:
+            ``[{"name", "key", "offset", "byte_size"}, ...]``.
+        """
+        result: list[dict[str, Any]] = self._do(_grpc_shm.shm_status(region_name), headers, timeout)
+        return result
+
+    def register_system_shared_memory(
+        self,
+        name: str,
+        key: str,
+        byte_size: int,
+        offset: int = 0,
+        headers: Headers = None,
+        timeout: float | None = None,
+    ) -> None:
+        """Register a system shared memory region: the server maps ``byte_size`` bytes of ``key`` from ``offset``.
+
+        Args:
+            name: The name requests will use (``InferInput.set_shared_memory(name, ...)``).
+            key: The POSIX shared memory key, e.g. ``region.key`` of a :class:`inferkit.shm.SharedMemoryRegion`.
+            byte_size: Bytes to map.
+            offset: Byte offset of the mapped part in the shared memory object.
+
+        The server must run on the same host. Registering a name twice is a ConflictError (409 / ALREADY_EXISTS).
+        """
+        self._do(_grpc_shm.shm_register(name, key, byte_size, offset), headers, timeout)
+
+    def unregister_system_shared_memory(
+        self, name: str | None = None, headers: Headers = None, timeout: float | None = None
+    ) -> None:
+        """Unregister a system shared memory region (None: every region); the region itself is not unlinked."""
+        self._do(_grpc_shm.shm_unregister(name), headers, timeout)
+
     # -- inference -------------------------------------------------------------------------------------------
     def infer(self, request: InferRequest, headers: Headers = None, timeout: float | None = None) -> InferResponse:
         """Run one inference (``ModelInfer``).
@@ -277,7 +320,7 @@ class InferenceGRPCClient(RebuildOnUnpickle, BatchMixin, GRPCClientBase):
         tensors is held while the reply arrives (peak memory). A request with a ``sequence_id`` is never retried.
         Outputs are zero-copy views of the received reply.
         """
-        result: InferResponse = self._do(self._calls.infer(request), headers, timeout)
+        result: InferResponse = self._do(_grpc_shm.infer_call(self._calls.infer(request), request), headers, timeout)
         return result
 
     def stream(self, timeout: float | None = UNSET, headers: Headers = None) -> InferStream:

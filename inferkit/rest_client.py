@@ -222,3 +222,45 @@ class InferenceRESTClient(RebuildOnUnpickle, BatchMixin):
     def unload_model(self, model_name: str, headers: Headers = None, timeout: TimeoutLike = None) -> None:
         """Unload a model (``model_repository`` extension)."""
         self._do(self._calls.unload_model(model_name), headers, timeout)
+
+    # -- system shared memory (Triton extension) ------------------------------------------------------------
+    def get_system_shared_memory_status(
+        self, region_name: str | None = None, headers: Headers = None, timeout: TimeoutLike = None
+    ) -> list[dict[str, Any]]:
+        """Registered system shared memory regions (Triton ``system_shared_memory`` extension).
+
+        Args:
+            region_name: Only this region (the server answers an error when it is unknown); None: every region.
+
+        Returns:
+            ``[{"name", "key", "offset", "byte_size"}, ...]``.
+        """
+        result: list[dict[str, Any]] = self._do(self._calls.shm_status(region_name), headers, timeout)
+        return result
+
+    def register_system_shared_memory(
+        self,
+        name: str,
+        key: str,
+        byte_size: int,
+        offset: int = 0,
+        headers: Headers = None,
+        timeout: TimeoutLike = None,
+    ) -> None:
+        """Register a system shared memory region: the server maps ``byte_size`` bytes of ``key`` from ``offset``.
+
+        Args:
+            name: The name requests will use (``InferInput.set_shared_memory(name, ...)``).
+            key: The POSIX shared memory key, e.g. ``region.key`` of a :class:`inferkit.shm.SharedMemoryRegion`.
+            byte_size: Bytes to map.
+            offset: Byte offset of the mapped part in the shared memory object.
+
+        The server must run on the same host. Registering a name twice is a ConflictError (409 / ALREADY_EXISTS).
+        """
+        self._do(self._calls.shm_register(name, key, byte_size, offset), headers, timeout)
+
+    def unregister_system_shared_memory(
+        self, name: str | None = None, headers: Headers = None, timeout: TimeoutLike = None
+    ) -> None:
+        """Unregister a system shared memory region (None: every region); the region itself is not unlinked."""
+        self._do(self._calls.shm_unregister(name), headers, timeout)

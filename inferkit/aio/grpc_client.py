@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, AsyncIterator, Iterable, Mapping
 
+from inferkit import _grpc_shm
 from inferkit._grpc_common import (
     UNSET,
     GRPCCall,
@@ -193,12 +194,56 @@ class InferenceGRPCClient(RebuildOnUnpickle, AsyncBatchMixin, GRPCClientBase):
         """Unload a model (and, with ``unload_dependents``, the models that depend on it)."""
         await self._do(self._calls.unload_model(model_name, unload_dependents), headers, timeout)
 
+    # -- system shared memory (Triton extension) ------------------------------------------------------------
+    async def get_system_shared_memory_status(
+        self, region_name: str | None = None, headers: Headers = None, timeout: float | None = None
+    ) -> list[dict[str, Any]]:
+        """Registered system shared memory regions (Triton ``system_shared_memory`` extension).
+
+        Args:
+            region_name: Only this region (the server answers an error when it is unknown); None: every region.
+
+        Returns:
+            ``[{"name", "key", "offset", "byte_size"}, ...]``.
+        """
+        result: list[dict[str, Any]] = await self._do(_grpc_shm.shm_status(region_name), headers, timeout)
+        return result
+
+    async def register_system_shared_memory(
+        self,
+        name: str,
+        key: str,
+        byte_size: int,
+        offset: int = 0,
+        headers: Headers = None,
+        timeout: float | None = None,
+    ) -> None:
+        """Register a system shared memory region: the server maps ``byte_size`` bytes of ``key`` from ``offset``.
+
+        Args:
+            name: The name requests will use (``InferInput.set_shared_memory(name, ...)``).
+            key: The POSIX shared memory key, e.g. ``region.key`` of a :class:`inferkit.shm.SharedMemoryRegion`.
+            byte_size: Bytes to map.
+            offset: Byte offset of the mapped part in the shared memory object.
+
+        The server must run on the same host. Registering a name twice is a ConflictError (409 / ALREADY_EXISTS).
+        """
+        await self._do(_grpc_shm.shm_register(name, key, byte_size, offset), headers, timeout)
+
+    async def unregister_system_shared_memory(
+        self, name: str | None = None, headers: Headers = None, timeout: float | None = None
+    ) -> None:
+        """Unregister a system shared memory region (None: every region); the region itself is not unlinked."""
+        await self._do(_grpc_shm.shm_unregister(name), headers, timeout)
+
     # -- inference -------------------------------------------------------------------------------------------
     async def infer(
         self, request: InferRequest, headers: Headers = None, timeout: float | None = None
     ) -> InferResponse:
         """Run one inference (``ModelInfer``); see the sync client for retries and memory."""
-        result: InferResponse = await self._do(self._calls.infer(request), headers, timeout)
+        result: InferResponse = await self._do(
+            _grpc_shm.infer_call(self._calls.infer(request), request), headers, timeout
+        )
         return result
 
     def stream(self, timeout: float | None = UNSET, headers: Headers = None) -> AsyncInferStream:

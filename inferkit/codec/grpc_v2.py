@@ -64,6 +64,7 @@ from inferkit.codec.tensors import (
     InferResponse,
     InferTensor,
     ParameterValue,
+    check_shm_registration,
     shape_size,
     shared_memory_of,
     validate_parameters,
@@ -101,6 +102,10 @@ __all__ = [
     "repository_index_request",
     "repository_load_request",
     "repository_unload_request",
+    "shm_status_request",
+    "shm_register_request",
+    "shm_unregister_request",
+    "shm_status_to_list",
 ]
 
 pb = service_pb2
@@ -924,7 +929,32 @@ def repository_unload_request(model_name: str, parameters: Mapping[str, Any] | N
     return msg
 
 
+def shm_status_request(region_name: str | None = None) -> Any:
+    """``SystemSharedMemoryStatusRequest`` (no name: every region)."""
+    return pb.SystemSharedMemoryStatusRequest(name=region_name or "")
+
+
+def shm_register_request(name: str, key: str, byte_size: int, offset: int = 0) -> Any:
+    """``SystemSharedMemoryRegisterRequest`` (arguments checked: EncodeError naming the region)."""
+    name, key, byte_size, offset = check_shm_registration(name, key, byte_size, offset)
+    return pb.SystemSharedMemoryRegisterRequest(name=name, key=key, offset=offset, byte_size=byte_size)
+
+
+def shm_unregister_request(name: str | None = None) -> Any:
+    """``SystemSharedMemoryUnregisterRequest`` (no name: every region)."""
+    return pb.SystemSharedMemoryUnregisterRequest(name=name or "")
+
+
 # -- replies -> dicts -------------------------------------------------------------------------------------
+
+
+def shm_status_to_list(message: Any) -> list[dict[str, Any]]:
+    """``SystemSharedMemoryStatusResponse`` -> ``[{"name", "key", "offset", "byte_size"}, ...]`` by name (as REST)."""
+    return [
+        {"name": r.name or name, "key": r.key, "offset": int(r.offset), "byte_size": int(r.byte_size)}
+        for name, r in sorted(message.regions.items())
+    ]
+
 
 _INT64_TYPES = frozenset(
     {

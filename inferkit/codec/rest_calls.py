@@ -13,11 +13,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
+from urllib.parse import quote
 
 from inferkit import errors
 from inferkit.codec import _json, rest_v1, rest_v2
 from inferkit.codec.routes import Route, v1, v2
-from inferkit.codec.tensors import InferRequest
+from inferkit.codec.tensors import InferRequest, InferRequestedOutput, check_shm_registration
 from inferkit.config import RESTConfig, parse_retry_after
 
 __all__ = ["Reply", "RestCall", "RestCalls", "reply_error"]
@@ -158,6 +159,22 @@ class RestCalls:
         self._require_v2("unload_model()")
         return _post_json(v2.repository_unload(model_name), model_name)
 
+    # -- system shared memory (Triton extension) ----------------------------------------------------------------
+    def shm_status(self, region_name: str | None) -> RestCall:
+        self._require_v2("get_system_shared_memory_status()")
+        return RestCall("GET", _shm_path(region_name, "status"), parse=_shm_status_reply)
+
+    def shm_register(self, name: str, key: str, byte_size: int, offset: int) -> RestCall:
+        self._require_v2("register_system_shared_memory()")
+        name, key, byte_size, offset = check_shm_registration(name, key, byte_size, offset)
+        body = _json.dumps({"key": key, "offset": offset, "byte_size": byte_size})
+        # Not resent once it may have arrived: a second register of the same name is a 409 that would hide success.
+        return RestCall("POST", _shm_path(name, "register"), body, _JSON_HEADERS, retryable=False)
+
+    def shm_unregister(self, name: str | None) -> RestCall:
+        self._require_v2("unregister_system_shared_memory()")
+        return RestCall("POST", _shm_path(name, "unregister"), _EMPTY_JSON, _JSON_HEADERS)
+
     # -- binary tensor detection -----------------------------------------------------------------------------
     def binary_probe(self) -> RestCall:
         """Ask the server once whether it lists ``binary_tensor_data``; ``parse`` records and returns the answer.
@@ -196,12 +213,13 @@ class RestCalls:
             body = _json.dumps(rest_v1.v2_request_to_v1_body(request))
             return self._v1_call(v1.predict(name), body, name, _v1_as_v2_response, request.is_sequence)
         encoded = rest_v2.encode_infer_request(request, binary=binary)
+        shared = rest_v2.shared_memory_outputs(request.outputs)
         return RestCall(
             "POST",
             self._infer_path(name, request.model_version),
             encoded.body,
             encoded.headers,
-            parse=_infer_reply,
+            parse=_infer_reply if shared is None else _ShmInferReply(request.outputs or ()),
             retryable=self._retry_infer and not request.is_sequence,
             model_name=name,
             request_id=request.request_id,
@@ -299,6 +317,39 @@ def _infer_reply(call: RestCall, reply: Reply) -> Any:
         reply.header(rest_v2.HEADER_LENGTH), len(reply.body), f"response of model {name!r}"
     )
     return rest_v2.decode_infer_response(reply.body, header_length, model_name=name)
+
+
+class _ShmInferReply:
+    """Parses an infer reply whose request asked for outputs in shared memory (a server may not echo them)."""
+
+    __slots__ = ("requested",)
+
+    def __init__(self, requested: Any) -> None:
+        self.requested: list[InferRequestedOutput] = list(requested)
+
+    def __call__(self, call: RestCall, reply: Reply) -> Any:
+        name = call.model_name
+        header_length = rest_v2.parse_header_length(
+            reply.header(rest_v2.HEADER_LENGTH), len(reply.body), f"response of model {name!r}"
+        )
+        return rest_v2.decode_infer_response(reply.body, header_length, model_name=name, requested=self.requested)
+
+
+def _shm_path(region_name: str | None, action: str) -> str:
+    if region_name in (None, ""):
+        return f"/v2/systemsharedmemory/{action}"
+    if not isinstance(region_name, str):
+        raise errors.EncodeError(f"shared memory region name must be a string, got {region_name!r}")
+    return f"/v2/systemsharedmemory/region/{quote(region_name, safe='')}/{action}"
+
+
+def _shm_status_reply(call: RestCall, reply: Reply) -> list[dict[str, Any]]:
+    result = _json.loads(reply.body, what="shared memory status") if reply.body else []
+    if isinstance(result, dict):  # tolerate a single object
+        result = [result]
+    if not isinstance(result, list):
+        raise errors.DecodeError(f"the shared memory status must be a JSON list, got {type(result).__name__}")
+    return result
 
 
 def _v1_as_v2_response(call: RestCall, reply: Reply) -> Any:

@@ -47,6 +47,7 @@ __all__ = [
     "SHM_BYTE_SIZE",
     "SHM_OFFSET",
     "shared_memory_of",
+    "check_shm_registration",
 ]
 
 ParameterValue = Union[bool, int, float, str]
@@ -81,6 +82,18 @@ def shared_memory_of(
         if isinstance(value, bool) or not isinstance(value, int) or value < 0:
             raise error(f"{where}: {key} must be an integer >= 0 for shared memory region {region!r}, got {value!r}")
     return region, int(size), int(offset)  # type: ignore[arg-type]
+
+
+def check_shm_registration(name: Any, key: Any, byte_size: Any, offset: Any = 0) -> tuple[str, str, int, int]:
+    """Validate the arguments of ``register_system_shared_memory``; returns them normalised (key with its ``/``)."""
+    if not isinstance(name, str) or not name:
+        raise EncodeError(f"shared memory region name must be a non-empty string, got {name!r}")
+    if not isinstance(key, str) or not key.strip("/"):
+        raise EncodeError(f"shared memory region {name!r}: key must be a POSIX shm name like '/my_region', got {key!r}")
+    for label, value in (("byte_size", byte_size), ("offset", offset)):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+            raise EncodeError(f"shared memory region {name!r}: {label} must be an integer >= 0, got {value!r}")
+    return name, key if key.startswith("/") else "/" + key, int(byte_size), int(offset)
 
 
 def _shm_parameters(region_name: str, byte_size: int, offset: int, where: str) -> dict[str, ParameterValue]:
