@@ -34,7 +34,7 @@ import urllib3
 from urllib3.exceptions import ClosedPoolError, EmptyPoolError
 
 from inferkit import errors
-from inferkit._retry import Attempt, AttemptFailed, Budget, RetryState, rest_exchange
+from inferkit._retry import Attempt, AttemptFailed, Budget, RetryState, closed_kind, rest_exchange
 from inferkit.codec.http_wire import (
     ERROR_BODY_LIMIT,
     READ_CHUNK,
@@ -47,6 +47,7 @@ from inferkit.codec.http_wire import (
     log_line,
     parse_base_url,
     redact,
+    tls_without_client_cert,
 )
 from inferkit.codec.rest_calls import Reply, RestCall
 from inferkit.config import RESTConfig, Timeout
@@ -187,6 +188,7 @@ class SyncTransport:
         self._origin = parsed.origin
         self._owns_session = session is None
         self._ssl_context = _build_ssl_context(config)
+        self._tls_no_cert = tls_without_client_cert(self.scheme, config)
         if session is None:
             session = requests.Session()
             own_adapter = make_adapter(config, self._ssl_context)
@@ -495,7 +497,8 @@ class SyncTransport:
             except ssl.SSLError as exc:
                 raise AttemptFailed("tls" if not got_status else "dropped", exc) from None
             except _DROPPED as exc:
-                raise AttemptFailed("stale" if reused and not got_status else "dropped", exc) from None
+                kind = closed_kind(reused=reused, got_status=got_status, tls_without_client_cert=self._tls_no_cert)
+                raise AttemptFailed(kind, exc) from None
             except (http.client.HTTPException, OSError) as exc:
                 raise AttemptFailed("dropped", exc) from None
             keep = complete and not raw.will_close

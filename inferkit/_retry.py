@@ -9,8 +9,10 @@ Must not import: requests, urllib3, aiohttp, grpc.
 
 Failure kinds a REST transport reports for an attempt that got no complete reply:
 ``connect`` (refused, DNS, proxy), ``connect_timeout``, ``tls``, ``pool`` (no free connection in time),
-``stale`` (a reused keep-alive connection was closed before any byte of the reply), ``dropped`` (closed or reset
-after sending, or mid-reply), ``write_timeout``, ``read_timeout``.
+``stale`` (a reused keep-alive connection was closed before any byte of the reply), ``tls_closed`` (a new TLS
+connection made without a client certificate was closed before any byte of the reply: how a TLS 1.3 server that
+requires one rejects it), ``dropped`` (closed or reset after sending, or mid-reply), ``write_timeout``,
+``read_timeout``. :func:`closed_kind` picks among ``stale``, ``tls_closed`` and ``dropped`` for both transports.
 """
 
 from __future__ import annotations
@@ -34,7 +36,27 @@ __all__ = [
     "too_large_error",
     "deadline_error",
     "describe",
+    "closed_kind",
+    "CLIENT_CERT_HINT",
 ]
+
+#: Added to the error of a TLS connection closed during set-up when no client certificate was configured.
+CLIENT_CERT_HINT = "the server may require a client certificate (mTLS): set RESTConfig.cert"
+
+
+def closed_kind(*, reused: bool, got_status: bool, tls_without_client_cert: bool) -> str:
+    """The failure kind of a connection the peer closed or reset (the same rule for the sync and async transports).
+
+    Args:
+        reused: The attempt ran on a pooled keep-alive connection (not one opened for it).
+        got_status: The reply's status line had arrived.
+        tls_without_client_cert: The connection is TLS and the client has no client certificate configured.
+    """
+    if got_status:
+        return "dropped"
+    if reused:
+        return "stale"
+    return "tls_closed" if tls_without_client_cert else "dropped"
 
 
 class Budget:
@@ -121,7 +143,7 @@ class RetryState:
             self._stale_used = True
             self.attempt -= 1
             return _RESEND
-        if kind in ("tls", "pool"):
+        if kind in ("tls", "tls_closed", "pool"):
             may_retry = False
         elif kind in ("connect", "connect_timeout"):
             may_retry = True  # nothing reached the server
@@ -226,6 +248,11 @@ def failure_error(
         return errors.TLSError(
             f"{where}: TLS failed: {describe(exc)} (check RESTConfig.verify (CA bundle) and, for mTLS, "
             "RESTConfig.cert)",
+            **ctx,
+        )
+    if kind == "tls_closed":
+        return errors.TLSError(
+            f"{where}: the server closed the new TLS connection before any reply ({describe(exc)}); {CLIENT_CERT_HINT}",
             **ctx,
         )
     if kind == "connect":

@@ -24,6 +24,8 @@ How ``Timeout`` maps onto aiohttp:
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import errno
 import logging
 import ssl
 import time
@@ -31,7 +33,7 @@ import urllib.request
 from typing import Any, Mapping
 
 from inferkit import errors
-from inferkit._retry import Attempt, AttemptFailed, Budget, RetryState, rest_exchange
+from inferkit._retry import Attempt, AttemptFailed, Budget, RetryState, closed_kind, rest_exchange
 from inferkit.codec.http_wire import (
     ERROR_BODY_LIMIT,
     READ_CHUNK,
@@ -42,6 +44,7 @@ from inferkit.codec.http_wire import (
     config_headers,
     log_line,
     parse_base_url,
+    tls_without_client_cert,
 )
 from inferkit.codec.rest_calls import Reply, RestCall
 from inferkit.config import RESTConfig, Timeout
@@ -52,6 +55,40 @@ logger = logging.getLogger("inferkit")
 
 _INSTALL_HINT = "the async REST client needs aiohttp: pip install 'inferkit[aio]'"
 _aiohttp: Any = None
+_connector_cls: Any = None
+
+
+class _ConnUse:
+    """Whether the current attempt got a pooled keep-alive connection (set by :func:`_tracking_connector`)."""
+
+    __slots__ = ("reused",)
+
+    def __init__(self) -> None:
+        self.reused = False
+
+
+# aiohttp does not say whether a request ran on a reused connection; the attempt's task carries this holder down to
+# the connector (connect() runs in the same task, so in the same context).
+_CONN_USE: contextvars.ContextVar[_ConnUse | None] = contextvars.ContextVar("inferkit_conn_use", default=None)
+
+
+def _tracking_connector(aiohttp: Any) -> Any:
+    """A ``TCPConnector`` subclass that records in :data:`_CONN_USE` whether it handed out a used connection."""
+    global _connector_cls
+    if _connector_cls is None:
+
+        class TrackingConnector(aiohttp.TCPConnector):  # type: ignore[misc]
+            async def connect(self, req: Any, traces: Any, timeout: Any) -> Any:
+                conn = await super().connect(req, traces, timeout)
+                use = _CONN_USE.get()
+                proto = conn.protocol
+                if use is not None and proto is not None:
+                    use.reused = getattr(proto, "_inferkit_used", False)
+                    proto._inferkit_used = True  # noqa: SLF001 - our own mark on aiohttp's protocol object
+                return conn
+
+        _connector_cls = TrackingConnector
+    return _connector_cls
 
 
 def load_aiohttp() -> Any:
@@ -130,6 +167,7 @@ class AsyncTransport:
         if config.verify is False:
             logger.warning("inferkit: TLS certificate verification is disabled for %s (RESTConfig.verify=False)", url)
         self._ssl = _ssl_setting(config)
+        self._tls_no_cert = tls_without_client_cert(self.scheme, config)
         self._host = parsed.host
         self._proxy = self._select_proxy(config.proxies)
         self._const_headers = config_headers(config)
@@ -167,7 +205,7 @@ class AsyncTransport:
         if config.transport is not None:
             connector = config.transport()
         else:
-            connector = aiohttp.TCPConnector(
+            connector = _tracking_connector(aiohttp)(
                 limit=config.pool_maxsize,
                 limit_per_host=config.pool_maxsize,
                 ssl=self._ssl,
@@ -292,6 +330,8 @@ class AsyncTransport:
                 )
             got_status = False
             resp = None
+            use = _ConnUse()
+            token = _CONN_USE.set(use)
             try:
                 resp = await state.session.request(
                     method,
@@ -330,7 +370,9 @@ class AsyncTransport:
                     resp.close()  # an unfinished reply never goes back to the pool (also on cancellation)
                 if not isinstance(exc, Exception) or isinstance(exc, (BodyTooLarge, errors.InferkitError)):
                     raise  # cancellation, interpreter exit, and what is already ours
-                raise _classify(aiohttp, exc, budget, got_status) from None
+                raise _classify(aiohttp, exc, budget, got_status, use.reused, self._tls_no_cert) from None
+            finally:
+                _CONN_USE.reset(token)
         finally:
             slots.release()
 
@@ -368,7 +410,12 @@ def _close_sockets(connector: Any) -> None:
             transport._sock = None  # noqa: SLF001 - the transport is dead with its loop; do not warn about it
 
 
-def _classify(aiohttp: Any, exc: BaseException, budget: Budget, got_status: bool) -> AttemptFailed:
+_RESET_ERRNOS = frozenset({errno.ECONNRESET, errno.EPIPE, errno.ECONNABORTED})
+
+
+def _classify(
+    aiohttp: Any, exc: BaseException, budget: Budget, got_status: bool, reused: bool, tls_no_cert: bool
+) -> AttemptFailed:
     """The failure kind of an aiohttp / asyncio exception (drives the shared retry decisions)."""
     if isinstance(exc, aiohttp.ConnectionTimeoutError):
         return AttemptFailed("connect_timeout", exc, timeout=budget.connect)
@@ -380,5 +427,12 @@ def _classify(aiohttp: Any, exc: BaseException, budget: Budget, got_status: bool
         return AttemptFailed("tls" if not got_status else "dropped", exc)
     if isinstance(exc, (aiohttp.ClientConnectorError, aiohttp.ClientHttpProxyError)):
         return AttemptFailed("connect", exc)
+    closed = isinstance(exc, (aiohttp.ServerDisconnectedError, ConnectionResetError, BrokenPipeError)) or (
+        isinstance(exc, OSError) and exc.errno in _RESET_ERRNOS
+    )
+    if closed:
+        return AttemptFailed(
+            closed_kind(reused=reused, got_status=got_status, tls_without_client_cert=tls_no_cert), exc
+        )
     # Disconnected, reset, truncated payload, a malformed reply: the connection broke after sending.
     return AttemptFailed("dropped", exc)

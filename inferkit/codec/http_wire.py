@@ -32,6 +32,7 @@ __all__ = [
     "log_line",
     "BaseURL",
     "parse_base_url",
+    "tls_without_client_cert",
 ]
 
 USER_AGENT = f"inferkit/{__version__}"
@@ -293,3 +294,9 @@ def parse_base_url(url: object) -> BaseURL:
     origin = f"{scheme}://{parts.netloc}"
     port = parts.port if parts.port is not None else (443 if scheme == "https" else 80)
     return BaseURL(scheme, parts.netloc, base_path, origin + base_path, origin, parts.hostname, port)
+
+
+def tls_without_client_cert(scheme: str, config: RESTConfig) -> bool:
+    """Whether connections are TLS with no client certificate configured (an ``ssl.SSLContext`` given as
+    ``RESTConfig.verify`` may carry one: then inferkit cannot tell, and says False)."""
+    return scheme == "https" and config.cert is None and isinstance(config.verify, (bool, str))

@@ -127,18 +127,7 @@ def _close_on_reuse(conn_index: int, request_index: int, request: bytes) -> byte
 
 @pytest.mark.parametrize(
     "kind",
-    [
-        "sync_rest",
-        pytest.param(
-            "aio_rest",
-            marks=pytest.mark.xfail(
-                strict=True,
-                reason="BUG: aio REST (_transport._classify) reports a reused keep-alive connection closed before "
-                "any reply byte as 'dropped', not 'stale': with max_retries=0 the call fails instead of being "
-                "resent once on a new connection as the sync client does",
-            ),
-        ),
-    ],
+    ["sync_rest", "aio_rest"],
 )
 def test_stale_keepalive_connection_is_resent_once_without_a_retry(kind: str) -> None:
     driver = Driver(kind)

@@ -147,20 +147,7 @@ def test_mtls_without_client_certificate_fails(
     assert tls_servers["mutual"].count(route="infer") == 0
 
 
-BUG_MTLS_UNCLEAR = (
-    "BUG: with TLS 1.3 a server that requires a client certificate closes the connection after the handshake; every "
-    "client reports a generic 'connection closed' / 'socket closed' ConnectError (and retries it) that never "
-    "mentions TLS or the missing client certificate"
-)
-
-
-@pytest.mark.parametrize(
-    "kind",
-    [
-        pytest.param(k, marks=[pytest.mark.xfail(strict=True, reason=BUG_MTLS_UNCLEAR)] if k.endswith("rest") else [])
-        for k in KINDS
-    ],
-)
+@pytest.mark.parametrize("kind", KINDS)
 def test_mtls_without_client_certificate_fails_clearly(
     kind: str, tls_servers: dict[str, ReferenceServer], tls_material: Any
 ) -> None:
@@ -173,6 +160,8 @@ def test_mtls_without_client_certificate_fails_clearly(
     # alert is seen as such, else a connection closed; either way it names the TLS or the certificate.
     text = str(info.value).lower()
     assert any(word in text for word in ("tls", "ssl", "certificate", "handshake")), text
+    assert "client certificate" in text, text
+    assert isinstance(info.value, errors.TLSError) and info.value.attempts == 1, "a TLS failure is not retried"
     assert tls_servers["mutual"].count(route="infer") == 0
 
 
