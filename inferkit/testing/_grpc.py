@@ -22,6 +22,7 @@ from inferkit.errors import DecodeError, EncodeError, grpc_code_for_http_status
 from inferkit.testing._engine import Engine
 from inferkit.testing._faults import Fault, FaultBook
 from inferkit.testing._model import ModelError
+from inferkit.testing._shm import ALREADY_REGISTERED
 
 __all__ = ["start_grpc_server", "RPC_ROUTES"]
 
@@ -170,7 +171,12 @@ class _Service:
         return pb.CudaSharedMemoryStatusResponse()
 
     async def SystemSharedMemoryRegister(self, request: Any, fault: Fault | None) -> Any:  # noqa: N802
-        self.engine.shm.register(request.name, request.key, request.offset, request.byte_size)
+        try:
+            self.engine.shm.register(request.name, request.key, request.offset, request.byte_size)
+        except ModelError as exc:
+            if ALREADY_REGISTERED in exc.message:  # Triton: 400 over REST, but ALREADY_EXISTS over gRPC
+                raise _Abort("ALREADY_EXISTS", exc.message) from exc
+            raise
         return pb.SystemSharedMemoryRegisterResponse()
 
     async def CudaSharedMemoryRegister(self, request: Any, fault: Fault | None) -> Any:  # noqa: N802

@@ -18,7 +18,10 @@ from inferkit.codec.tensors import SHM_BYTE_SIZE, SHM_REGION, InferRequest, Infe
 from inferkit.shm import SharedMemoryError, SharedMemoryRegion
 from inferkit.testing._model import ModelError
 
-__all__ = ["ShmRegistry"]
+__all__ = ["ShmRegistry", "ALREADY_REGISTERED"]
+
+#: Message tail of a second registration of a name (Triton's words); gRPC answers it with ALREADY_EXISTS.
+ALREADY_REGISTERED = "already in manager"
 
 
 @dataclass
@@ -52,7 +55,11 @@ class ShmRegistry:
         return [found.status()]
 
     def register(self, name: str, key: Any, offset: Any, byte_size: Any) -> None:
-        """Map ``key`` (``offset`` .. ``offset + byte_size``) under ``name``; 409 if the name is taken."""
+        """Map ``key`` (``offset`` .. ``offset + byte_size``) under ``name``.
+
+        As Triton 2.51: a taken name is 400 over REST (gRPC: ALREADY_EXISTS, see ``ALREADY_REGISTERED``), a key that
+        cannot be opened is 500 / INTERNAL.
+        """
         if not isinstance(name, str) or not name:
             raise ModelError(400, "shared memory region name must be a non-empty string")
         if not isinstance(key, str) or not key:
@@ -66,11 +73,11 @@ class ShmRegistry:
             raise ModelError(400, f"failed to register shared memory region '{name}': 'byte_size' must be > 0")
         with self._lock:
             if name in self._regions:
-                raise ModelError(409, f"shared memory region '{name}' already in manager")
+                raise ModelError(400, f"shared memory region '{name}' {ALREADY_REGISTERED}")
             try:
                 region = SharedMemoryRegion.attach(key, byte_size=offset + byte_size, name=name)
             except SharedMemoryError as exc:
-                raise ModelError(400, f"Unable to open shared memory region: '{key}': {exc}") from exc
+                raise ModelError(500, f"Unable to open shared memory region: '{key}': {exc}") from exc
             self._regions[name] = _Registered(name, region.key, offset, byte_size, region)
 
     def unregister(self, name: str | None = None) -> None:

@@ -77,16 +77,16 @@ def test_rest_register_errors(reference_server, regions):
     inputs, _ = regions
     assert register(reference_server, inputs).status == 200
     again = register(reference_server, inputs)
-    assert again.status == 409 and "already in manager" in again.json()["error"]
+    assert again.status == 400 and "already in manager" in again.json()["error"]  # as Triton (gRPC: ALREADY_EXISTS)
     missing = call(
         reference_server,
         "POST",
         "/v2/systemsharedmemory/region/nokey/register",
         {"key": "/inferkit_no_such_key", "byte_size": 8},
     )
-    assert missing.status == 400 and "Unable to open shared memory region" in missing.json()["error"]
+    assert missing.status == 500 and "Unable to open shared memory region" in missing.json()["error"]
     too_big = register(reference_server, inputs, name="too_big", byte_size=inputs.byte_size + 1)
-    assert too_big.status == 400
+    assert too_big.status == 500 and "fewer than the 129" in too_big.json()["error"]
     no_size = call(reference_server, "POST", "/v2/systemsharedmemory/region/x/register", {"key": inputs.key})
     assert no_size.status == 400
     unknown = call(reference_server, "GET", "/v2/systemsharedmemory/region/nope/status")
