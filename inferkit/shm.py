@@ -72,7 +72,7 @@ from inferkit.codec.tensors import InferInput, InferRequestedOutput
 from inferkit.errors import DecodeError, EncodeError
 
 try:  # CPython on every POSIX platform; absent on Windows and some other interpreters
-    import _posixshmem
+    import _posixshmem  # type: ignore[import-not-found,unused-ignore]  # private CPython module, no stubs
 except ImportError:  # pragma: no cover - exercised only where CPython's module is missing
     _posixshmem = None
 
