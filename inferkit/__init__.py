@@ -37,6 +37,7 @@ if TYPE_CHECKING:
     from inferkit.factory import InferenceClientFactory
     from inferkit.grpc_client import InferenceGRPCClient
     from inferkit.rest_client import InferenceRESTClient
+    from inferkit.shm import SharedMemoryRegion
 
 __all__ = [
     "__version__",
@@ -56,6 +57,7 @@ __all__ = [
     "InferenceGRPCClient",
     "InferenceClientFactory",
     "ItemError",
+    "SharedMemoryRegion",
     "InferkitError",
     "EncodeError",
     "DecodeError",
@@ -72,6 +74,7 @@ _LAZY = {
     "InferenceRESTClient": "inferkit.rest_client",
     "InferenceGRPCClient": "inferkit.grpc_client",
     "InferenceClientFactory": "inferkit.factory",
+    "SharedMemoryRegion": "inferkit.shm",
 }
 
 
