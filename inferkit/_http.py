@@ -19,6 +19,7 @@ path"), still with inferkit's retry loop, timeouts and error mapping.
 from __future__ import annotations
 
 import http.client
+import io
 import logging
 import socket
 import ssl
@@ -57,6 +58,9 @@ __all__ = ["SyncTransport", "HTTPResponse", "make_adapter", "redact", "USER_AGEN
 logger = logging.getLogger("inferkit")
 
 _COALESCE_LIMIT = 1 << 16  # bodies up to this size are sent together with the headers, in one sendall()
+# A plain body up to this size is read with one read() of Content-Length bytes; a larger one in pieces that grow
+# with what arrived, because http.client (before Python 3.12) allocates the whole announced length up front.
+_ONE_READ_LIMIT = 1 << 20
 
 #: The reply type (shared with the async transport).
 HTTPResponse = Reply
@@ -482,7 +486,10 @@ class SyncTransport:
                 sent = True
                 if budget.read != budget.write:
                     sock.settimeout(budget.read)
-                raw = http.client.HTTPResponse(sock, method=method)
+                # Under an overall deadline every read of the reply is bounded by what is left of it, so a reply
+                # trickling in faster than the read timeout cannot outlive the deadline.
+                source: Any = sock if budget.remaining is None else _DeadlineSocket(sock, budget)
+                raw = http.client.HTTPResponse(source, method=method)
                 try:
                     raw.begin()
                     got_status = True
@@ -614,6 +621,38 @@ def _connect(conn: Any, timeout: float | None) -> None:
         raise AttemptFailed("connect", exc) from None
 
 
+class _DeadlineSocket:
+    """What ``http.client.HTTPResponse`` reads the reply from when an overall deadline applies: each read waits at
+    most the read timeout and never past the deadline (then ``socket.timeout``, a read timeout past the deadline)."""
+
+    __slots__ = ("_sock", "_read", "_end")
+
+    def __init__(self, sock: socket.socket, budget: Budget) -> None:
+        assert budget.remaining is not None
+        self._sock = sock
+        self._read = budget.read
+        self._end = time.monotonic() + budget.remaining
+
+    def makefile(self, mode: str = "rb", *args: Any, **kwargs: Any) -> io.BufferedReader:
+        return io.BufferedReader(_DeadlineRaw(self._sock, self._read, self._end))
+
+
+class _DeadlineRaw(io.RawIOBase):
+    def __init__(self, sock: socket.socket, read: float | None, end: float) -> None:
+        super().__init__()
+        self._sock, self._read, self._end = sock, read, end
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        left = self._end - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("the overall deadline ran out while reading the reply")
+        self._sock.settimeout(left if self._read is None or left < self._read else self._read)
+        return self._sock.recv_into(buffer)
+
+
 def _read_body(raw: http.client.HTTPResponse, reader: BodyReader) -> tuple[bytes, bool]:
     """Read the whole body of an http.client reply into one bytes object through ``reader`` (size limit,
     decompression). Returns the body and whether it was read to its end (only then may the connection be reused).
@@ -621,14 +660,30 @@ def _read_body(raw: http.client.HTTPResponse, reader: BodyReader) -> tuple[bytes
     length = raw.length
     if reader.plain and length is not None:
         wanted = reader.expect(length)
-        if wanted < length:
-            return raw.read(wanted), False  # an error body cut at its limit
-        return raw.read(), True  # one allocation of exactly Content-Length bytes; a short body raises
+        if wanted <= _ONE_READ_LIMIT:
+            if wanted < length:
+                return raw.read(wanted), False  # an error body cut at its limit
+            return raw.read(), True  # one allocation of exactly Content-Length bytes; a short body raises
+        return _read_exact(raw, wanted), wanted == length
     while True:
         chunk = raw.read(READ_CHUNK)
         if not chunk or not reader.feed(chunk):
             break
     return reader.finish(), reader.complete
+
+
+def _read_exact(raw: http.client.HTTPResponse, wanted: int) -> bytes:
+    """``wanted`` bytes of a large plain body, in pieces that never ask for more than has arrived so far (plus
+    1 MiB): a hostile Content-Length costs what the server really sends. A short body raises IncompleteRead."""
+    parts: list[bytes] = []
+    got = 0
+    while got < wanted:
+        piece = raw.read(min(wanted - got, max(_ONE_READ_LIMIT, got)))
+        if not piece:
+            raise http.client.IncompleteRead(b"", wanted - got)
+        parts.append(piece)
+        got += len(piece)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def _read_urllib3_body(raw: Any, reader: BodyReader) -> bytes:

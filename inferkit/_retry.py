@@ -151,7 +151,9 @@ class RetryState:
             may_retry = self.retryable and policy.retry_on_timeout
         else:  # dropped, stale (second time)
             may_retry = self.retryable
-        if budget.capped and kind.endswith("timeout"):
+        if kind.endswith("timeout") and (
+            budget.capped or (policy.deadline is not None and self.elapsed() >= policy.deadline)
+        ):
             return _DEADLINE
         wait = policy.delay(self.attempt, elapsed=self.elapsed()) if may_retry else None
         return _RAISE if wait is None else Step("sleep", wait)

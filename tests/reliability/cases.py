@@ -73,11 +73,6 @@ def _code(code: str, **kw: Any) -> Fault:
     return _f("grpc_status", code=code, **kw)
 
 
-BUG_REST_TRICKLE_DEADLINE = (
-    "BUG: sync REST (_http._direct_attempt/_read_body) sets the socket timeout once per attempt, so a reply "
-    "that trickles in slower than RetryPolicy.deadline but faster than the read timeout outlives the deadline"
-)
-
 R3 = {"max_retries": 3}
 R2 = {"max_retries": 2}
 R1 = {"max_retries": 1}
@@ -287,7 +282,6 @@ CASES: tuple[FaultCase, ...] = (
         timeout=1.0,
         real_sleeps=True,
         note="a slow-loris reply cannot outlive the deadline (gRPC: the server has no trickle)",
-        xfail=(("sync_rest", BUG_REST_TRICKLE_DEADLINE),),
     ),
 )
 

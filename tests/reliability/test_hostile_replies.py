@@ -280,13 +280,7 @@ def _check(exc: Optional[BaseException], peak: int, expected: type, words: tuple
     assert peak < MEMORY_BOUND, f"peak {peak / 2**20:.1f} MiB while handling the reply"
 
 
-_REST_XFAIL: dict[str, str] = {
-    "sync_rest-content_length_huge_body_short": (
-        "BUG: _http._read_body reads a plain body with one raw.read() of Content-Length bytes; on Python < 3.12 "
-        "http.client allocates the whole announced length up front, so a hostile 'Content-Length: 1500000000' "
-        "(under max_response_size) followed by a few bytes costs ~1.4 GiB before the short read is noticed"
-    ),
-}
+_REST_XFAIL: dict[str, str] = {}
 
 
 def _rest_params() -> list[Any]:
