@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import email.utils
 import math
+import os
 import random
 import time
 from dataclasses import dataclass, field, fields, replace
@@ -296,6 +297,17 @@ StaticAuth = Union[BearerToken, APIKey, BasicAuth]
 SENSITIVE_HEADERS = frozenset({"authorization", "proxy-authorization", "x-api-key", "triton-access-token", "cookie"})
 
 
+def _tls_paths(cert: Any, verify: Any) -> list[tuple[str, str]]:
+    paths: list[tuple[str, str]] = []
+    if isinstance(cert, str):
+        paths.append(("cert", cert))
+    elif isinstance(cert, tuple):
+        paths.extend((f"cert[{i}]", str(p)) for i, p in enumerate(cert))
+    if isinstance(verify, (str, os.PathLike)):
+        paths.append(("verify", os.fspath(verify)))
+    return paths
+
+
 def _frozen_mapping(value: Mapping[str, str] | None, name: str) -> Mapping[str, str]:
     if value is None:
         return MappingProxyType({})
@@ -402,6 +414,12 @@ class RESTConfig:
             if len(self.cert) != 2:
                 raise ValueError("RESTConfig.cert must be a PEM path or a (cert, key) pair of paths")
             object.__setattr__(self, "cert", tuple(self.cert))
+        # A wrong path fails here, with its name, rather than as a TLS error on the first request.
+        for label, path in _tls_paths(self.cert, self.verify):
+            if not os.path.exists(path):
+                raise ValueError(f"RESTConfig.{label}: {path!r} does not exist")
+            if not os.access(path, os.R_OK):
+                raise ValueError(f"RESTConfig.{label}: {path!r} is not readable")
         if isinstance(self.auth, (list, tuple)):
             if len(self.auth) != 2:
                 raise ValueError("RESTConfig.auth as a tuple must be (username, password)")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import email.utils
 import math
+import re
 
 import pytest
 
@@ -178,12 +179,17 @@ def test_rest_config_defaults():
     assert dict(c.headers) == {} and c.proxies is None
 
 
-def test_rest_config_coercions():
-    c = RESTConfig(protocol="V1", timeout=(3, 600), auth=("u", "p"), retries=1, headers={"X-A": "1"}, cert=["c", "k"])
+def test_rest_config_coercions(tmp_path):
+    cert, key = tmp_path / "c", tmp_path / "k"
+    cert.write_text("cert")
+    key.write_text("key")
+    c = RESTConfig(
+        protocol="V1", timeout=(3, 600), auth=("u", "p"), retries=1, headers={"X-A": "1"}, cert=[str(cert), str(key)]
+    )
     assert c.protocol == "v1"
     assert (c.timeouts.connect, c.timeouts.read) == (3.0, 600.0)
     assert isinstance(c.auth, BasicAuth) and c.static_auth_headers()["Authorization"].startswith("Basic ")
-    assert c.retry_policy.max_retries == 1 and c.cert == ("c", "k")
+    assert c.retry_policy.max_retries == 1 and c.cert == (str(cert), str(key))
     with pytest.raises(TypeError):
         c.headers["X-B"] = "2"  # type: ignore[index]
     d = c.replace(retries=5)
@@ -226,3 +232,16 @@ def test_auth_helpers_redact_secrets():
     assert RESTConfig(auth=BearerToken("t")).static_auth_headers() == {"Authorization": "Bearer t"}
     assert RESTConfig(auth=object()).static_auth_headers() == {}
     assert not math.isnan(RetryPolicy().backoff(1, rand=lambda: 0.5))
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"cert": "/nonexistent/client.pem"}, "RESTConfig.cert"),
+        ({"cert": ("/nonexistent/c.pem", "/nonexistent/k.pem")}, "RESTConfig.cert[0]"),
+        ({"verify": "/nonexistent/ca.pem"}, "RESTConfig.verify"),
+    ],
+)
+def test_rest_config_checks_tls_paths_at_construction(kwargs, field):
+    with pytest.raises(ValueError, match=re.escape(field) + r": ./nonexistent/.* does not exist"):
+        RESTConfig(**kwargs)
