@@ -21,6 +21,7 @@ from __future__ import annotations
 import http.client
 import io
 import logging
+import os
 import socket
 import ssl
 import threading
@@ -64,6 +65,21 @@ _ONE_READ_LIMIT = 1 << 20
 
 #: The reply type (shared with the async transport).
 HTTPResponse = Reply
+
+# fork(): a child inherits the parent's pooled keep-alive sockets; if both used one, each would read the other's
+# replies. The generation counts forks (in the child); a transport that sees a new generation drops its pools.
+_fork_generation = 0
+_fork_lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    global _fork_generation, _fork_lock
+    _fork_generation += 1
+    _fork_lock = threading.Lock()  # another thread of the parent may have held it at the fork
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 # Failures that mean "the peer closed or reset the connection"; on a reused keep-alive connection before any
 # byte of the reply arrived they mean the connection was stale (closed by the server while idle).
@@ -212,6 +228,7 @@ class SyncTransport:
         self._closed = False
         self._lock = threading.Lock()
         self._pool: Any = None
+        self._generation = _fork_generation
 
         # Settings requests would apply per call, resolved once: session defaults, environment, config.
         verify: Any = config.verify
@@ -220,7 +237,9 @@ class SyncTransport:
         elif verify is True and not self._owns_session:
             verify = None  # defer to the caller's session.verify / REQUESTS_CA_BUNDLE
         if config.verify is False:
-            logger.warning("inferkit: TLS certificate verification is disabled for %s (RESTConfig.verify=False)", url)
+            logger.warning(
+                "inferkit: TLS certificate verification is disabled for %s (RESTConfig.verify=False)", parsed.base_url
+            )
         proxies = dict(config.proxies or {})
         settings = session.merge_environment_settings(self.base_url, proxies, None, verify, config.cert)
         self._verify = settings["verify"]
@@ -266,7 +285,7 @@ class SyncTransport:
             )
 
         self._default_budget = Budget(config.timeouts, None)
-        self._const_headers = config_headers(config, self._session_headers(session))
+        self._const_headers = config_headers(config, self._session_headers(session), parsed.auth)
         self._const_lower = frozenset(k.lower() for k, _ in self._const_headers)
         self._const_lines = [(k.lower(), f"{k}: {v}\r\n".encode("latin-1")) for k, v in self._const_headers]
         self._const_block = b"".join(line for _, line in self._const_lines)
@@ -303,6 +322,29 @@ class SyncTransport:
                 adapter.cert_verify(pool, prepared.url, self._verify, self._cert)
             self._pool = pool
             return pool
+
+    def _after_fork(self) -> None:
+        """In a forked child, on first use: new, empty pools for every adapter of the session.
+
+        The inherited connections are let go of by closing the child's copies of their sockets: ``close()`` only
+        drops this process's descriptor, while ``shutdown()`` (or a TLS close_notify) would end the parent's
+        connection too, so neither is used.
+        """
+        with _fork_lock:
+            if self._generation == _fork_generation:
+                return
+            self._lock = threading.Lock()  # may have been held by another thread of the parent at the fork
+            self._pool = None
+            for adapter in list(self.session.adapters.values()):
+                if not isinstance(adapter, requests.adapters.HTTPAdapter):
+                    continue
+                managers = [adapter.poolmanager, *adapter.proxy_manager.values()]
+                sizes: Any = adapter  # requests keeps the pool sizes as private attributes (for pickling)
+                adapter.init_poolmanager(sizes._pool_connections, sizes._pool_maxsize, block=sizes._pool_block)
+                adapter.proxy_manager = {}
+                for manager in managers:
+                    _drop_inherited(manager)
+            self._generation = _fork_generation
 
     def _host_header(self) -> str:
         host = self._host()
@@ -362,6 +404,8 @@ class SyncTransport:
             model_name: For error messages.
             request_id: For error messages.
         """
+        if self._generation != _fork_generation:
+            self._after_fork()
         config = self.config
         tmo = config.timeouts if timeout is None else Timeout.coerce(timeout)
         target = self.base_path + path
@@ -597,6 +641,24 @@ class SyncTransport:
             t0 = time.perf_counter()
 
         return log
+
+
+def _drop_inherited(manager: Any) -> None:
+    """Close this process's copies of the sockets pooled in a urllib3 PoolManager inherited across fork()."""
+    try:
+        pools = list(manager.pools._container.values())  # noqa: SLF001 - urllib3 has no public iterator
+    except AttributeError:
+        return
+    for pool in pools:
+        queue = getattr(pool, "pool", None)
+        for conn in list(getattr(queue, "queue", ()) or ()):
+            sock = getattr(conn, "sock", None)
+            if sock is not None:
+                try:
+                    sock.close()  # this process's descriptor only: close() sends no TLS close_notify, no shutdown
+                except OSError:
+                    pass
+                conn.sock = None
 
 
 def _connect(conn: Any, timeout: float | None) -> None:

@@ -186,7 +186,7 @@ def _child(seed: int, calls: int, out: Any) -> None:
         out.put(f"{type(exc).__name__}: {exc}")
 
 
-@pytest.mark.parametrize("kind", ["sync_grpc"])
+@pytest.mark.parametrize("kind", ["sync_rest", "sync_grpc"])
 def test_client_used_in_parent_keeps_working_in_forked_children(kind: str, load_server: ReferenceServer) -> None:
     """The parent's pooled connections (REST keep-alive sockets, the gRPC channel) must not be shared with the
     children: each child gets correct answers for its own inputs while the parent keeps calling too."""
@@ -224,12 +224,6 @@ def _child_one_call(out: Any) -> None:
         out.put(f"{type(exc).__name__}: {exc}")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG: the sync REST transport (inferkit/_http.py) keeps its urllib3 pool across fork(): a child reuses the "
-    "parent's keep-alive socket, so parent and children interleave requests on one connection and receive each "
-    "other's replies (seen: the parent got a child's outputs); the gRPC client rebuilds its channel after fork",
-)
 def test_forked_child_never_reuses_the_parents_rest_connection() -> None:
     """Deterministic form of the fork test for REST: the child's request must arrive on a connection of its own."""
     global _FORKED_CLIENT
@@ -259,3 +253,4 @@ def test_forked_child_never_reuses_the_parents_rest_connection() -> None:
             client.close()
     assert len(arrivals) == 3
     assert arrivals[1] != arrivals[0], "the child sent its request on the parent's pooled connection"
+    assert arrivals[2] == arrivals[0], "the child's clean-up broke the parent's pooled connection"
