@@ -165,12 +165,14 @@ class AsyncTransport:
                 f"aiohttp.BaseConnector (it is called in each event loop), got {type(transport).__name__}"
             )
         if config.verify is False:
-            logger.warning("inferkit: TLS certificate verification is disabled for %s (RESTConfig.verify=False)", url)
+            logger.warning(
+                "inferkit: TLS certificate verification is disabled for %s (RESTConfig.verify=False)", parsed.base_url
+            )
         self._ssl = _ssl_setting(config)
         self._tls_no_cert = tls_without_client_cert(self.scheme, config)
         self._host = parsed.host
         self._proxy = self._select_proxy(config.proxies)
-        self._const_headers = config_headers(config)
+        self._const_headers = config_headers(config, (), parsed.auth)
         self._const_lower = frozenset(k.lower() for k, _ in self._const_headers)
         self._default_budget = Budget(config.timeouts, None)
         self._default_timeout = self.aiohttp.ClientTimeout(

@@ -12,11 +12,11 @@ from __future__ import annotations
 import re
 import zlib
 from typing import Iterable, Mapping, NamedTuple, Sequence
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from inferkit import errors
 from inferkit._version import __version__
-from inferkit.config import SENSITIVE_HEADERS, RESTConfig
+from inferkit.config import SENSITIVE_HEADERS, BasicAuth, RESTConfig
 
 __all__ = [
     "USER_AGENT",
@@ -55,17 +55,23 @@ def check_header(key: object, value: object) -> None:
         )
 
 
-def config_headers(config: RESTConfig, base: Iterable[tuple[str, str]] = ()) -> list[tuple[str, str]]:
+def config_headers(
+    config: RESTConfig, base: Iterable[tuple[str, str]] = (), url_auth: tuple[str, str] | None = None
+) -> list[tuple[str, str]]:
     """The headers sent on every request, computed once per client.
 
     Args:
         config: The client's settings (static auth, headers, accept_compression).
         base: Headers below the config's (e.g. those the caller set on a requests Session).
+        url_auth: ``(user, password)`` from the URL (:attr:`BaseURL.auth`): basic auth, used only when
+            ``config.auth`` is None; ``RESTConfig.auth`` and an ``Authorization`` in ``RESTConfig.headers`` win.
     """
     merged: dict[str, tuple[str, str]] = {}
     for key, value in base:
         merged[key.lower()] = (key, value)
     merged.setdefault("user-agent", ("User-Agent", USER_AGENT))
+    if url_auth is not None and config.auth is None:
+        merged["authorization"] = ("Authorization", BasicAuth(*url_auth).headers()["Authorization"])
     for key, value in config.static_auth_headers().items():
         merged[key.lower()] = (key, value)
     for key, value in (config.headers or {}).items():
@@ -261,7 +267,11 @@ def log_line(
 
 
 class BaseURL(NamedTuple):
-    """A REST client's server URL, validated: ``base_url`` is ``scheme://netloc/base/path`` (no trailing slash)."""
+    """A REST client's server URL, validated: ``base_url`` is ``scheme://netloc/base/path`` (no trailing slash).
+
+    ``user:password@`` in the URL is never part of ``netloc``, ``base_url`` or ``origin`` (they appear in error
+    messages, logs and reprs); it is kept only in ``auth`` (percent-decoded), for basic auth.
+    """
 
     scheme: str
     netloc: str
@@ -270,30 +280,46 @@ class BaseURL(NamedTuple):
     origin: str
     host: str
     port: int
+    auth: tuple[str, str] | None = None
 
+    def __repr__(self) -> str:
+        auth = "" if self.auth is None else ", auth=(***)"
+        return f"BaseURL({self.base_url!r}{auth})"
+
+
+_USERINFO = re.compile(r"//[^/?#]*@")
 
 # RFC 3986 characters that stay as they are in a path (as requests' requote_uri keeps them).
 _PATH_SAFE = "!#$%&'()*+,/:;=?@[]~"
 
 
 def parse_base_url(url: object) -> BaseURL:
-    """Validate a REST server URL (``http(s)://host[:port][/base]``; no scheme means ``http://``)."""
+    """Validate a REST server URL (``http(s)://[user:password@]host[:port][/base]``; no scheme means ``http://``).
+
+    Credentials in the URL are taken out of it (see :class:`BaseURL`) and sent as basic auth, unless the client
+    has ``RESTConfig.auth`` (which then wins). Error messages about the URL never repeat its password.
+    """
     if not isinstance(url, str) or not url:
         raise ValueError(f"the server URL must be a non-empty string, got {url!r}")
     if "://" not in url:
         url = "http://" + url  # "localhost:8000", as tritonclient accepts it
+    shown = _USERINFO.sub("//***@", url)  # the URL as error messages may show it
     parts = urlsplit(url)
     scheme = parts.scheme.lower()
     if scheme not in ("http", "https"):
-        raise ValueError(f"a REST client needs an http:// or https:// URL, got {url!r}")
+        raise ValueError(f"a REST client needs an http:// or https:// URL, got {shown!r}")
     if not parts.hostname:
-        raise ValueError(f"the server URL {url!r} has no host")
+        raise ValueError(f"the server URL {shown!r} has no host")
     if parts.query or parts.fragment:
-        raise ValueError(f"the server URL {url!r} must not carry a query or fragment")
+        raise ValueError(f"the server URL {shown!r} must not carry a query or fragment")
     base_path = quote(parts.path, safe=_PATH_SAFE).rstrip("/")
-    origin = f"{scheme}://{parts.netloc}"
+    netloc = parts.netloc.rpartition("@")[2]
+    auth = None
+    if "@" in parts.netloc:
+        auth = (unquote(parts.username or ""), unquote(parts.password or ""))
+    origin = f"{scheme}://{netloc}"
     port = parts.port if parts.port is not None else (443 if scheme == "https" else 80)
-    return BaseURL(scheme, parts.netloc, base_path, origin + base_path, origin, parts.hostname, port)
+    return BaseURL(scheme, netloc, base_path, origin + base_path, origin, parts.hostname, port, auth)
 
 
 def tls_without_client_cert(scheme: str, config: RESTConfig) -> bool:

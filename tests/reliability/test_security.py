@@ -272,16 +272,7 @@ def test_rest_config_repr_hides_credential_headers() -> None:
     assert "X-Trace" in text and "t1" in text and "p:3128" in text  # only the secrets are hidden
 
 
-BUG_URL_PASSWORD = (
-    "BUG: the REST transports put base_url (with the user:password@ of the URL) into every error message "
-    "('POST http://user:pw@host/...'); userinfo must be stripped from base_url/where (and sent as basic auth)"
-)
-
-
-@pytest.mark.parametrize(
-    "kind",
-    [pytest.param(k, marks=pytest.mark.xfail(strict=True, reason=BUG_URL_PASSWORD)) for k in ("sync_rest", "aio_rest")],
-)
+@pytest.mark.parametrize("kind", ["sync_rest", "aio_rest"])
 def test_password_in_url_never_in_errors_or_reprs(kind: str) -> None:
     driver = Driver(kind)
     driver.skip_if_missing()
@@ -300,6 +291,27 @@ def test_password_in_url_never_in_errors_or_reprs(kind: str) -> None:
     _assert_error_clean(info.value)
     for text in holder:
         _assert_clean(text, "the client's repr/host")
+
+
+@pytest.mark.parametrize("kind", ["sync_rest", "aio_rest"])
+@pytest.mark.parametrize("explicit", [False, True])
+def test_password_in_url_is_sent_as_basic_auth_unless_auth_is_configured(kind: str, explicit: bool) -> None:
+    driver = Driver(kind)
+    driver.skip_if_missing()
+    from .test_connection_faults import _OK_BODY
+
+    seen: list[bytes] = []
+
+    def respond(conn: int, index: int, request: bytes) -> bytes:
+        seen.append(request)
+        return http_reply(_OK_BODY, headers={"Content-Type": "application/json"})
+
+    with RawHTTPServer(respond) as raw:
+        url = raw.url.replace("://", "://us%40er:p%3Aw@", 1)
+        kw: dict[str, Any] = {"auth": BearerToken("explicit")} if explicit else {}
+        driver.run(url, _infer, policy=RetryPolicy.none(), timeout=3.0, binary_data=False, **kw)
+    expected = b"Bearer explicit" if explicit else b"Basic " + base64.b64encode(b"us@er:p:w")
+    assert len(seen) == 1 and b"authorization: " + expected.lower() in seen[0].lower(), seen[0][:300]
 
 
 # -- redirects -----------------------------------------------------------------------------------------------------
