@@ -17,6 +17,7 @@ requires one rejects it), ``dropped`` (closed or reset after sending, or mid-rep
 
 from __future__ import annotations
 
+import re
 import time
 from typing import Any, Callable, Generator, NamedTuple
 
@@ -35,10 +36,13 @@ __all__ = [
     "failure_error",
     "too_large_error",
     "deadline_error",
+    "redirect_error",
     "describe",
     "closed_kind",
     "CLIENT_CERT_HINT",
 ]
+
+_USERINFO = re.compile(r"//[^/?#]*@")
 
 #: Added to the error of a TLS connection closed during set-up when no client certificate was configured.
 CLIENT_CERT_HINT = "the server may require a client certificate (mTLS): set RESTConfig.cert"
@@ -271,6 +275,17 @@ def deadline_error(where: str, deadline: float | None, **ctx: Any) -> errors.Dea
     )
 
 
+def redirect_error(where: str, status: int, location: str | None, **ctx: Any) -> errors.DecodeError:
+    """A 3xx reply: inferkit follows no redirect (an ``Authorization`` header must never reach another host), so
+    the error names the target to configure instead (its ``user:password@``, if any, left out)."""
+    target = "no Location header" if not location else f"Location: {_USERINFO.sub('//***@', location)[:300]}"
+    return errors.DecodeError(
+        f"{where}: the server answered with a redirect (HTTP {status}, {target}); inferkit does not follow "
+        "redirects: point the client at the final URL",
+        **ctx,
+    )
+
+
 def too_large_error(where: str, limit: int, compressed: bool, **ctx: Any) -> errors.ResponseTooLargeError:
     """A reply passed ``RESTConfig.max_response_size`` (reading stopped there)."""
     return errors.ResponseTooLargeError(
@@ -360,8 +375,10 @@ def rest_exchange(
         if isinstance(outcome, BaseException):  # a driver bug, never swallowed
             raise outcome
         outcome.attempts = state.attempt
-        if outcome.status < 400:
+        if outcome.status < 300 or (outcome.status < 400 and not raise_for_status):
             return outcome
+        if outcome.status < 400:
+            raise redirect_error(where, outcome.status, outcome.headers.get("Location"), attempts=state.attempt, **ctx)
         wait = state.on_status(outcome.status, parse_retry_after(outcome.headers))
         if wait is not None:
             yield wait

@@ -339,6 +339,7 @@ def test_redirect_to_another_host_never_carries_authorization(kind: str) -> None
             with pytest.raises(errors.DecodeError) as info:
                 driver.run(first.url, _infer, policy=RetryPolicy.none(), timeout=3.0, auth=BearerToken(SECRET))
             _assert_error_clean(info.value)
+            assert "redirect" in str(info.value) and location in str(info.value), str(info.value)
     assert seen == [], "the redirect was followed"
     for request in seen:
         assert b"authorization" not in request.lower(), request[:300]
