@@ -36,9 +36,16 @@ import urllib3
 from urllib3.exceptions import ClosedPoolError, EmptyPoolError
 
 from inferkit import errors
-from inferkit._retry import Attempt, AttemptFailed, Budget, RetryState, closed_kind, rest_exchange
+from inferkit._retry import (
+    Attempt,
+    AttemptFailed,
+    Budget,
+    RetryState,
+    attempt_logger,
+    closed_kind,
+    rest_exchange,
+)
 from inferkit.codec.http_wire import (
-    ERROR_BODY_LIMIT,
     READ_CHUNK,
     USER_AGENT,
     BodyReader,
@@ -46,7 +53,6 @@ from inferkit.codec.http_wire import (
     call_headers,
     compress_body,
     config_headers,
-    log_line,
     parse_base_url,
     redact,
     tls_without_client_cert,
@@ -618,29 +624,12 @@ class SyncTransport:
 
     # -- reading and logging -------------------------------------------------------------------------------------
     def _reader(self, status: int, encoding: str | None) -> BodyReader:
-        """Error bodies are read up to ERROR_BODY_LIMIT and cut there; others must fit max_response_size."""
-        if status < 400:
-            return BodyReader(encoding, self.config.max_response_size)
-        return BodyReader(encoding, ERROR_BODY_LIMIT, allow_truncate=True)
+        return BodyReader.for_reply(status, encoding, self.config.max_response_size)
 
     def _logger(
         self, method: str, target: str, extra: list[tuple[str, str]], drop: frozenset[str], body: bytes | None
     ) -> Any:
-        url = self._origin + target
-        items = self._items(extra, drop)
-        sent = len(body) if body is not None else 0
-        t0 = time.perf_counter()
-
-        def log(outcome: Any, attempt: int) -> None:
-            nonlocal t0
-            if isinstance(outcome, AttemptFailed):
-                logger.info("%s %s failed (%s: %s)", method, url, outcome.kind, outcome.exc)
-            elif isinstance(outcome, Reply):
-                ms = (time.perf_counter() - t0) * 1000.0
-                logger.info("%s", log_line(method, url, outcome.status, sent, len(outcome.body), ms, attempt, items))
-            t0 = time.perf_counter()
-
-        return log
+        return attempt_logger(method, self._origin + target, self._items(extra, drop), body)
 
 
 def _drop_inherited(manager: Any) -> None:

@@ -17,13 +17,14 @@ requires one rejects it), ``dropped`` (closed or reset after sending, or mid-rep
 
 from __future__ import annotations
 
+import logging
 import re
 import time
 from typing import Any, Callable, Generator, NamedTuple
 
 from inferkit import errors
-from inferkit.codec.http_wire import BodyTooLarge
-from inferkit.codec.rest_calls import reply_error
+from inferkit.codec.http_wire import BodyTooLarge, log_line
+from inferkit.codec.rest_calls import Reply, reply_error
 from inferkit.config import RetryPolicy, Timeout, parse_retry_after
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "Attempt",
     "AttemptFailed",
     "rest_exchange",
+    "attempt_logger",
     "failure_error",
     "too_large_error",
     "deadline_error",
@@ -41,6 +43,8 @@ __all__ = [
     "closed_kind",
     "CLIENT_CERT_HINT",
 ]
+
+_logger = logging.getLogger("inferkit")
 
 _USERINFO = re.compile(r"//[^/?#]*@")
 
@@ -311,6 +315,24 @@ class Attempt(NamedTuple):
 
     budget: Budget
     fresh: bool
+
+
+def attempt_logger(method: str, url: str, items: Any, body: bytes | None) -> Callable[[Any, int], None]:
+    """The ``log`` callback of :func:`rest_exchange` for verbose clients: one INFO line per attempt, with the
+    reply's status, sizes and time, or the failure (credentials in ``items`` redacted by ``log_line``)."""
+    sent = len(body) if body is not None else 0
+    t0 = time.perf_counter()
+
+    def log(outcome: Any, attempt: int) -> None:
+        nonlocal t0
+        if isinstance(outcome, AttemptFailed):
+            _logger.info("%s %s failed (%s: %s)", method, url, outcome.kind, outcome.exc)
+        elif isinstance(outcome, Reply):
+            ms = (time.perf_counter() - t0) * 1000.0
+            _logger.info("%s", log_line(method, url, outcome.status, sent, len(outcome.body), ms, attempt, items))
+        t0 = time.perf_counter()
+
+    return log
 
 
 def rest_exchange(

@@ -28,21 +28,26 @@ import contextvars
 import errno
 import logging
 import ssl
-import time
 import urllib.request
 from typing import Any, Mapping
 
 from inferkit import errors
-from inferkit._retry import Attempt, AttemptFailed, Budget, RetryState, closed_kind, rest_exchange
+from inferkit._retry import (
+    Attempt,
+    AttemptFailed,
+    Budget,
+    RetryState,
+    attempt_logger,
+    closed_kind,
+    rest_exchange,
+)
 from inferkit.codec.http_wire import (
-    ERROR_BODY_LIMIT,
     READ_CHUNK,
     BodyReader,
     BodyTooLarge,
     call_headers,
     compress_body,
     config_headers,
-    log_line,
     parse_base_url,
     tls_without_client_cert,
 )
@@ -346,10 +351,8 @@ class AsyncTransport:
                 )
                 got_status = True
                 status = resp.status
-                reader = (
-                    BodyReader(resp.headers.get("Content-Encoding"), self.config.max_response_size)
-                    if status < 400
-                    else BodyReader(resp.headers.get("Content-Encoding"), ERROR_BODY_LIMIT, allow_truncate=True)
+                reader = BodyReader.for_reply(
+                    status, resp.headers.get("Content-Encoding"), self.config.max_response_size
                 )
                 content = resp.content
                 length = resp.content_length
@@ -379,19 +382,7 @@ class AsyncTransport:
             slots.release()
 
     def _logger(self, method: str, url: str, items: list[tuple[str, str]], body: bytes | None) -> Any:
-        sent = len(body) if body is not None else 0
-        t0 = time.perf_counter()
-
-        def log(outcome: Any, attempt: int) -> None:
-            nonlocal t0
-            if isinstance(outcome, AttemptFailed):
-                logger.info("%s %s failed (%s: %s)", method, url, outcome.kind, outcome.exc)
-            elif isinstance(outcome, Reply):
-                ms = (time.perf_counter() - t0) * 1000.0
-                logger.info("%s", log_line(method, url, outcome.status, sent, len(outcome.body), ms, attempt, items))
-            t0 = time.perf_counter()
-
-        return log
+        return attempt_logger(method, url, items, body)
 
 
 def _close_sockets(connector: Any) -> None:

@@ -168,6 +168,14 @@ class BodyReader:
             else zlib.decompressobj(16 + zlib.MAX_WBITS if self._encoding == "gzip" else zlib.MAX_WBITS)
         )
 
+    @classmethod
+    def for_reply(cls, status: int, encoding: str | None, max_response_size: int) -> BodyReader:
+        """The reader of a reply: an error body (status >= 400) is read up to :data:`ERROR_BODY_LIMIT` and cut
+        there; any other body must fit ``max_response_size``."""
+        if status < 400:
+            return cls(encoding, max_response_size)
+        return cls(encoding, ERROR_BODY_LIMIT, allow_truncate=True)
+
     @property
     def plain(self) -> bool:
         """Whether the body is not compressed (so a known Content-Length can be read in one piece)."""
