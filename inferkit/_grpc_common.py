@@ -737,8 +737,9 @@ class GRPCClientBase:
 class StreamState:
     """What a sync and an async ``ModelStreamInfer`` stream both track: models sent to, and their end state."""
 
-    def __init__(self, timeout: float | None) -> None:
+    def __init__(self, timeout: float | None, tls_without_client_cert: bool = False) -> None:
         self._timeout = timeout
+        self._tls_without_client_cert = tls_without_client_cert
         self._models: list[str] = []
         self._send_closed = False
         self._finished = False
@@ -757,11 +758,19 @@ class StreamState:
         self._models.append(request.model_name)
         return wire
 
+    _rpc_error: Any  # the grpc module's RpcError class, set by the sync or aio stream
+
+    def _reply(self, item: Any) -> Any:
+        """:func:`stream_reply` with this stream's state."""
+        return stream_reply(item, self.model_name, self._cancelled, self._rpc_error, self._tls_without_client_cert)
+
     def _timed_out(self, timeout: float | None) -> ReadTimeout:
         return ReadTimeout(f"no stream response within {timeout:g} s", model_name=self.model_name)
 
 
-def stream_reply(item: Any, model_name: str | None, cancelled: bool, rpc_error: Any) -> Any:
+def stream_reply(
+    item: Any, model_name: str | None, cancelled: bool, rpc_error: Any, tls_without_client_cert: bool = False
+) -> Any:
     """Interpret one item taken from a stream: a response, None (the stream ended), or a raised typed error.
 
     ``item`` is a reply message (bytes), an ``rpc_error`` instance (the call failed; CANCELLED after our own
@@ -770,7 +779,7 @@ def stream_reply(item: Any, model_name: str | None, cancelled: bool, rpc_error: 
     if isinstance(item, rpc_error):
         if cancelled and getattr(item.code(), "name", "") == "CANCELLED":
             return None
-        raise map_rpc_error(item, model_name=model_name) from item
+        raise map_rpc_error(item, model_name=model_name, tls_without_client_cert=tls_without_client_cert) from item
     if isinstance(item, BaseException):
         raise TransportError(f"the stream failed: {item!r}", model_name=model_name) from item
     return codec().decode_stream_response(item, model_name=model_name)

@@ -60,7 +60,6 @@ from inferkit._grpc_common import (
     StreamState,
     make_stubs,
     map_rpc_error,
-    stream_reply,
 )
 from inferkit.batching import BatchMixin, RebuildOnUnpickle
 from inferkit.codec.tensors import InferRequest, InferResponse
@@ -370,7 +369,7 @@ class InferStream(StreamState):
     """
 
     def __init__(self, stub: Any, metadata: Any, timeout: float | None, client: InferenceGRPCClient) -> None:
-        super().__init__(timeout)
+        super().__init__(timeout, client._s.tls_without_client_cert)
         self._requests: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._responses: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._deadline = None if timeout is None else time.monotonic() + timeout
@@ -443,7 +442,7 @@ class InferStream(StreamState):
             return None
         if isinstance(item, BaseException):  # the call failed: whatever it was, the stream has ended
             self._finished = True
-        return stream_reply(item, self.model_name, self._cancelled, self._rpc_error)  # type: ignore[no-any-return]
+        return self._reply(item)  # type: ignore[no-any-return]
 
     def __iter__(self) -> InferStream:
         return self

@@ -22,7 +22,6 @@ from inferkit._grpc_common import (
     StreamState,
     load_grpc,
     make_stubs,
-    stream_reply,
 )
 from inferkit.aio.batching import AsyncBatchMixin
 from inferkit.batching import RebuildOnUnpickle
@@ -257,7 +256,9 @@ class InferenceGRPCClient(RebuildOnUnpickle, AsyncBatchMixin, GRPCClientBase):
             ...         print(response.as_numpy("OUT"))
         """
         stub, total, metadata = self._stream_args(timeout, headers)
-        return AsyncInferStream(stub(timeout=total, metadata=metadata), total, self._grpc.RpcError)
+        return AsyncInferStream(
+            stub(timeout=total, metadata=metadata), total, self._grpc.RpcError, self._s.tls_without_client_cert
+        )
 
     async def stream_infer(
         self, requests: Iterable[InferRequest], timeout: float | None = UNSET, headers: Headers = None
@@ -278,8 +279,10 @@ class AsyncInferStream(StreamState):
     failure or the stream's deadline raises and ends it.
     """
 
-    def __init__(self, call: Any, timeout: float | None, rpc_error: type[BaseException]) -> None:
-        super().__init__(timeout)
+    def __init__(
+        self, call: Any, timeout: float | None, rpc_error: type[BaseException], tls_without_client_cert: bool = False
+    ) -> None:
+        super().__init__(timeout, tls_without_client_cert)
         self._call = call
         self._rpc_error = rpc_error
 
@@ -290,9 +293,7 @@ class AsyncInferStream(StreamState):
             await self._call.write(wire)
         except self._rpc_error as exc:
             self._send_closed = True
-            raise stream_reply(exc, self.model_name, self._cancelled, self._rpc_error) or TransportError(
-                "the stream was cancelled"
-            ) from exc
+            raise self._reply(exc) or TransportError("the stream was cancelled") from exc
         except asyncio.InvalidStateError as exc:
             raise TransportError("the stream has ended; open a new one", model_name=self.model_name) from exc
 
@@ -325,11 +326,11 @@ class AsyncInferStream(StreamState):
             raise
         except self._rpc_error as exc:
             self._finished = True
-            return stream_reply(exc, self.model_name, self._cancelled, self._rpc_error)  # type: ignore[no-any-return]
+            return self._reply(exc)  # type: ignore[no-any-return]
         if item is self._eof():
             self._finished = True
             return None
-        return stream_reply(item, self.model_name, self._cancelled, self._rpc_error)  # type: ignore[no-any-return]
+        return self._reply(item)  # type: ignore[no-any-return]
 
     @staticmethod
     def _eof() -> Any:

@@ -142,9 +142,7 @@ def validate_parameters(
     """Copy ``parameters`` into a plain dict, checking each value is bool, int, float or str."""
     if parameters is None:
         return {}
-    if type(parameters) is dict and all(
-        type(k) is str and type(v) in _SCALAR_TYPES for k, v in parameters.items()
-    ):
+    if type(parameters) is dict and all(type(k) is str and type(v) in _SCALAR_TYPES for k, v in parameters.items()):
         return dict(parameters)  # the common case, without per-value isinstance chains
     if not isinstance(parameters, collections.abc.Mapping):
         raise error(f"{where}: parameters must be a mapping of str to bool/int/float/str, got {parameters!r}")
@@ -358,7 +356,8 @@ class InferTensor:
                 if self.datatype == "BYTES":
                     self._raw = serialize_bytes_tensor(self._array, tensor=self.name)
                 else:
-                    self._raw = memoryview(self._array).cast("B") if self._array.size else b""
+                    # numpy arrays export the buffer protocol; the stubs do not say so.
+                    self._raw = memoryview(self._array).cast("B") if self._array.size else b""  # type: ignore[arg-type]
             elif self._json is not None:
                 self._array = self._decoded if self._decoded is not None else self._json_to_numpy(self._json)
                 return self.wire_bytes()
@@ -700,7 +699,7 @@ class InferRequest:
         """The input called ``name``, or None."""
         for tensor in self.inputs:
             if tensor.name == name:
-                return tensor  # type: ignore[return-value]
+                return tensor
         return None
 
     def as_numpy(self, name: str) -> np.ndarray[Any, Any]:
