@@ -114,26 +114,31 @@ class Engine:
         for name, model in self.models.items():
             if self.loaded[name]:
                 index.extend({"name": name, "version": v, "state": "READY"} for v in model.versions)
-            elif not ready_only:
-                index.append({"name": name, "state": "UNAVAILABLE", "reason": "unloaded"})
+            elif not ready_only:  # as Triton after an unload: every version listed, with the reason
+                index.extend(
+                    {"name": name, "version": v, "state": "UNAVAILABLE", "reason": "unloaded"} for v in model.versions
+                )
         return index
 
     def load(self, name: str) -> None:
-        if name not in self.models:
-            raise ModelError(400, f"failed to load '{name}', no version is available")
+        if name not in self.models:  # Triton 2.51 answers 500 (INTERNAL) for a model not in the repository
+            raise ModelError(500, f"failed to load '{name}', failed to poll from model repository")
         self.loaded[name] = True
 
     def unload(self, name: str) -> None:
-        if name not in self.models:
-            raise ModelError(400, f"failed to unload '{name}': model is not in the repository")
+        if name not in self.models:  # Triton 2.51: unloading an unknown model succeeds (nothing to do)
+            return
         self.loaded[name] = False
 
     def statistics(self, name: str | None = None, version: str | None = None) -> dict[str, Any]:
         if name in (None, ""):
             stats = [s for n, m in self.models.items() if self.loaded[n] for s in m.statistics()]
         else:
-            model, _ = self.get(name)
-            stats = model.statistics(version)
+            try:
+                model, _ = self.get(name)
+                stats = model.statistics(version)
+            except ModelError as exc:  # as Triton 2.51: 400 (INVALID_ARGUMENT), not 404
+                raise ModelError(400, f"requested model '{name}' is not available") from exc
         return {"model_stats": stats}
 
     def reset_statistics(self) -> None:

@@ -74,13 +74,21 @@ def _version_key(version: str) -> tuple[int, int | str]:
 class _Stats:
     """Triton-style statistics of one model version (cumulative nanoseconds; guarded by the model's lock)."""
 
-    FIELDS = ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output")
+    FIELDS = ("success", "fail", "queue", "compute_input", "compute_infer", "compute_output", "cache_hit", "cache_miss")
 
     def __init__(self) -> None:
         self.durations = {name: [0, 0] for name in self.FIELDS}
         self.last_inference = 0
         self.inference_count = 0
         self.execution_count = 0
+        # batch size -> compute_* name -> [count, ns]: Triton's batch_stats (one entry per batch size executed)
+        self.batches: dict[int, dict[str, list[int]]] = {}
+
+    def add_batch(self, size: int, timings: Mapping[str, int]) -> None:
+        entry = self.batches.setdefault(size, {k: [0, 0] for k in ("compute_input", "compute_infer", "compute_output")})
+        for key, value in entry.items():
+            value[0] += 1
+            value[1] += max(0, timings.get(key, 0))
 
     def add(self, name: str, ns: int) -> None:
         entry = self.durations[name]
@@ -95,7 +103,12 @@ class _Stats:
             "inference_count": self.inference_count,
             "execution_count": self.execution_count,
             "inference_stats": {k: {"count": c, "ns": ns} for k, (c, ns) in self.durations.items()},
-            "batch_stats": [],
+            "response_stats": {},
+            "batch_stats": [
+                {"batch_size": size, **{k: {"count": c, "ns": ns} for k, (c, ns) in entry.items()}}
+                for size, entry in sorted(self.batches.items())
+            ],
+            "memory_usage": [],
         }
 
 
@@ -178,21 +191,68 @@ class Model:
         def data_type(spec: TensorSpec) -> str:
             return "TYPE_STRING" if spec.datatype == "BYTES" else f"TYPE_{spec.datatype}"
 
-        return {
+        # Every key Triton 2.51 prints for a python-backend model (its JSON form of the config), defaults included.
+        config: dict[str, Any] = {
             "name": self.name,
             "platform": self.platform,
             "backend": "python",
+            "runtime": "",
             "version_policy": {"latest": {"num_versions": len(self.versions)}},
             "max_batch_size": self.max_batch_size,
             "input": [
-                {"name": s.name, "data_type": data_type(s), "dims": dims(s), "optional": s.optional}
+                {
+                    "name": s.name,
+                    "data_type": data_type(s),
+                    "format": "FORMAT_NONE",
+                    "dims": dims(s),
+                    "is_shape_tensor": False,
+                    "allow_ragged_batch": False,
+                    "optional": s.optional,
+                    "is_non_linear_format_io": False,
+                }
                 for s in self.inputs
             ],
-            "output": [{"name": s.name, "data_type": data_type(s), "dims": dims(s)} for s in self.outputs],
-            "instance_group": [{"name": f"{self.name}_0", "kind": "KIND_CPU", "count": 1}],
-            "model_transaction_policy": {"decoupled": self.decoupled},
+            "output": [
+                {
+                    "name": s.name,
+                    "data_type": data_type(s),
+                    "dims": dims(s),
+                    "label_filename": "",
+                    "is_shape_tensor": False,
+                    "is_non_linear_format_io": False,
+                }
+                for s in self.outputs
+            ],
+            "batch_input": [],
+            "batch_output": [],
+            "optimization": {
+                "priority": "PRIORITY_DEFAULT",
+                "input_pinned_memory": {"enable": True},
+                "output_pinned_memory": {"enable": True},
+                "gather_kernel_buffer_threshold": 0,
+                "eager_batching": False,
+            },
+            "instance_group": [
+                {
+                    "name": f"{self.name}_0",
+                    "kind": "KIND_CPU",
+                    "count": 1,
+                    "gpus": [],
+                    "secondary_devices": [],
+                    "profile": [],
+                    "passive": False,
+                    "host_policy": "",
+                }
+            ],
+            "default_model_filename": "model.py",
+            "cc_model_filenames": {},
+            "metric_tags": {},
             "parameters": {},
+            "model_warmup": [],
         }
+        if self.decoupled:  # Triton prints the policy only when it is set
+            config["model_transaction_policy"] = {"decoupled": True}
+        return config
 
     # -- request checks ---------------------------------------------------------------------------------------
     def check_request(self, request: InferRequest, *, lenient_datatypes: bool = False) -> dict[str, np.ndarray]:
@@ -316,6 +376,7 @@ class Model:
             if ok:
                 for key, ns in timings.items():
                     stats.add(key, ns)
+                stats.add_batch(batch, timings)
                 stats.inference_count += batch
                 stats.execution_count += 1
                 stats.last_inference = int(time.time() * 1000)

@@ -218,7 +218,11 @@ class _Api:
 
     async def model_ready(self, request: web.Request, fault: Fault | None) -> Reply:
         name = request.match_info["model"]
-        if self.engine.is_ready(name, request.match_info.get("version")):
+        try:
+            ready = self.engine.is_ready(name, request.match_info.get("version"))
+        except ModelError:  # as Triton 2.51: an unknown model or version is a 400 here, not a 404
+            return Reply.error(400, f"requested model '{name}' is not available: model version not ready")
+        if ready:
             return Reply(200, b"", {"Content-Type": _JSON})
         return Reply.error(400, f"model '{name}' is not ready (unloaded)")
 

@@ -11,19 +11,27 @@ Run: ``pytest tests/interop -m interop`` (or ``tox -e interop``); ``-k triton`` 
 from __future__ import annotations
 
 import concurrent.futures
+import datetime
+import json
 import os
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
-from tests.interop import harness
+from tests.interop import harness, matrix
 
 SERVERS = ("triton", "kserve", "mlserver")
 _venvs: dict[str, harness.VirtualEnv] = {}
 _unavailable: dict[str, str] = {}
 _timings: dict[str, dict[str, float]] = {}
 _start_failures: dict[str, str] = {}
+_cells: dict[tuple[str, str, str], matrix.Cell] = {}
+_versions: dict[str, str] = {}
+WRITE_ENV = "INFERKIT_WRITE_MATRIX"  # =1: write the matrix of this run into docs/compatibility.md
+KEYS_ENV = "INFERKIT_MATRIX_KEYS"  # =FILE: with --collect-only, write the collected matrix cells there (docs test)
 
 
 def in_ci() -> bool:
@@ -42,6 +50,10 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
 def pytest_collection_finish(session: pytest.Session) -> None:
     """Build the venvs of the servers that the selected tests use (not the deselected ones)."""
     if session.config.option.collectonly:
+        target = os.environ.get(KEYS_ENV)
+        if target:
+            keys = {_matrix_key(item) for item in session.items} - {None}
+            Path(target).write_text(json.dumps(sorted(keys)))  # type: ignore[type-var]
         return
     needed = set()
     for item in session.items:
@@ -87,6 +99,7 @@ def _start(name: str) -> Iterator[harness.Server]:
         _start_failures[name] = str(exc)
         pytest.fail(str(exc), pytrace=False)
     _timings.setdefault(name, {})["start_to_ready_seconds"] = server.startup_seconds
+    _versions[name] = _version_of(server)
     try:
         yield server
     finally:
@@ -132,11 +145,74 @@ def _server_log_on_failure(request: pytest.FixtureRequest) -> Iterator[None]:
             return
 
 
+def _version_of(server: harness.Server) -> str:
+    """The version the server reports in its v2 metadata (what the matrix is labelled with)."""
+    try:
+        status, body = harness.http_get(server.http_url, "/v2", timeout=5.0)
+        meta = json.loads(body) if status == 200 else {}
+    except (OSError, ValueError):
+        meta = {}
+    return str(meta.get("version") or "(version unknown)")
+
+
+def _matrix_key(item: pytest.Item) -> tuple[str, str, str] | None:
+    function = getattr(item, "originalname", None) or item.name.split("[", 1)[0]
+    if Path(str(item.fspath)).name not in matrix.MATRIX_FILES:
+        return None
+    callspec = getattr(item, "callspec", None)
+    params = dict(callspec.params) if callspec is not None else {}
+    return matrix.key_of(function, params, getattr(item, "fixturenames", ()))
+
+
+def _record(item: pytest.Item, report: pytest.TestReport) -> None:
+    key = _matrix_key(item)
+    if key is None:
+        return
+    cell = _cells.setdefault(key, matrix.Cell())
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        if hasattr(report, "wasxfail"):
+            cell.xfailed += 1
+        elif report.failed:
+            cell.failed += 1
+        elif report.skipped:
+            longrepr = report.longrepr
+            reason = longrepr[2] if isinstance(longrepr, tuple) else str(longrepr)
+            cell.skips.append(reason.removeprefix("Skipped: "))
+        else:
+            cell.passed += 1
+            cell.lacking += [str(v) for k, v in report.user_properties if k == matrix.LACKING_PROPERTY]
+    elif report.when == "teardown" and report.failed:
+        cell.failed += 1
+
+
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
     outcome = yield
     report = outcome.get_result()
     setattr(item, f"rep_{report.when}", report)
+    _record(item, report)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """With INFERKIT_WRITE_MATRIX=1, write this run's matrix into docs/compatibility.md (full runs only)."""
+    if os.environ.get(WRITE_ENV, "").strip() not in ("1", "true", "yes") or not _cells:
+        return
+    expected = {(k, s, c) for k in matrix.KINDS for s in matrix.SERVERS for c in matrix.CALLS}
+    missing = expected - set(_cells)
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if missing:
+        if reporter is not None:
+            reporter.write_line(f"interop matrix NOT written: {len(missing)} cells were not run (a partial run?)")
+        return
+    versions = {name: _versions.get(name, "(version unknown)") for name in matrix.SERVERS}
+    stamp = (
+        f"Generated from an interop run on {datetime.date.today().isoformat()} (Python "
+        f"{'.'.join(map(str, sys.version_info[:3]))}; server versions as reported by `GET /v2`)."
+    )
+    path = matrix.doc_path(Path(__file__).resolve().parents[2])
+    path.write_text(matrix.replace_block(path.read_text(), matrix.render(_cells, versions, stamp)))
+    if reporter is not None:
+        reporter.write_line(f"interop matrix written to {path}")
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

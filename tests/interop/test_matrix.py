@@ -1,8 +1,11 @@
 """The interop matrix: inferkit's clients (sync REST, sync gRPC, aio REST, aio gRPC) x real servers x calls.
 
 A client kind whose module cannot be imported or constructed is skipped with "client not available yet", so the
-matrix runs as the clients land. A call a server does not offer (Triton-only extensions on KServe or MLServer) is
-tested for a *typed* error instead, or skipped with the reason when the server has no such endpoint at all.
+matrix runs as the clients land. A call a server does not offer (Triton-only extensions on KServe or MLServer, v1 on
+Triton) is tested for inferkit's *exact* error class (``lacks``: REST 404 -> ``NotFoundError``, gRPC UNIMPLEMENTED ->
+``UnimplementedError``), never skipped; "n/a" skips are calls that do not exist over a protocol (JSON over gRPC).
+Each test's (kind, server, call) cell is recorded by the conftest (see tests/interop/matrix.py) and written into
+docs/compatibility.md with ``INFERKIT_WRITE_MATRIX=1``.
 
 The aio clients are driven through a small synchronous adapter (one event loop per client), so every case below is
 written once for the four kinds.
@@ -20,7 +23,7 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 
-from tests.interop import harness
+from tests.interop import harness, matrix
 
 pytestmark = pytest.mark.interop
 
@@ -201,6 +204,23 @@ def is_grpc(kind: str) -> bool:
     return kind.endswith("grpc")
 
 
+def lacks(
+    record_property: Callable[[str, object], None], expected: type, call: Callable[..., Any], *args: Any, **kw: Any
+) -> None:
+    """Assert that ``call`` raises exactly ``expected`` (not a subclass, not a raw library error), with a message,
+    and record the class for the matrix cell: the server does not offer this call."""
+    with pytest.raises(Exception) as info:
+        call(*args, **kw)
+    assert type(info.value) is expected, f"expected {expected.__name__}, got {type(info.value).__name__}: {info.value}"
+    assert str(info.value).strip(), "the error carries no message"
+    record_property(matrix.LACKING_PROPERTY, expected.__name__)
+
+
+def missing_endpoint(kind: str) -> type:
+    """The error class for an endpoint the server does not have: REST 404, gRPC UNIMPLEMENTED."""
+    return errors().UnimplementedError if is_grpc(kind) else errors().NotFoundError
+
+
 # ---------------------------------------------------------------------------------------------------------------------
 # health and metadata
 # ---------------------------------------------------------------------------------------------------------------------
@@ -247,11 +267,9 @@ def test_model_metadata_unknown_model_is_not_found(client: Any, server: harness.
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def test_model_config(client: Any, server: harness.Server) -> None:
+def test_model_config(kind: str, client: Any, server: harness.Server, record_property: Any) -> None:
     if not server.has("model_config"):
-        # No such endpoint: the call must still fail with a typed server error, never a raw library exception.
-        with pytest.raises(errors().ServerError):
-            client.get_model_config("add_sub")
+        lacks(record_property, missing_endpoint(kind), client.get_model_config, "add_sub")
         return
     config = client.get_model_config("add_sub")
     config = config.get("config", config)  # gRPC wraps it in ModelConfigResponse.config
@@ -269,8 +287,10 @@ def test_model_config_unknown_model(client: Any, server: harness.Server) -> None
     assert isinstance(info.value, (errors().NotFoundError, errors().InvalidInputError)), type(info.value)
 
 
-def test_statistics_with_access_token(kind: str, client: Any, server: harness.Server) -> None:
-    skip_unless(server, "statistics", "no statistics endpoint")
+def test_statistics_with_access_token(kind: str, client: Any, server: harness.Server, record_property: Any) -> None:
+    if not server.has("statistics"):
+        lacks(record_property, missing_endpoint(kind), client.get_model_statistics, "add_sub")
+        return
     key, value = server.info["grpc_access_header" if is_grpc(kind) else "access_header"]
     client.infer(add_sub_request())
     deadline = time.monotonic() + 10
@@ -294,19 +314,53 @@ def test_statistics_without_access_token_is_denied(kind: str, client: Any, serve
     assert "restricted" in str(info.value)
 
 
-def test_repository_index(client: Any, server: harness.Server) -> None:
-    if server.name == "kserve":
-        pytest.skip("kserve: no repository index endpoint (load/unload only)")
+def test_repository_index(kind: str, client: Any, server: harness.Server, record_property: Any) -> None:
+    if server.name == "kserve":  # load/unload only
+        lacks(record_property, missing_endpoint(kind), client.get_model_repository_index)
+        return
     index = {entry["name"]: entry for entry in client.get_model_repository_index()}
     assert "add_sub" in index
     if server.name == "triton":
         assert server.info["loadable_model"] in index
 
 
-def test_repository_load_infer_unload(client: Any, server: harness.Server) -> None:
+def test_repository_load_infer_unload(kind: str, server: harness.Server, record_property: Any) -> None:
     skip_unless(server, "repository", "no repository API")
-    if server.name != "triton":
-        pytest.skip(f"{server.name}: models come from code, nothing to load from a repository")
+    c = make_client(kind, server, retries=0)
+    try:
+        if server.name == "triton":
+            _load_infer_unload_triton(c, server)
+        elif server.name == "mlserver":
+            _unload_load_mlserver(c)
+        else:
+            _load_unload_kserve(kind, c, record_property)
+    finally:
+        c.close()
+
+
+def _unload_load_mlserver(client: Any) -> None:
+    # MLServer reloads a model from its repository directory: unload "fail", then load it back.
+    try:
+        client.unload_model("fail")
+        assert client.is_model_ready("fail") is False
+    finally:
+        client.load_model("fail")
+    assert client.is_model_ready("fail") is True
+    with pytest.raises(errors().NotFoundError):
+        client.load_model("no_such_model")
+
+
+def _load_unload_kserve(kind: str, client: Any, record_property: Any) -> None:
+    # KServe's models are Python objects registered in code: unload works, but "load" can only re-load a model from
+    # a storage URI, which a code model has none of; it answers 503 "not ready" (REST) or, over gRPC, UNKNOWN from an
+    # AttributeError inside KServe 0.21. Tested on an unknown model so the session's models stay loaded.
+    with pytest.raises(errors().NotFoundError):
+        client.unload_model("no_such_model")
+    expected = errors().InternalServerError if is_grpc(kind) else errors().ServiceUnavailableError
+    lacks(record_property, expected, client.load_model, "no_such_model")
+
+
+def _load_infer_unload_triton(client: Any, server: harness.Server) -> None:
     ik = tensors()
     name = server.info["loadable_model"]
     x = np.ones((1, 4), np.float32)
@@ -334,7 +388,7 @@ def test_repository_load_infer_unload(client: Any, server: harness.Server) -> No
 @pytest.mark.parametrize("binary", [None, False], ids=["auto", "json"])
 def test_infer_add_sub(kind: str, server: harness.Server, binary: bool | None) -> None:
     if is_grpc(kind) and binary is False:
-        pytest.skip("gRPC has no JSON mode")
+        pytest.skip("n/a: gRPC has no JSON mode")
     c = make_client(kind, server, **({} if is_grpc(kind) else {"binary_data": binary}))
     try:
         check_add_sub(c.infer(add_sub_request()))
@@ -347,7 +401,7 @@ def test_infer_add_sub(kind: str, server: harness.Server, binary: bool | None) -
 def test_identity_every_datatype(kind: str, server: harness.Server, binary: bool) -> None:
     """Every datatype the server's identity model accepts, round-tripped; failures collected per datatype."""
     if is_grpc(kind) and not binary:
-        pytest.skip("gRPC has no JSON mode")
+        pytest.skip("n/a: gRPC has no JSON mode")
     if not is_grpc(kind) and binary and not server.has("binary_tensor_data"):
         pytest.skip(f"{server.name}: no binary tensor extension (the auto mode covers the fallback)")
     c = make_client(kind, server, **({} if is_grpc(kind) else {"binary_data": binary}))
@@ -406,7 +460,7 @@ def test_request_compression(kind: str, server: harness.Server, algorithm: str) 
 
 def test_accept_compression(kind: str, server: harness.Server) -> None:
     if is_grpc(kind):
-        pytest.skip("gRPC response compression is negotiated by the channel")
+        pytest.skip("n/a: gRPC response compression is negotiated by the channel")
     c = make_client(kind, server, accept_compression=True)
     try:
         check_add_sub(c.infer(add_sub_request()))
@@ -468,32 +522,63 @@ def test_model_error_is_a_server_error(client: Any, server: harness.Server) -> N
 # ---------------------------------------------------------------------------------------------------------------------
 
 
-def test_stream_decoupled(kind: str, server: harness.Server) -> None:
+def _stream_all(kind: str, client: Any, requests: list[Any]) -> list[Any]:
+    """Every response of one ModelStreamInfer call carrying ``requests`` (sync, or aio driven on its loop)."""
+    if not kind.startswith("aio"):
+        with client.stream(timeout=30) as stream:
+            for request in requests:
+                stream.send(request)
+            stream.close_send()
+            return list(stream)
+
+    async def run() -> list[Any]:
+        async with client._client.stream(timeout=30) as stream:
+            for request in requests:
+                await stream.send(request)
+            await stream.close_send()
+            return [response async for response in stream]
+
+    return client._run(run())  # type: ignore[no-any-return]
+
+
+def test_stream_decoupled(kind: str, server: harness.Server, record_property: Any) -> None:
     if not is_grpc(kind):
-        pytest.skip("streaming is gRPC only")
-    skip_unless(server, "stream", "no decoupled model / Triton stream")
-    if kind.startswith("aio"):
-        pytest.skip("aio streams are async iterators: covered by the aio suite")
-    ik = tensors()
-    c = make_client(kind, server)
+        pytest.skip("n/a: streaming is gRPC only")
+    c = make_client(kind, server, retries=0)
     try:
+        if not server.has("stream"):
+            # KServe has no ModelStreamInfer (UNIMPLEMENTED); MLServer's RPC of that name streams its own
+            # generative-model API and fails a plain model's request with INTERNAL.
+            expected = errors().UnimplementedError if server.name == "kserve" else errors().InternalServerError
+            lacks(record_property, expected, _stream_all, kind, c, [add_sub_request()])
+            return
+        ik = tensors()
         values = np.array([7, 8, 9], np.int32)
         request = ik.InferRequest(server.info["decoupled_model"], [ik.InferInput("IN", [3], "INT32", data=values)])
-        with c.stream(timeout=30) as stream:
-            stream.send(request)
-            stream.send(request)
-            stream.close_send()
-            got = [int(r.as_numpy("OUT")[0]) for r in stream]
+        got = [int(r.as_numpy("OUT")[0]) for r in _stream_all(kind, c, [request, request])]
         assert got == [7, 8, 9, 7, 8, 9]
     finally:
         c.close()
 
 
-def test_kserve_v1_predict_explain(kind: str, kserve: harness.Server) -> None:
+def test_shared_memory_status(kind: str, client: Any, server: harness.Server, record_property: Any) -> None:
+    """System shared memory status on every server (round trips on Triton: test_shm_interop.py)."""
+    if server.name != "triton":
+        lacks(record_property, missing_endpoint(kind), client.get_system_shared_memory_status)
+        return
+    assert isinstance(client.get_system_shared_memory_status(), list)
+
+
+def test_v1_predict_explain(kind: str, server: harness.Server, record_property: Any) -> None:
     if is_grpc(kind):
-        pytest.skip("KServe v1 is REST only")
-    c = make_client(kind, kserve, protocol="v1")
+        pytest.skip("n/a: KServe v1 is REST only")
+    c = make_client(kind, server, protocol="v1")
     try:
+        if not server.has("v1_rest"):  # Triton and MLServer: no /v1 routes at all
+            assert c.is_model_ready("add_sub") is False
+            lacks(record_property, errors().NotFoundError, c.predict, "add_sub", instances=[[1]])
+            lacks(record_property, errors().NotFoundError, c.explain, "add_sub", instances=[[1]])
+            return
         assert c.is_model_ready("add_sub") is True
         assert c.is_model_ready("no_such_model") is False
         instance = {"INPUT0": A[0].tolist(), "INPUT1": B[0].tolist()}

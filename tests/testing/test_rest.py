@@ -52,7 +52,9 @@ def test_model_metadata_and_versions(reference_server):
 def test_model_ready(reference_server):
     assert call(reference_server, "GET", "/v2/models/add_sub/ready").status == 200
     assert call(reference_server, "GET", "/v2/models/versioned/versions/3/ready").status == 200
-    assert call(reference_server, "GET", "/v2/models/nope/ready").status == 404
+    # Triton 2.51 (tests/interop/test_reference_vs_triton.py): an unknown model or version is a 400 on this route.
+    assert call(reference_server, "GET", "/v2/models/nope/ready").status == 400
+    assert call(reference_server, "GET", "/v2/models/add_sub/versions/7/ready").status == 400
 
 
 def test_infer_json(reference_server):
@@ -169,8 +171,15 @@ def test_iris_classifier_is_accurate(reference_server):
 def test_model_config(reference_server):
     config = call(reference_server, "GET", "/v2/models/add_sub/config").json()
     assert config["name"] == "add_sub" and config["max_batch_size"] == 0
-    assert config["input"][0] == {"name": "INPUT0", "data_type": "TYPE_INT32", "dims": [-1, 16], "optional": False}
-    assert config["model_transaction_policy"] == {"decoupled": False}
+    assert {k: config["input"][0][k] for k in ("name", "data_type", "dims", "optional")} == {
+        "name": "INPUT0",
+        "data_type": "TYPE_INT32",
+        "dims": [-1, 16],
+        "optional": False,
+    }
+    # Triton 2.51 prints every field with its default, and the transaction policy only when it is set.
+    assert config["input"][0]["format"] == "FORMAT_NONE" and config["default_model_filename"] == "model.py"
+    assert "model_transaction_policy" not in config
     iris = call(reference_server, "GET", "/v2/models/iris/config").json()
     assert iris["max_batch_size"] == 1024 and iris["input"][0]["dims"] == [4]
     assert iris["output"][1]["data_type"] == "TYPE_STRING"
@@ -188,7 +197,11 @@ def test_statistics(reference_server):
     assert entry["name"] == "add_sub" and entry["version"] == "1"
     assert entry["inference_count"] == 2 and entry["execution_count"] == 2 and entry["last_inference"] > 0
     inference = entry["inference_stats"]
-    assert set(inference) == {"success", "fail", "queue", "compute_input", "compute_infer", "compute_output"}
+    assert set(inference) == {
+        *("success", "fail", "queue", "compute_input", "compute_infer", "compute_output"),
+        *("cache_hit", "cache_miss"),  # as Triton 2.51, always present
+    }
+    assert entry["response_stats"] == {} and entry["memory_usage"] == []
     assert inference["success"]["count"] == 2 and inference["fail"]["count"] == 1
     assert inference["compute_infer"]["ns"] > 0
     everything = call(reference_server, "GET", "/v2/models/stats").json()["model_stats"]
@@ -204,12 +217,14 @@ def test_repository_index_load_unload(reference_server):
     assert call(reference_server, "POST", "/v2/models/add_sub/infer", add_sub_body(A, B)).status == 404
     assert call(reference_server, "GET", "/v1/models/add_sub").status == 503
     index = call(reference_server, "POST", "/v2/repository/index", {}).json()
-    assert {"name": "add_sub", "state": "UNAVAILABLE", "reason": "unloaded"} in index
+    assert {"name": "add_sub", "version": "1", "state": "UNAVAILABLE", "reason": "unloaded"} in index
     ready_only = call(reference_server, "POST", "/v2/repository/index", {"ready": True}).json()
     assert all(e["name"] != "add_sub" for e in ready_only)
     assert call(reference_server, "POST", "/v2/repository/models/add_sub/load", {}).status == 200
     assert call(reference_server, "POST", "/v2/models/add_sub/infer", add_sub_body(A, B)).status == 200
-    assert call(reference_server, "POST", "/v2/repository/models/nope/load").status == 400
+    # As Triton 2.51: loading a model that is not in the repository is a 500; unloading one is a no-op (200).
+    assert call(reference_server, "POST", "/v2/repository/models/nope/load").status == 500
+    assert call(reference_server, "POST", "/v2/repository/models/nope/unload").status == 200
 
 
 @pytest.mark.parametrize("encoding", ["gzip", "deflate"])
@@ -307,10 +322,12 @@ def test_unknown_model_is_404(reference_server):
     for method, path in (
         ("GET", "/v2/models/nope"),
         ("POST", "/v2/models/nope/infer"),
-        ("GET", "/v2/models/nope/stats"),
     ):
         reply = call(reference_server, method, path, add_sub_body(A, B) if method == "POST" else None)
         assert reply.status == 404 and reply.json()["error"] == "Request for unknown model: 'nope' is not found"
+    # Statistics of an unknown model: Triton 2.51 answers 400, not 404.
+    reply = call(reference_server, "GET", "/v2/models/nope/stats")
+    assert reply.status == 400 and "nope" in reply.json()["error"]
 
 
 def test_model_exception_is_500_with_message(reference_server):
