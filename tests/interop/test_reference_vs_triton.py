@@ -134,8 +134,12 @@ def reference() -> Iterator[Any]:
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _triton_loadable_unloaded(triton: harness.Server) -> None:
-    """Put Triton's "loadable" in the state the reference server's is in: loaded once, then unloaded."""
+def _same_state(triton: harness.Server, reference: Any) -> None:
+    """Bring both servers to the same state: add_sub has run (statistics then list a batch entry), and Triton's
+    "loadable" is, like the reference server's, loaded once and then unloaded."""
+    for url in (triton.http_url, reference.http_url):
+        status, _, body = harness.http_post(url, "/v2/models/add_sub/infer", _body(GOOD))
+        assert status == 200, body
     for action in ("load", "unload"):
         status, _, body = harness.http_post(triton.http_url, f"/v2/repository/models/loadable/{action}", b"{}")
         assert status == 200, body
