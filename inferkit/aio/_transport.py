@@ -77,6 +77,19 @@ class _ConnUse:
 _CONN_USE: contextvars.ContextVar[_ConnUse | None] = contextvars.ContextVar("inferkit_conn_use", default=None)
 
 
+#: Request URLs kept parsed per transport (one per path: a model's infer, health, metadata...).
+_URL_CACHE_SIZE = 256
+
+#: "No attempt made yet" in AsyncTransport.send.
+_NO_ATTEMPT: Any = object()
+
+
+def _yarl() -> Any:
+    import yarl  # noqa: PLC0415 - aiohttp's own URL type (an aiohttp dependency), imported with it
+
+    return yarl
+
+
 def _tracking_connector(aiohttp: Any) -> Any:
     """A ``TCPConnector`` subclass that records in :data:`_CONN_USE` whether it handed out a used connection."""
     global _connector_cls
@@ -186,6 +199,9 @@ class AsyncTransport:
         self._state: _LoopState | None = None
         self._closed = False
         self._verbose = config.verbose
+        self._fast_path = not config.verbose and config.retry_policy.deadline is None
+        self._yarl_url: Any = _yarl().URL
+        self._urls: dict[str, Any] = {}
 
     def _select_proxy(self, proxies: Mapping[str, str] | None) -> str | None:
         """The proxy for this server, decided once: RESTConfig.proxies, else the environment (HTTP(S)_PROXY,
@@ -276,14 +292,30 @@ class AsyncTransport:
         """Send a prepared :class:`~inferkit.codec.rest_calls.RestCall` with retries; the complete reply."""
         config = self.config
         state = self._loop_state()
-        tmo = config.timeouts if timeout is None else Timeout.coerce(timeout)
         send_body, encoding = compress_body(call.body, config)
         extra, drop = call_headers(call.method, send_body, call.content_headers, headers, encoding, self._const_lower)
         if drop:
             items = [kv for kv in self._const_headers if kv[0].lower() not in drop] + extra
         else:
             items = self._const_headers + extra
-        url = self._origin + self.base_path + call.path
+        url = self._url(call.path)
+        first: Any = _NO_ATTEMPT
+        if self._fast_path:
+            # No deadline and no per-attempt log: the first attempt's budget is known without the retry machinery
+            # (RetryState.begin would hand out the same one), so the common case -- one attempt, a 2xx reply -- skips
+            # it. Anything else is fed to rest_exchange as its first attempt's outcome and decided there as usual.
+            budget = self._default_budget if timeout is None else Budget(Timeout.coerce(timeout), None)
+            try:
+                first = await self._attempt(state, call.method, url, send_body, items, budget)
+            except (AttemptFailed, BodyTooLarge) as failure:
+                first = failure
+            else:
+                if first.status < 300:
+                    return first  # type: ignore[no-any-return]  # attempts is already 1
+        tmo = config.timeouts if timeout is None else Timeout.coerce(timeout)
+        log = None
+        if self._verbose:
+            log = self._logger(call.method, self._origin + self.base_path + call.path, items, send_body)
         exchange = rest_exchange(
             RetryState(config.retry_policy, retryable=call.retryable, retry_statuses=call.retry_statuses),
             tmo,
@@ -293,28 +325,41 @@ class AsyncTransport:
             raise_for_status=call.raise_for_status,
             model_name=call.model_name,
             request_id=call.request_id,
-            log=self._logger(call.method, url, items, send_body) if self._verbose else None,
+            log=log,
         )
         todo = next(exchange)
+        outcome: Any = first
         while True:
-            if isinstance(todo, Attempt):
-                try:
-                    outcome: Any = await self._attempt(state, call.method, url, send_body, items, todo.budget)
-                except (AttemptFailed, BodyTooLarge) as failure:
-                    outcome = failure
-            else:
-                await asyncio.sleep(todo)
-                outcome = None
+            if outcome is _NO_ATTEMPT:
+                if isinstance(todo, Attempt):
+                    try:
+                        outcome = await self._attempt(state, call.method, url, send_body, items, todo.budget)
+                    except (AttemptFailed, BodyTooLarge) as failure:
+                        outcome = failure
+                else:
+                    await asyncio.sleep(todo)
+                    outcome = None
             try:
                 todo = exchange.send(outcome)
             except StopIteration as done:
                 return done.value  # type: ignore[no-any-return]
+            outcome = _NO_ATTEMPT
+
+    def _url(self, path: str) -> Any:
+        """The request URL as a ``yarl.URL``, parsed once per path: aiohttp would parse a string on every request,
+        and a reused URL object also keeps the host/port values aiohttp derives from it."""
+        url = self._urls.get(path)
+        if url is None:
+            if len(self._urls) >= _URL_CACHE_SIZE:
+                self._urls.clear()  # many distinct paths (model names): start over rather than grow without bound
+            url = self._urls[path] = self._yarl_url(self._origin + self.base_path + path)
+        return url
 
     async def _attempt(
         self,
         state: _LoopState,
         method: str,
-        url: str,
+        url: Any,
         body: bytes | None,
         items: list[tuple[str, str]],
         budget: Budget,
