@@ -17,6 +17,7 @@ import numpy as np
 
 from inferkit.codec.datatypes import check_datatype, datatype_to_dtype, dtype_to_datatype
 from inferkit.codec.tensors import InferOutput, InferRequest, InferRequestedOutput, InferResponse
+from inferkit.errors import DecodeError
 
 __all__ = ["TensorSpec", "Model", "ModelError", "Arrays", "ModelFn", "StreamFn"]
 
@@ -180,9 +181,9 @@ class Model:
     def model_config(self) -> dict[str, Any]:
         """The Triton model configuration (JSON form): the given ``config``, or one derived from the specs."""
         if self.config is not None:
-            config = dict(self.config)
-            config.setdefault("name", self.name)
-            return config
+            given = dict(self.config)
+            given.setdefault("name", self.name)
+            return given
         batch = self.max_batch_size > 0
 
         def dims(spec: TensorSpec) -> list[int]:
@@ -280,7 +281,10 @@ class Model:
             try:
                 arr = tensor.as_numpy()
             except Exception as exc:  # a decode problem in the client's data
-                raise ModelError(400, f"input '{tensor.name}' for model '{self.name}': {exc}") from exc
+                # Data that cannot be decoded (a count that does not match the shape) is a 500 on Triton 2.51,
+                # like any body its parser rejects; other input problems are 400.
+                status = 500 if isinstance(exc, DecodeError) else 400
+                raise ModelError(status, f"input '{tensor.name}' for model '{self.name}': {exc}") from exc
             if spec is not None:
                 if tensor.datatype != spec.datatype:
                     if not lenient_datatypes:

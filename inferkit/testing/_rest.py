@@ -104,7 +104,11 @@ def _wrap(route: str, handler: Handler, book: FaultBook, auth: tuple[str, str] |
                 reply = await handler(request, fault)
             except ModelError as exc:
                 reply = Reply.error(exc.status, exc.message)
-            except (DecodeError, EncodeError) as exc:
+            except DecodeError as exc:
+                # Triton answers 500 for a v2 body it cannot parse (malformed JSON, no inputs): its parser's errors
+                # are not classed as the client's, and Triton is the reference. KServe's v1 routes answer 400.
+                reply = Reply.error(500 if request.path.startswith("/v2") else 400, str(exc))
+            except EncodeError as exc:
                 reply = Reply.error(400, str(exc))
             except Exception as exc:  # a bug here or in a model: answer like a server would, with the reason
                 reply = Reply.error(500, f"reference server error: {type(exc).__name__}: {exc}")

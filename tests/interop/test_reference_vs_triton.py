@@ -79,16 +79,8 @@ CASES: dict[str, tuple[str, str, Optional[bytes]]] = {
     "infer, no inputs key": ("POST", "/v2/models/add_sub/infer", b"{}"),
 }  # fmt: skip
 
-# Differences kept on purpose: case -> why.
-_PARSE_500 = (
-    "Triton 2.51 answers 500 for a body it cannot parse (its JSON parser's errors are not classed as the client's); "
-    "the reference server keeps 400 so that inferkit's clients are tested on 'a bad request is not retried'"
-)
-KNOWN: dict[str, str] = {
-    "infer, malformed JSON": _PARSE_500,
-    "infer, no inputs key": _PARSE_500,
-    "infer, data count does not match shape": _PARSE_500,
-}
+# Differences kept on purpose: case -> why (none today: the reference server answers as Triton 2.51 does).
+KNOWN: dict[str, str] = {}
 
 
 def shape_of(value: Any) -> Any:
