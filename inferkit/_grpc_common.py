@@ -537,6 +537,7 @@ def grpc_exchange(
     clock: Callable[[], float],
     log: Callable[[str, int, float], None] | None = None,
     tls_without_client_cert: bool = False,
+    start: float | None = None,
 ) -> Generator[Attempt | float, Any, Any]:
     """The retry loop of one RPC, as a generator the client drives (sync or async).
 
@@ -544,13 +545,20 @@ def grpc_exchange(
     ``(False, exc)`` for an RpcError) or a float (the driver sleeps that long and sends back None). It returns the
     parsed result, or raises the mapped error (``from`` the RpcError). Probes return False for a server error
     other than an authentication failure. ``tls_without_client_cert`` is passed to :func:`map_rpc_error`.
+    ``start`` (a ``clock()`` value) says the driver already made the first attempt, which started then: it sends
+    that attempt's outcome to the first :class:`Attempt`, and the deadline counts from ``start``.
     """
     state = RetryState(policy, retryable=call.retryable, retry_statuses=call.retry_server_codes, clock=clock)
+    made = start is not None
+    if start is not None:
+        state.start = start
     ctx: dict[str, Any] = {"model_name": call.model_name, "request_id": call.request_id}
     while True:
         state.attempt += 1
         remaining = None if total is None else total - state.elapsed()
-        if remaining is not None and remaining <= 0:
+        if made:
+            made = False  # the driver's attempt, already over: nothing to check
+        elif remaining is not None and remaining <= 0:
             raise DeadlineExceeded(
                 f"{call.rpc}: the {total:g} s deadline ran out before attempt {state.attempt}",
                 attempts=state.attempt - 1,
@@ -693,8 +701,8 @@ class GRPCClientBase:
     def _closed_error(self) -> TransportError:
         return TransportError(f"the gRPC client for {self._s.target} is closed")
 
-    def _begin(self, call: GRPCCall, headers: Headers, timeout: float | None) -> CallRun:
-        """Start one RPC: its stub, metadata, deadline and retry loop."""
+    def _begin(self, call: GRPCCall, headers: Headers, timeout: float | None, start: float | None = None) -> CallRun:
+        """Start one RPC: its stub, metadata, deadline and retry loop (``start``: see :func:`grpc_exchange`)."""
         stub = self._stub(call.rpc)
         metadata = self._s.call_metadata(headers)
         log = call_logger(self._s.target, call, metadata) if self._s.verbose else None
@@ -705,6 +713,7 @@ class GRPCClientBase:
             clock=time.monotonic,
             log=log,
             tls_without_client_cert=self._s.tls_without_client_cert,
+            start=start,
         )
         return CallRun(stub, metadata, call, exchange, self._grpc.RpcError)
 

@@ -11,6 +11,7 @@ imported on first use (an ImportError names ``pip install 'inferkit[grpc]'``).
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, AsyncIterator, Iterable, Mapping
 
 from inferkit import _grpc_shm
@@ -92,7 +93,31 @@ class InferenceGRPCClient(RebuildOnUnpickle, AsyncBatchMixin, GRPCClientBase):
     # -- the call path ---------------------------------------------------------------------------------------
     async def _do(self, call: GRPCCall, headers: Headers, timeout: float | None) -> Any:
         """One RPC with deadline, metadata and retries; the only place a grpc error is caught."""
-        run = self._begin(call, headers, timeout)
+        first: tuple[bool, Any] | None = None
+        start = None
+        if not self._s.verbose:
+            # The first attempt is made here, without the retry machinery (a generator and a few objects per call,
+            # which under many concurrent calls cost more in garbage collections than they take to run): on
+            # success its reply is parsed as grpc_exchange would; a failure starts grpc_exchange, fed with it.
+            s = self._s
+            stub = self._stub(call.rpc)
+            total = s.deadline(timeout)
+            request = call.request
+            start = time.monotonic()
+            try:
+                reply = await stub(
+                    _once(request) if callable(request) else request,
+                    timeout=total,
+                    metadata=s.call_metadata(headers),
+                )
+            except self._grpc.RpcError as exc:
+                first = (False, exc)
+            else:
+                return call.parse(reply)
+        run = self._begin(call, headers, timeout, start)
+        if first is not None:
+            run.advance(first)
+            del first
         while not run.done:
             if run.wait is not None:
                 await asyncio.sleep(run.wait)
