@@ -12,6 +12,7 @@ inferkit.aio; nor grpc / protobuf at module level.
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from typing import Any, Callable, Generator, Iterable, Mapping, NamedTuple, Sequence, Union
@@ -79,6 +80,9 @@ DEFAULT_CHANNEL_OPTIONS: Mapping[str, Any] = {
 LARGE_REQUEST_BYTES = 16 * 1024 * 1024
 
 Headers = Union[Mapping[str, str], Sequence[tuple[str, str]], None]
+
+#: Model names whose infer reply parser a client keeps (see ``GRPCCalls.infer``).
+_PARSER_CACHE_SIZE = 256
 
 #: Default of ``stream(timeout=...)``: "the client's timeout" (None there means "no deadline").
 UNSET: Any = object()
@@ -438,6 +442,9 @@ class GRPCCalls:
 
     def __init__(self, policy: RetryPolicy) -> None:
         self.policy = policy
+        # model name -> the parser of its infer replies: made once, not per call (a closure per call is four
+        # more objects for the garbage collector to track under many concurrent calls).
+        self._infer_parsers: dict[str, Callable[[Any], Any]] = {}
 
     def probe(self, rpc: str, request: Any, field: str, model_name: str | None = None) -> GRPCCall:
         """A health probe: a server answer other than OK is False (not retried); auth errors and no answer raise."""
@@ -506,14 +513,12 @@ class GRPCCalls:
             rpc, wire = "ModelInfer", c.join_request_parts(header, buffers)
         else:
             rpc, wire = "ModelInfer/large", lambda: c.join_request_parts(header, buffers)
-        return GRPCCall(
-            rpc,
-            wire,
-            lambda reply: c.decode_infer_response(reply, model_name=name),
-            name,
-            request.request_id,
-            retryable,
-        )
+        parse = self._infer_parsers.get(name)
+        if parse is None:
+            if len(self._infer_parsers) >= _PARSER_CACHE_SIZE:
+                self._infer_parsers.clear()
+            parse = self._infer_parsers[name] = functools.partial(c.decode_infer_response, model_name=name)
+        return GRPCCall(rpc, wire, parse, name, request.request_id, retryable)
 
 
 def _none(reply: Any) -> None:
