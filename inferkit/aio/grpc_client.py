@@ -49,6 +49,7 @@ class InferenceGRPCClient(RebuildOnUnpickle, AsyncBatchMixin, GRPCClientBase):
     # -- channel ----------------------------------------------------------------------------------------------
     def _open(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._default_total = self._s.deadline(None)  # the deadline of a call without its own timeout
 
     def _stub(self, name: str) -> Any:
         loop = asyncio.get_running_loop()
@@ -101,14 +102,14 @@ class InferenceGRPCClient(RebuildOnUnpickle, AsyncBatchMixin, GRPCClientBase):
             # success its reply is parsed as grpc_exchange would; a failure starts grpc_exchange, fed with it.
             s = self._s
             stub = self._stub(call.rpc)
-            total = s.deadline(timeout)
+            total = self._default_total if timeout is None else s.deadline(timeout)
             request = call.request
             start = time.monotonic()
             try:
                 reply = await stub(
                     _once(request) if callable(request) else request,
                     timeout=total,
-                    metadata=s.call_metadata(headers),
+                    metadata=s.call_metadata(headers) if headers else s.metadata,
                 )
             except self._grpc.RpcError as exc:
                 first = (False, exc)
@@ -265,9 +266,10 @@ class InferenceGRPCClient(RebuildOnUnpickle, AsyncBatchMixin, GRPCClientBase):
         self, request: InferRequest, headers: Headers = None, timeout: float | None = None
     ) -> InferResponse:
         """Run one inference (``ModelInfer``); see the sync client for retries and memory."""
-        result: InferResponse = await self._do(
-            _grpc_shm.infer_call(self._calls.infer(request), request), headers, timeout
-        )
+        call = self._calls.infer(request)
+        if request.outputs is not None:  # only requested outputs may be in shared memory
+            call = _grpc_shm.infer_call(call, request)
+        result: InferResponse = await self._do(call, headers, timeout)
         return result
 
     def stream(self, timeout: float | None = UNSET, headers: Headers = None) -> AsyncInferStream:
