@@ -40,8 +40,20 @@ def test_factory(inferkit_server_factory):
 """
 
 
+def _entry_point_installed() -> bool:
+    """Whether inferkit is installed with its ``pytest11`` entry point (then pytest loads the plugin itself)."""
+    from importlib.metadata import entry_points
+
+    eps = entry_points()
+    group = eps.select(group="pytest11") if hasattr(eps, "select") else eps.get("pytest11", [])
+    return any(ep.name == "inferkit" for ep in group)
+
+
 def test_plugin_fixtures(tmp_path):
     (tmp_path / "test_user.py").write_text(USER_TEST)
+    # Installed (as users have it): the entry point loads the plugin, and naming it again with -p would register
+    # it twice. From a source tree without an install: load it by name.
+    load = [] if _entry_point_installed() else ["-p", "inferkit.testing.pytest_plugin"]
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     result = subprocess.run(
         [
@@ -49,8 +61,7 @@ def test_plugin_fixtures(tmp_path):
             "-m",
             "pytest",
             "-q",
-            "-p",
-            "inferkit.testing.pytest_plugin",
+            *load,
             "-p",
             "no:cacheprovider",
             str(tmp_path / "test_user.py"),
