@@ -704,7 +704,7 @@ class _DeadlineRaw(io.RawIOBase):
         return self._sock.recv_into(buffer)
 
 
-def _read_body(raw: http.client.HTTPResponse, reader: BodyReader) -> tuple[bytes, bool]:
+def _read_body(raw: http.client.HTTPResponse, reader: BodyReader) -> tuple[bytes | bytearray, bool]:
     """Read the whole body of an http.client reply into one bytes object through ``reader`` (size limit,
     decompression). Returns the body and whether it was read to its end (only then may the connection be reused).
     """
@@ -723,18 +723,27 @@ def _read_body(raw: http.client.HTTPResponse, reader: BodyReader) -> tuple[bytes
     return reader.finish(), reader.complete
 
 
-def _read_exact(raw: http.client.HTTPResponse, wanted: int) -> bytes:
-    """``wanted`` bytes of a large plain body, in pieces that never ask for more than has arrived so far (plus
-    1 MiB): a hostile Content-Length costs what the server really sends. A short body raises IncompleteRead."""
-    parts: list[bytes] = []
+def _read_exact(raw: http.client.HTTPResponse, wanted: int) -> bytearray:
+    """``wanted`` bytes of a large plain body, read into one buffer whose size never runs more than 1 MiB (or
+    what has arrived so far) ahead of the bytes received: a hostile Content-Length costs what the server really
+    sends, and a real large body is not copied again (no list of pieces to join). A short body raises
+    IncompleteRead. The buffer grows in place (realloc; for large buffers the C library remaps pages rather
+    than copying them)."""
+    buf = bytearray(min(wanted, _ONE_READ_LIMIT))
     got = 0
     while got < wanted:
-        piece = raw.read(min(wanted - got, max(_ONE_READ_LIMIT, got)))
-        if not piece:
+        if got == len(buf):
+            grow = min(wanted, 2 * got) - got
+            buf[got:] = bytes(grow)  # the temporary zeros are freed at once; the buffer itself grows in place
+        view = memoryview(buf)[got:]
+        try:
+            n = raw.readinto(view)
+        finally:
+            view.release()
+        if not n:
             raise http.client.IncompleteRead(b"", wanted - got)
-        parts.append(piece)
-        got += len(piece)
-    return parts[0] if len(parts) == 1 else b"".join(parts)
+        got += n
+    return buf
 
 
 def _read_urllib3_body(raw: Any, reader: BodyReader) -> bytes:

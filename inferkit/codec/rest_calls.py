@@ -31,11 +31,12 @@ _EMPTY_JSON = b"{}"
 
 @dataclass(slots=True)  # one per request: no per-instance dict
 class Reply:
-    """A complete reply: status, headers (case-insensitive ``get``), the whole body in one bytes object."""
+    """A complete reply: status, headers (case-insensitive ``get``), the whole body in one buffer (bytes, or a
+    bytearray for large bodies read in place; binary outputs are views of it)."""
 
     status: int
     headers: Any
-    body: bytes
+    body: bytes | bytearray
     attempts: int = 1
 
     def header(self, name: str) -> str | None:

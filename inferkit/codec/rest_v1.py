@@ -72,7 +72,7 @@ def encode_predict_request(
     return _json.dumps(body)
 
 
-def decode_predict_response(body: bytes | memoryview, *, model_name: str = "") -> dict[str, Any]:
+def decode_predict_response(body: bytes | bytearray | memoryview, *, model_name: str = "") -> dict[str, Any]:
     """Parse a v1 predict reply; it must be an object with ``predictions``."""
     parsed = _json.loads(body, what=f"v1 predict response of model {model_name!r}")
     if not isinstance(parsed, dict) or ("predictions" not in parsed and "outputs" not in parsed):
@@ -80,7 +80,7 @@ def decode_predict_response(body: bytes | memoryview, *, model_name: str = "") -
     return parsed
 
 
-def decode_explain_response(body: bytes | memoryview, *, model_name: str = "") -> Any:
+def decode_explain_response(body: bytes | bytearray | memoryview, *, model_name: str = "") -> Any:
     """Parse a v1 explain reply (any JSON value)."""
     return _json.loads(body, what=f"v1 explain response of model {model_name!r}")
 
