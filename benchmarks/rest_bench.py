@@ -147,9 +147,7 @@ def run_sequential(url: str, n: int, runs: int) -> dict[str, tuple[float, float]
                 results[name].append(measure_sequential(call, n))
             finally:
                 close()
-    return {
-        k: (statistics.median(c for c, _ in v), statistics.median(lat for _, lat in v)) for k, v in results.items()
-    }
+    return {k: (statistics.median(c for c, _ in v), statistics.median(lat for _, lat in v)) for k, v in results.items()}
 
 
 def run_threads(url: str, threads: int, per_thread: int, runs: int) -> dict[str, float]:
@@ -252,9 +250,7 @@ def run_large(url: str, mib: int, runs: int) -> dict[str, tuple[float, float]]:
     finally:
         ik.close()
         tc.close()
-    return {
-        k: (statistics.median(t for t, _ in v), statistics.median(m for _, m in v)) for k, v in results.items()
-    }
+    return {k: (statistics.median(t for t, _ in v), statistics.median(m for _, m in v)) for k, v in results.items()}
 
 
 def main() -> None:

@@ -170,9 +170,7 @@ def v2_response_to_v1_body(response: InferResponse) -> dict[str, Any]:
     return {"predictions": _rows_of(response.outputs, f"v2 -> v1 response of model {response.model_name!r}")}
 
 
-def v1_body_to_v2_response(
-    body: Mapping[str, Any], model_name: str, *, output_name: str = "output-0"
-) -> InferResponse:
+def v1_body_to_v2_response(body: Mapping[str, Any], model_name: str, *, output_name: str = "output-0") -> InferResponse:
     """Convert a v1 reply ``{"predictions": ...}`` to a v2 InferResponse."""
     what = f"v1 -> v2 response of model {model_name!r}"
     if "predictions" not in body:

@@ -172,8 +172,9 @@ def test_retries_resend_the_same_body(mocked: Any, sleeps: list[float]) -> None:
 
 
 def test_final_error_carries_server_message_and_context(mocked: Any, sleeps: list[float]) -> None:
-    mocked.add(responses.POST, INFER, json={"detail": [{"loc": ["body", "inputs"], "msg": "field required"}]},
-               status=422)
+    mocked.add(
+        responses.POST, INFER, json={"detail": [{"loc": ["body", "inputs"], "msg": "field required"}]}, status=422
+    )
     with pytest.raises(errors.UnprocessableEntityError) as info:
         client().infer(request(request_id="abc"))
     err = info.value
