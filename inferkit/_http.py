@@ -58,6 +58,7 @@ from inferkit.codec.http_wire import (
     tls_without_client_cert,
 )
 from inferkit.codec.rest_calls import Reply, RestCall
+from inferkit.codec.rest_v2 import BodyParts
 from inferkit.config import RESTConfig, Timeout
 
 __all__ = ["SyncTransport", "HTTPResponse", "make_adapter", "redact", "USER_AGENT"]
@@ -382,7 +383,7 @@ class SyncTransport:
         self,
         method: str,
         path: str,
-        body: bytes | None = None,
+        body: bytes | BodyParts | None = None,
         *,
         content_headers: Mapping[str, str] | None = None,
         headers: Mapping[str, str] | None = None,
@@ -415,7 +416,9 @@ class SyncTransport:
         config = self.config
         tmo = config.timeouts if timeout is None else Timeout.coerce(timeout)
         target = self.base_path + path
-        send_body, encoding = compress_body(body, config)
+        if isinstance(body, BodyParts) and (not self.direct or config.compression is not None):
+            body = body.join()  # only the direct path writes parts; the others need one buffer (joined once)
+        send_body, encoding = compress_body(body, config)  # type: ignore[arg-type]  # parts are never compressed
         extra, drop = call_headers(method, send_body, content_headers, headers, encoding, self._const_lower)
         head = self._head(method, target, extra, drop) if self.direct else b""
         state = RetryState(
@@ -492,7 +495,7 @@ class SyncTransport:
         self,
         method: str,
         head: bytes,
-        body: bytes | None,
+        body: bytes | BodyParts | None,
         budget: Budget,
         fresh: bool,
     ) -> HTTPResponse:
@@ -528,6 +531,10 @@ class SyncTransport:
                 # constant header block is prebuilt bytes, and a small body leaves in the same segment.
                 if body is None:
                     sock.sendall(head)
+                elif isinstance(body, BodyParts):
+                    sock.sendall(head)  # a large binary body: each tensor straight from the caller's array
+                    for part in body.parts:
+                        sock.sendall(part)
                 elif len(body) <= _COALESCE_LIMIT:
                     sock.sendall(head + body)
                 else:

@@ -52,6 +52,7 @@ from inferkit.codec.http_wire import (
     tls_without_client_cert,
 )
 from inferkit.codec.rest_calls import Reply, RestCall
+from inferkit.codec.rest_v2 import BodyParts
 from inferkit.config import RESTConfig, Timeout
 
 __all__ = ["AsyncTransport", "load_aiohttp"]
@@ -292,7 +293,9 @@ class AsyncTransport:
         """Send a prepared :class:`~inferkit.codec.rest_calls.RestCall` with retries; the complete reply."""
         config = self.config
         state = self._loop_state()
-        send_body, encoding = compress_body(call.body, config)
+        # aiohttp sends one buffer: a large binary body kept in parts is joined here, once for all attempts.
+        body = call.body.join() if isinstance(call.body, BodyParts) else call.body
+        send_body, encoding = compress_body(body, config)
         extra, drop = call_headers(call.method, send_body, call.content_headers, headers, encoding, self._const_lower)
         if drop:
             items = [kv for kv in self._const_headers if kv[0].lower() not in drop] + extra

@@ -68,7 +68,8 @@ class RestCall:
     Attributes:
         method: HTTP method.
         path: Path relative to the client's base URL.
-        body: Request body, built once and resent as is by retries.
+        body: Request body, built once and resent as is by retries (a large binary infer body is a
+            :class:`~inferkit.codec.rest_v2.BodyParts`: transports that write parts send it without joining).
         content_headers: Headers describing the body.
         parse: ``parse(call, reply)`` turns the final reply into the method's result (or raises).
         retryable: Whether the request may be sent again once it may have reached the server.
@@ -80,7 +81,7 @@ class RestCall:
 
     method: str
     path: str
-    body: bytes | None = None
+    body: bytes | rest_v2.BodyParts | None = None
     content_headers: Mapping[str, str] | None = None
     parse: Parser = _no_result
     retryable: bool = True
@@ -218,7 +219,7 @@ class RestCalls:
         return RestCall(
             "POST",
             self._infer_path(name, request.model_version),
-            encoded.body,
+            encoded.payload,
             encoded.headers,
             parse=_infer_reply if shared is None else _ShmInferReply(request.outputs or ()),
             retryable=self._retry_infer and not request.is_sequence,

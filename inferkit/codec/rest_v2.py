@@ -41,6 +41,8 @@ __all__ = [
     "JSON_CONTENT_TYPE",
     "BINARY_CONTENT_TYPE",
     "EncodedBody",
+    "BodyParts",
+    "SPLIT_BODY_MIN",
     "encode_infer_request",
     "decode_infer_response",
     "decode_infer_request",
@@ -59,20 +61,51 @@ BINARY_CONTENT_TYPE = "application/octet-stream"
 Buffer = Union[bytes, bytearray, memoryview]
 
 
+#: Binary bodies above this size are kept as their parts (JSON header, then each tensor's bytes) instead of being
+#: joined: a transport that can write parts sends a large tensor straight from the caller's array, with no copy.
+SPLIT_BODY_MIN = 1 << 16
+
+
+class BodyParts:
+    """A request body kept as its parts; ``len()`` is the body's size and :meth:`join` builds it once (cached)."""
+
+    __slots__ = ("parts", "_size", "_joined")
+
+    def __init__(self, parts: Sequence[Buffer]) -> None:
+        self.parts: tuple[Buffer, ...] = tuple(parts)
+        self._size = sum(memoryview(p).nbytes for p in self.parts)
+        self._joined: bytes | None = None
+
+    def __len__(self) -> int:
+        return self._size
+
+    def join(self) -> bytes:
+        """The whole body as one bytes object (one copy of each part, made once)."""
+        if self._joined is None:
+            self._joined = b"".join(self.parts)
+        return self._joined
+
+
 @dataclass(frozen=True)
 class EncodedBody:
     """A ready-to-send body and the headers that describe it.
 
-    ``body`` is built once; retries resend the same object.
+    ``payload`` is built once and retries resend the same object: ``bytes``, or for a binary body above
+    :data:`SPLIT_BODY_MIN` a :class:`BodyParts` whose large tensors are views of the caller's arrays.
+    ``body`` is always the joined bytes (built on first use).
     """
 
-    body: bytes
+    payload: bytes | BodyParts
     headers: Mapping[str, str] = field(default_factory=dict)
     json_size: int | None = None
 
     @property
+    def body(self) -> bytes:
+        return self.payload.join() if isinstance(self.payload, BodyParts) else self.payload
+
+    @property
     def content_length(self) -> int:
-        return len(self.body)
+        return len(self.payload)
 
 
 def _encode_tensors(
@@ -114,10 +147,12 @@ def _frame(header: dict[str, Any], buffers: list[Buffer]) -> EncodedBody:
         raise EncodeError(f"request could not be serialized to JSON: {exc}") from exc
     if not buffers:
         return EncodedBody(header_bytes, {"Content-Type": JSON_CONTENT_TYPE}, None)
-    # One copy of each tensor, into the body; the parts are views, not copies.
-    body = b"".join([header_bytes, *buffers])
+    parts = BodyParts([header_bytes, *buffers])
+    # A small body is joined (one write, one copy of a few bytes); a large one stays in parts, so a transport
+    # that writes parts copies no tensor at all, and one that needs a single buffer joins it once.
+    payload: bytes | BodyParts = parts if len(parts) >= SPLIT_BODY_MIN else parts.join()
     return EncodedBody(
-        body,
+        payload,
         {"Content-Type": BINARY_CONTENT_TYPE, HEADER_LENGTH: str(len(header_bytes))},
         len(header_bytes),
     )
