@@ -1,6 +1,7 @@
-"""Each operation's REST method and path (v2 and v1), and each gRPC call's wire path.
+"""Each operation's REST method and path (v2 and v1).
 
-Owns: URL paths relative to the server's base URL, with model names and versions quoted.
+Owns: URL paths relative to the server's base URL, with model names and versions quoted. gRPC wire paths live in
+:mod:`inferkit.codec.grpc_methods` with the message types they carry.
 Must not import: requests, urllib3, aiohttp, grpc, protobuf.
 """
 
@@ -9,14 +10,7 @@ from __future__ import annotations
 from typing import NamedTuple
 from urllib.parse import quote
 
-__all__ = ["Route", "GRPC_SERVICE", "grpc_path", "v2", "v1"]
-
-GRPC_SERVICE = "inference.GRPCInferenceService"
-
-
-def grpc_path(rpc: str) -> str:
-    """The wire path of an RPC, e.g. ``/inference.GRPCInferenceService/ModelInfer``."""
-    return f"/{GRPC_SERVICE}/{rpc}"
+__all__ = ["Route", "v2", "v1"]
 
 
 class Route(NamedTuple):

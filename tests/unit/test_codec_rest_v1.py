@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 from inferkit.codec import rest_v1
-from inferkit.codec.routes import GRPC_SERVICE, Route, grpc_path, v1, v2
+from inferkit.codec.grpc_methods import SERVICE_NAME, method_path
+from inferkit.codec.routes import Route, v1, v2
 from inferkit.codec.tensors import InferInput, InferOutput, InferRequest, InferResponse
 from inferkit.errors import DecodeError, EncodeError
 
@@ -194,5 +195,6 @@ def test_routes_reject_empty_model_names(bad):
 
 
 def test_grpc_path():
-    assert GRPC_SERVICE == "inference.GRPCInferenceService"
-    assert grpc_path("ModelInfer") == "/inference.GRPCInferenceService/ModelInfer"
+    # gRPC paths have one home, the method table (routes.py holds REST routes only).
+    assert SERVICE_NAME == "inference.GRPCInferenceService"
+    assert method_path("ModelInfer") == "/inference.GRPCInferenceService/ModelInfer"
