@@ -437,11 +437,16 @@ class GRPCCall(NamedTuple):
     probe: bool = False
 
 
+_new_call = tuple.__new__
+assert GRPCCall._fields[-3:] == ("retryable", "retry_server_codes", "probe")
+
+
 class GRPCCalls:
     """Builds the :class:`GRPCCall` of each client operation (the same for the sync and the async client)."""
 
     def __init__(self, policy: RetryPolicy) -> None:
         self.policy = policy
+        self._retry_infer = policy.allows_request(is_infer=True, is_sequence=False)
         # model name -> the parser of its infer replies: made once, not per call (a closure per call is four
         # more objects for the garbage collector to track under many concurrent calls).
         self._infer_parsers: dict[str, Callable[[Any], Any]] = {}
@@ -503,22 +508,25 @@ class GRPCCalls:
     def infer(self, request: InferRequest) -> GRPCCall:
         """``ModelInfer``: serialized once; from :data:`LARGE_REQUEST_BYTES` on, joined inside each attempt instead
         (no copy held while the reply arrives). A request with a ``sequence_id`` is never retried."""
-        c = codec()
-        if not isinstance(request, InferRequest):
+        c = _CODEC or codec()
+        if type(request) is not InferRequest and not isinstance(request, InferRequest):
             raise EncodeError(f"infer() needs an InferRequest, got {type(request).__name__}")
-        retryable = self.policy.allows_request(is_infer=True, is_sequence=request.is_sequence)
-        header, buffers = c.request_parts(request)
+        # policy.allows_request(is_infer=True, ...), inlined (the policy is immutable).
+        retryable = self._retry_infer and not (request.parameters and request.is_sequence)
+        wire, buffers = c.encode_request(request, LARGE_REQUEST_BYTES)
         name = request.model_name
-        if c.buffers_size(buffers) < LARGE_REQUEST_BYTES:
-            rpc, wire = "ModelInfer", c.join_request_parts(header, buffers)
+        if buffers is None:
+            rpc = "ModelInfer"
         else:
+            header = wire
             rpc, wire = "ModelInfer/large", lambda: c.join_request_parts(header, buffers)
         parse = self._infer_parsers.get(name)
         if parse is None:
             if len(self._infer_parsers) >= _PARSER_CACHE_SIZE:
                 self._infer_parsers.clear()
             parse = self._infer_parsers[name] = functools.partial(c.decode_infer_response, model_name=name)
-        return GRPCCall(rpc, wire, parse, name, request.request_id, retryable)
+        # GRPCCall(rpc, wire, parse, name, request.request_id, retryable) without the Python-level __new__.
+        return _new_call(GRPCCall, (rpc, wire, parse, name, request.request_id, retryable, True, False))
 
 
 def _none(reply: Any) -> None:

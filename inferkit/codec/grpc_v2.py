@@ -79,6 +79,7 @@ __all__ = [
     "encode_infer_request",
     "serialize_infer_request",
     "request_parts",
+    "encode_request",
     "join_request_parts",
     "buffers_size",
     "decode_infer_request",
@@ -336,39 +337,82 @@ def request_parts(request: InferRequest) -> tuple[bytes, list[Buffer]]:
     the payload size before deciding how to send, without copying anything. Field order differs from
     protobuf's own serializer (the wire format allows any order); every parser reads the same message.
     """
+    header, buffers = encode_request(request, 0)
+    assert buffers is not None
+    return header, buffers
+
+
+def encode_request(request: InferRequest, join_below: int) -> tuple[bytes, list[Buffer] | None]:
+    """``(wire bytes, None)`` when the raw contents total fewer than ``join_below`` bytes, else ``request_parts``.
+
+    One pass over the request for the common call (small tensors: joined right away), without building the
+    header twice for a large one. See :func:`request_parts` for the field order.
+    """
     model_name = request.model_name
-    if not request.inputs:
+    inputs = request.inputs
+    if not inputs:
         raise EncodeError(f"model {model_name!r}: a request needs at least one input")
-    parts: list[bytes] = [_string_field(b"\x0a", model_name)]
+    name_field = _NAME_FIELDS.get(model_name)
+    if name_field is None:
+        name_field = _string_field(b"\x0a", model_name)
+        if len(_NAME_FIELDS) >= _ENTRY_CACHE_MAX:
+            _NAME_FIELDS.clear()
+        _NAME_FIELDS[model_name] = name_field
+    parts: list[Buffer] = [name_field]
     if request.model_version is not None:
         parts.append(_string_field(b"\x12", request.model_version))
     if request.request_id is not None:
         parts.append(_string_field(b"\x1a", request.request_id))
     if request.parameters or request.outputs is not None:
-        # Rare enough to leave to protobuf: a message with only these fields, concatenated (a valid merge).
-        extra = _ModelInferRequest()
-        if request.parameters:
-            encode_parameters(request.parameters, extra.parameters, f"model {model_name!r} request")
-        for out in request.outputs or ():
-            if not isinstance(out, InferRequestedOutput):
-                raise EncodeError(f"model {model_name!r}: outputs must be InferRequestedOutput objects, got {out!r}")
-            wanted = extra.outputs.add(name=out.name)
-            params = out.wire_parameters()
-            if params:
-                encode_parameters(params, wanted.parameters, f"model {model_name!r}: requested output {out.name!r}")
-        parts.append(extra.SerializeToString())
+        parts.append(_request_extras(request))
     buffers: list[Buffer] = []
-    for tensor in request.inputs:
-        if SHM_REGION in tensor.parameters:
-            parts.append(_input_entry(tensor, model_name))  # no raw contents: the data is in a region
-            continue
-        if not tensor.has_data:
-            raise EncodeError(
-                f"model {model_name!r}: tensor {tensor.name!r} has no data; call set_data_from_numpy() first"
-            )
-        parts.append(_input_entry(tensor, model_name))
-        buffers.append(tensor.wire_bytes())
-    return b"".join(parts), buffers
+    entries = _ENTRY_CACHE
+    total = 0
+    for tensor in inputs:
+        if tensor.parameters:
+            parts.append(_input_entry(tensor, model_name))
+            if SHM_REGION in tensor.parameters:
+                continue  # no raw contents: the data is in a region
+        else:
+            entry = entries.get((tensor.name, tensor.datatype, tuple(tensor._shape)))
+            parts.append(entry if entry is not None else _input_entry(tensor, model_name))
+        raw = tensor._raw
+        if raw is None:
+            if tensor._array is None and tensor._json is None:
+                raise EncodeError(
+                    f"model {model_name!r}: tensor {tensor.name!r} has no data; call set_data_from_numpy() first"
+                )
+            raw = tensor.wire_bytes()
+        buffers.append(raw)
+        total += len(raw) if type(raw) is bytes else memoryview(raw).nbytes
+    if total >= join_below:
+        return b"".join(parts), buffers
+    tag = _SMALL_VARINTS[(_REQ_RAW_FIELD << 3) | 2]
+    for raw in buffers:
+        size = len(raw) if type(raw) is bytes else memoryview(raw).nbytes
+        parts.append(tag + (_SMALL_VARINTS[size] if size < 0x80 else _varint(size)))
+        parts.append(raw)
+    return b"".join(parts), None  # the only copy of each tensor
+
+
+def _request_extras(request: InferRequest) -> bytes:
+    # Rare enough to leave to protobuf: a message with only these fields, concatenated (a valid merge).
+    model_name = request.model_name
+    extra = _ModelInferRequest()
+    if request.parameters:
+        encode_parameters(request.parameters, extra.parameters, f"model {model_name!r} request")
+    for out in request.outputs or ():
+        if not isinstance(out, InferRequestedOutput):
+            raise EncodeError(f"model {model_name!r}: outputs must be InferRequestedOutput objects, got {out!r}")
+        wanted = extra.outputs.add(name=out.name)
+        params = out.wire_parameters()
+        if params:
+            encode_parameters(params, wanted.parameters, f"model {model_name!r}: requested output {out.name!r}")
+    return extra.SerializeToString()
+
+
+# model name -> its serialized ``model_name`` field (cleared when full, like _ENTRY_CACHE).
+_NAME_FIELDS: dict[str, bytes] = {}
 
 
 def join_request_parts(header: bytes, buffers: Sequence[Buffer]) -> bytes:
@@ -387,8 +431,8 @@ def serialize_infer_request(request: InferRequest) -> bytes:
     Byte-for-byte a valid ``ModelInferRequest`` (any protobuf parser reads it); the raw contents come after
     the other fields. A retry resends the same bytes object.
     """
-    header, buffers = request_parts(request)
-    return _join_raw(header, _REQ_RAW_FIELD, buffers)
+    header, buffers = encode_request(request, 1 << 62)
+    return header if buffers is None else _join_raw(header, _REQ_RAW_FIELD, buffers)
 
 
 # -- wire walking (zero-copy split of raw contents) ----------------------------------------------------------
@@ -650,10 +694,62 @@ def decode_infer_response(
             msg = _RESPONSE_FROM_STRING(data)
         except (_ProtoDecodeError, ValueError) as exc:
             raise DecodeError(f"{where}: the reply is not a valid ModelInferResponse message ({exc})") from exc
+        if not requested:
+            fast = _plain_response(msg, model_name)
+            if fast is not None:
+                return fast
         raws: Sequence[Buffer] = msg.raw_output_contents
     else:
         msg, raws = _message_and_raws(pb.ModelInferResponse, data, _RESP_RAW_FIELD, where)
     return _response_from_message(msg, raws, model_name, where, _shared_outputs(requested))
+
+
+def _plain_response(msg: Any, model_name: str | None) -> InferResponse | None:
+    """The common small reply in one tight pass, or None for anything that needs :func:`_decode_tensors`.
+
+    "Plain": one raw contents entry per output, each output numeric with no parameters and no typed contents,
+    and every size agreeing with its shape. Anything else, including every malformed reply, returns None and is
+    decoded (and its error reported) by the general path. On a small infer the time after the reply arrives
+    runs on cold caches, where each call and attribute read counts several times over: hence one function.
+    """
+    entries = msg.outputs
+    raws = msg.raw_output_contents
+    if len(raws) != len(entries):
+        return None
+    eager = _EAGER_DTYPES
+    new = _new_output
+    outputs = []
+    for entry, raw in zip(entries, raws):
+        datatype = entry.datatype
+        dtype = eager.get(datatype)
+        if dtype is None or entry.parameters or entry.HasField("contents"):
+            return None
+        shape = entry.shape[:]  # a list (slicing a repeated field is twice as fast as list())
+        name = entry.name
+        if not name or (shape and min(shape) < 0) or len(raw) != math.prod(shape) * dtype.itemsize:
+            return None
+        tensor = new(InferOutput)  # the constructor would re-check what was just checked
+        tensor.name = name
+        tensor._shape = shape
+        tensor.datatype = datatype
+        tensor.parameters = {}
+        tensor._array = None
+        tensor._json = None
+        tensor._binary = True
+        tensor._raw = raw
+        tensor._decoded = np.ndarray(shape, dtype, raw)  # no copy: a view of the reply's bytes
+        outputs.append(tensor)
+    response = _new_response(InferResponse)
+    response.outputs = outputs
+    response.model_name = msg.model_name or model_name or ""
+    response.model_version = msg.model_version or None
+    response.id = msg.id or None
+    response.parameters = decode_parameters(msg.parameters) if msg.parameters else {}
+    return response
+
+
+_new_output = InferOutput.__new__
+_new_response = InferResponse.__new__
 
 
 def _shared_outputs(requested: Sequence[InferRequestedOutput] | None) -> dict[str, dict[str, Any]] | None:

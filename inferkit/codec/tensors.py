@@ -752,7 +752,14 @@ class InferResponse:
 
     def as_numpy(self, name: str, dtype: Any = None, *, as_str: bool = False) -> np.ndarray[Any, Any]:
         """The named output as a numpy array; KeyError naming the outputs present when it is missing."""
-        tensor = self.get_output(name)
+        for tensor in self.outputs:
+            if tensor.name == name:
+                arr = tensor._decoded
+                if arr is not None and dtype is None and not as_str and tensor.datatype != "BF16":
+                    return arr  # already decoded (every numeric gRPC output): what tensor.as_numpy() would return
+                break
+        else:
+            tensor = None
         if tensor is None:
             raise KeyError(
                 f"model {self.model_name!r} returned no output {name!r}; outputs: {[t.name for t in self.outputs]}"

@@ -535,3 +535,87 @@ def test_request_parts_join_to_the_wire_form():
     header, buffers = g.request_parts(req)
     assert g.join_request_parts(header, buffers) == g.serialize_infer_request(req)
     assert g.buffers_size(buffers) == sum(len(bytes(b)) for b in buffers)
+
+
+def test_encode_request_joins_small_requests_and_splits_large_ones():
+    req = InferRequest("m", [_input("FP32"), _input("BYTES", "S")], request_id="x", model_version="2")
+    wire, rest = g.encode_request(req, 1 << 30)
+    assert rest is None and wire == g.serialize_infer_request(req)
+    header, buffers = g.encode_request(req, 1)  # 1 byte: everything counts as large
+    assert (header, [bytes(b) for b in buffers]) == tuple(
+        [g.request_parts(req)[0], [bytes(b) for b in g.request_parts(req)[1]]]
+    )
+    assert g.join_request_parts(header, buffers) == wire
+    parsed = g.decode_infer_request(wire)
+    assert parsed.model_version == "2" and parsed.request_id == "x"
+    _check(parsed.get_input("X"), "FP32")
+    _check(parsed.get_input("S"), "BYTES")
+
+
+def _general_decode(wire: bytes) -> InferResponse:
+    msg = pb.ModelInferResponse.FromString(wire)
+    return g._response_from_message(msg, msg.raw_output_contents, "m", "test")
+
+
+def _same_response(a: InferResponse, b: InferResponse) -> None:
+    assert (a.model_name, a.model_version, a.id, a.parameters) == (b.model_name, b.model_version, b.id, b.parameters)
+    assert [t.name for t in a.outputs] == [t.name for t in b.outputs]
+    for x, y in zip(a.outputs, b.outputs):
+        assert (x.shape, x.datatype, x.parameters, type(x)) == (y.shape, y.datatype, y.parameters, type(y))
+        np.testing.assert_array_equal(x.as_numpy(), y.as_numpy())
+        assert x.as_numpy().dtype == y.as_numpy().dtype
+        for slot in InferOutput.__mro__[1].__slots__:
+            getattr(x, slot)  # every slot assigned on the fast path too
+
+
+def test_plain_replies_take_the_fast_path_and_match_the_general_one():
+    numeric = [dt for dt in NUMERIC]
+    resp = InferResponse(
+        "m", [_output(dt, f"O{i}") for i, dt in enumerate(numeric)], model_version="3", id="r1", parameters={"p": 1}
+    )
+    wire = g.serialize_infer_response(resp)
+    msg = pb.ModelInferResponse.FromString(wire)
+    assert g._plain_response(msg, "m") is not None  # every output numeric, raw, without parameters
+    fast = g.decode_infer_response(wire, model_name="m")
+    _same_response(fast, _general_decode(wire))
+    assert fast.parameters == {"p": 1} and fast.id == "r1" and fast.model_version == "3"
+    for i, dt in enumerate(numeric):
+        _check(fast.get_output(f"O{i}"), dt)
+        assert fast.as_numpy(f"O{i}") is fast.get_output(f"O{i}").as_numpy()  # the response's shortcut agrees
+
+
+@pytest.mark.parametrize(
+    "case", ["bytes", "bf16", "tensor_parameters", "typed_and_raw", "size_mismatch", "negative_dims", "count"]
+)
+def test_replies_that_are_not_plain_go_the_general_way(case):
+    msg = pb.ModelInferResponse(model_name="m")
+    out = msg.outputs.add(name="Y", datatype="INT32", shape=[2])
+    raw = np.array([1, 2], np.int32).tobytes()
+    if case == "bytes":
+        out.datatype, out.shape[:] = "BYTES", [1]
+        raw = b"\x02\x00\x00\x00hi"
+    elif case == "bf16":
+        out.datatype, raw = "BF16", b"\x80\x3f\x00\x40"
+    elif case == "tensor_parameters":
+        out.parameters["note"].string_param = "x"
+    elif case == "typed_and_raw":
+        out.contents.int_contents.extend([1, 2])
+    elif case == "size_mismatch":
+        raw = raw[:4]
+    elif case == "negative_dims":
+        out.shape[:] = [-1, -2]  # a product of 2 elements: the byte count alone cannot catch it
+    msg.raw_output_contents.append(raw)
+    if case == "count":
+        msg.raw_output_contents.append(raw)
+    assert g._plain_response(msg, "m") is None
+    wire = msg.SerializeToString()
+    if case in ("typed_and_raw", "size_mismatch", "negative_dims", "count"):
+        with pytest.raises(DecodeError, match="'Y'|raw output contents"):
+            g.decode_infer_response(wire, model_name="m")
+        return
+    resp = g.decode_infer_response(wire, model_name="m")
+    _same_response(resp, _general_decode(wire))
+    if case == "bytes":
+        assert resp.as_numpy("Y").tolist() == [b"hi"]
+    elif case == "tensor_parameters":
+        assert resp.outputs[0].parameters == {"note": "x"}
