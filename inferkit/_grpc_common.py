@@ -13,6 +13,7 @@ inferkit.aio; nor grpc / protobuf at module level.
 from __future__ import annotations
 
 import functools
+import inspect
 import logging
 import time
 from typing import Any, Callable, Generator, Iterable, Mapping, NamedTuple, Sequence, Union
@@ -340,6 +341,9 @@ class GRPCSettings:
                 raise ValueError("auth must be a BearerToken, APIKey or BasicAuth")
             base += normalize_metadata(auth.headers(), "auth")
         self.metadata = base
+        #: What the stubs get when a call adds no headers: None rather than () (grpc.aio wraps any tuple given,
+        #: even an empty one, in a Metadata object per call).
+        self.wire_metadata = base or None
         if compression not in (None, "gzip", "deflate"):
             raise ValueError(f"compression must be None, 'gzip' or 'deflate', got {compression!r}")
         self.compression = {None: None, "gzip": grpc.Compression.Gzip, "deflate": grpc.Compression.Deflate}[compression]
@@ -396,24 +400,34 @@ def make_stubs(channel: Any) -> dict[str, Any]:
     """One callable per RPC; ModelInfer and ModelStreamInfer send and receive bytes (the codec frames them)."""
     from inferkit.codec.grpc_methods import GRPC_METHODS  # noqa: PLC0415 - imports protobuf
 
+    # Registered methods (grpcio >= 1.63) have their path interned once per channel instead of once per call.
+    extra = {"_registered_method": True} if _accepts_registered_method(channel) else {}
     stubs: dict[str, Any] = {}
     for name, method in GRPC_METHODS.items():
         if name in ("ModelInfer", "ModelStreamInfer"):
             factory = channel.stream_stream if method.is_stream else channel.unary_unary
-            stubs[name] = factory(method.path, request_serializer=None, response_deserializer=None)
+            stubs[name] = factory(method.path, request_serializer=None, response_deserializer=None, **extra)
             if name == "ModelInfer":
                 # The same unary RPC on the wire, sent from a request iterator: gRPC then sends the message in its own
                 # batch and drops it once written, instead of holding it until the reply.
                 stubs["ModelInfer/large"] = channel.stream_unary(
-                    method.path, request_serializer=None, response_deserializer=None
+                    method.path, request_serializer=None, response_deserializer=None, **extra
                 )
         else:
             stubs[name] = channel.unary_unary(
                 method.path,
                 request_serializer=method.request_type.SerializeToString,
                 response_deserializer=method.response_type.FromString,
+                **extra,
             )
     return stubs
+
+
+def _accepts_registered_method(channel: Any) -> bool:
+    try:
+        return "_registered_method" in inspect.signature(channel.unary_unary).parameters
+    except (TypeError, ValueError):  # a channel-like object without an introspectable signature
+        return False
 
 
 # -- calls ------------------------------------------------------------------------------------------------------------
@@ -625,7 +639,7 @@ class CallRun:
     __slots__ = ("stub", "metadata", "request", "rpc_error", "wait", "timeout", "done", "result", "_exchange")
 
     def __init__(self, stub: Any, metadata: Any, call: GRPCCall, exchange: Generator[Any, Any, Any], rpc_error: Any):
-        self.stub, self.metadata, self.request, self.rpc_error = stub, metadata, call.request, rpc_error
+        self.stub, self.metadata, self.request, self.rpc_error = stub, metadata or None, call.request, rpc_error
         self.done, self.result = False, None
         self.wait: float | None = None
         self.timeout: float | None = None

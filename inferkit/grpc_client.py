@@ -186,7 +186,7 @@ class InferenceGRPCClient(RebuildOnUnpickle, BatchMixin, GRPCClientBase):
                 reply = stub(
                     _once(request) if callable(request) else request,
                     timeout=total,
-                    metadata=s.call_metadata(headers) if headers else s.metadata,
+                    metadata=s.call_metadata(headers) if headers else s.wire_metadata,
                 )
             except self._grpc.RpcError as exc:
                 first = (False, exc)
