@@ -12,7 +12,6 @@ inferkit.aio; nor grpc / protobuf at module level.
 
 from __future__ import annotations
 
-import functools
 import inspect
 import logging
 import time
@@ -538,7 +537,7 @@ class GRPCCalls:
         if parse is None:
             if len(self._infer_parsers) >= _PARSER_CACHE_SIZE:
                 self._infer_parsers.clear()
-            parse = self._infer_parsers[name] = functools.partial(c.decode_infer_response, model_name=name)
+            parse = self._infer_parsers[name] = c.ReplyReader(name)
         # GRPCCall(rpc, wire, parse, name, request.request_id, retryable) without the Python-level __new__.
         return _new_call(GRPCCall, (rpc, wire, parse, name, request.request_id, retryable, True, False))
 

@@ -619,3 +619,87 @@ def test_replies_that_are_not_plain_go_the_general_way(case):
         assert resp.as_numpy("Y").tolist() == [b"hi"]
     elif case == "tensor_parameters":
         assert resp.outputs[0].parameters == {"note": "x"}
+
+
+# -- ReplyReader: the per-model reader with a learned layout -------------------------------------------------------
+
+
+def _reply(outputs, **kwargs) -> bytes:
+    return g.serialize_infer_response(InferResponse("m", outputs, **kwargs))
+
+
+def _int_outputs(a, b):
+    return [
+        InferOutput("OUTPUT0", list(a.shape), "INT32").set_data_from_numpy(a),
+        InferOutput("OUTPUT1", list(b.shape), "FP32").set_data_from_numpy(b),
+    ]
+
+
+def test_reply_reader_learns_the_layout_and_reads_later_replies_without_protobuf(monkeypatch):
+    reader = g.ReplyReader("m")
+    first = _reply(
+        _int_outputs(np.arange(16, dtype=np.int32).reshape(1, 16), np.ones(3, np.float32)),
+        model_version="1",
+        parameters={"k": "v"},
+    )
+    _same_response(reader(first), _general_decode(first))
+    assert reader._layout is not None
+    # From now on the layout serves: protobuf is not called at all.
+    monkeypatch.setattr(g, "_RESPONSE_FROM_STRING", lambda data: pytest.fail("protobuf parse on a learned layout"))
+    for k in range(3):
+        a, b = np.arange(16, dtype=np.int32).reshape(1, 16) * k, np.full(3, k, np.float32)
+        wire = _reply(_int_outputs(a, b), model_version="1", parameters={"k": "v"})
+        got = reader(wire)
+        np.testing.assert_array_equal(got.as_numpy("OUTPUT0"), a)
+        np.testing.assert_array_equal(got.as_numpy("OUTPUT1"), b)
+        assert got.model_version == "1" and got.parameters == {"k": "v"} and got.id is None
+        assert not got.as_numpy("OUTPUT0").flags.writeable  # a view of the received bytes, as on the full path
+        got.parameters["x"] = 1  # each response has a dict of its own
+    assert reader(wire).parameters == {"k": "v"}
+
+
+def test_reply_reader_rejects_a_lying_reply_that_keeps_the_header_and_the_length():
+    reader = g.ReplyReader("m")
+    a, b = np.arange(16, dtype=np.int32).reshape(1, 16), np.ones(3, np.float32)
+    good = _reply(_int_outputs(a, b))
+    reader(good)
+    # Same header and total length, but the raw contents are split 60 + 16 bytes instead of 64 + 12.
+    msg = pb.ModelInferResponse.FromString(good)
+    raw0, raw1 = msg.raw_output_contents
+    msg.raw_output_contents[:] = [raw0[:60], raw0[60:] + raw1]
+    lying = msg.SerializeToString()
+    assert len(lying) == len(good) and lying.startswith(reader._layout[1])
+    with pytest.raises(DecodeError, match="'OUTPUT0'"):
+        reader(lying)
+    np.testing.assert_array_equal(reader(good).as_numpy("OUTPUT0"), a)  # still usable
+
+
+@pytest.mark.parametrize("case", ["id", "shapes_change", "raw_first", "not_plain", "truncated"])
+def test_reply_reader_matches_the_full_decode_on_every_other_reply(case):
+    reader = g.ReplyReader("m")
+    for k in range(1, 2 * g.ReplyReader.MAX_MISSES + 3):
+        a, b = np.arange(16, dtype=np.int32).reshape(1, 16) + k, np.ones(3, np.float32) * k
+        if case == "shapes_change":
+            a = np.arange(k, dtype=np.int32).reshape(1, k)
+        wire = _reply(_int_outputs(a, b), id=f"r{k}" if case == "id" else None)
+        if case == "raw_first":  # a valid message with the raw contents before the outputs
+            msg = pb.ModelInferResponse.FromString(wire)
+            raws = pb.ModelInferResponse(raw_output_contents=list(msg.raw_output_contents)).SerializeToString()
+            del msg.raw_output_contents[:]
+            wire = raws + msg.SerializeToString()
+        if case == "not_plain":
+            wire = _reply([*_int_outputs(a, b), _output("BYTES", "S")])
+        if case == "truncated":
+            reader(_reply(_int_outputs(a, b)))
+            with pytest.raises(DecodeError):
+                reader(wire[:-3])
+            continue
+        got = reader(wire)
+        _same_response(got, _general_decode(wire))
+        np.testing.assert_array_equal(got.as_numpy("OUTPUT0"), a)
+        if case == "id":
+            assert got.id == f"r{k}" and reader._layout is None
+        if case in ("raw_first", "not_plain"):
+            assert reader._layout is None
+    if case == "shapes_change":
+        assert reader._misses == g.ReplyReader.MAX_MISSES  # stopped learning
