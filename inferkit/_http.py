@@ -24,6 +24,8 @@ import logging
 import os
 import socket
 import ssl
+import struct
+import sys
 import threading
 import time
 from typing import Any, Mapping, Sequence
@@ -526,6 +528,30 @@ class SyncTransport:
             got_status = False
             sent = False
             try:
+                if (
+                    _KERNEL_TIMEOUTS
+                    and budget.remaining is None
+                    and type(sock) is socket.socket
+                    and (body is None or (type(body) is bytes and len(body) <= _COALESCE_LIMIT))
+                ):
+                    # The common small call on plain TCP: the socket stays in blocking mode and the kernel enforces
+                    # the timeouts (SO_SNDTIMEO / SO_RCVTIMEO), so each send and receive is one system call. In
+                    # timeout mode Python polls before each of them and switches the socket's blocking flag on every
+                    # settimeout(): five more calls that each release the GIL, which under many threads sharing the
+                    # client means as many more thread switches per request (see benchmarks/batch_bench.py).
+                    _kernel_timeouts(conn, sock, budget.write, budget.read)
+                    sock.sendall(head if body is None else head + body)
+                    sent = True
+                    raw = http.client.HTTPResponse(_KernelTimeoutSocket(sock), method=method)  # type: ignore[arg-type]
+                    try:
+                        raw.begin()
+                        got_status = True
+                        status = raw.status
+                        data, complete = _read_body(raw, self._reader(status, raw.getheader("Content-Encoding")))
+                    finally:
+                        raw.close()
+                    keep = complete and not raw.will_close
+                    return HTTPResponse(status, raw.msg, data)
                 sock.settimeout(budget.write)
                 # The request is written here rather than through http.client's putrequest/putheader: the
                 # constant header block is prebuilt bytes, and a small body leaves in the same segment.
@@ -554,7 +580,7 @@ class SyncTransport:
                     data, complete = _read_body(raw, self._reader(status, raw.getheader("Content-Encoding")))
                 finally:
                     raw.close()
-            except (socket.timeout, TimeoutError) as exc:
+            except (socket.timeout, TimeoutError, BlockingIOError) as exc:  # BlockingIOError: SO_SNDTIMEO ran out
                 if sent:
                     raise AttemptFailed("read_timeout", exc, timeout=budget.read) from None
                 raise AttemptFailed("write_timeout", exc, timeout=budget.write) from None
@@ -677,6 +703,56 @@ def _connect(conn: Any, timeout: float | None) -> None:
         if isinstance(exc, urllib3.exceptions.ConnectTimeoutError) or isinstance(cause, socket.timeout):
             raise AttemptFailed("connect_timeout", exc, timeout=timeout) from None
         raise AttemptFailed("connect", exc) from None
+
+
+#: Whether the kernel can time out blocking sends and receives for us (the setsockopt struct below is a timeval).
+_KERNEL_TIMEOUTS = sys.platform.startswith(("linux", "darwin")) and hasattr(socket, "SO_RCVTIMEO")
+
+
+def _timeval(seconds: float | None) -> bytes:
+    if seconds is None:
+        return struct.pack("@ll", 0, 0)  # 0: no timeout
+    micros = max(1, int(seconds * 1_000_000))
+    return struct.pack("@ll", micros // 1_000_000, micros % 1_000_000)
+
+
+def _kernel_timeouts(conn: Any, sock: socket.socket, write: float | None, read: float | None) -> None:
+    """Put ``sock`` in blocking mode with the kernel enforcing ``write`` / ``read`` (no call when already so)."""
+    state = (sock, write, read)
+    if getattr(conn, "_inferkit_kernel_timeouts", None) != state or sock.gettimeout() is not None:
+        sock.settimeout(None)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(write))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(read))
+        conn._inferkit_kernel_timeouts = state
+
+
+class _KernelTimeoutSocket:
+    """What ``http.client.HTTPResponse`` reads a reply from on a blocking socket with SO_RCVTIMEO: a receive that
+    runs out fails with EAGAIN, which this turns into ``socket.timeout`` (socket.makefile would return None
+    for it, which http.client would take for a closed connection)."""
+
+    __slots__ = ("_sock",)
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+
+    def makefile(self, mode: str = "rb", *args: Any, **kwargs: Any) -> io.BufferedReader:
+        return io.BufferedReader(_KernelTimeoutRaw(self._sock))
+
+
+class _KernelTimeoutRaw(io.RawIOBase):
+    def __init__(self, sock: socket.socket) -> None:
+        super().__init__()
+        self._sock = sock
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        try:
+            return self._sock.recv_into(buffer)
+        except BlockingIOError:
+            raise socket.timeout("timed out (SO_RCVTIMEO)") from None
 
 
 class _DeadlineSocket:

@@ -26,6 +26,7 @@ from __future__ import annotations
 import functools
 import queue
 import sys
+import threading
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -370,9 +371,179 @@ def _iterate_sync(
     hedge: HedgePolicy | None,
     total: int | None,
 ) -> Generator[Any, None, None]:
-    # Without hedging, up to `concurrency` more requests wait in the pool's queue (still at most `concurrency`
-    # run: there are that many threads). With hedging, a copy must start at once, so nothing queues.
-    sched = _Scheduler(concurrency, ordered, hedge, queue_ahead=0 if hedge is not None else concurrency)
+    if hedge is None:
+        return _iterate_pooled(
+            infer,
+            requests,
+            concurrency=concurrency,
+            ordered=ordered,
+            return_exceptions=return_exceptions,
+            progress=progress,
+            total=total,
+        )
+    return _iterate_hedged(
+        infer,
+        requests,
+        concurrency=concurrency,
+        ordered=ordered,
+        return_exceptions=return_exceptions,
+        progress=progress,
+        hedge=hedge,
+        total=total,
+    )
+
+
+class _Shared:
+    """What the consumer and the workers of :func:`_iterate_pooled` share, under one lock."""
+
+    __slots__ = ("pending", "finished", "outstanding", "exhausted", "failed", "stop", "waiting", "low", "high")
+
+    def __init__(self, concurrency: int) -> None:
+        self.pending: deque[tuple[int, Any]] = deque()  # handed over by the consumer, not yet taken by a worker
+        self.finished: list[tuple[int, bool, Any]] = []  # answered, not yet seen by the consumer
+        self.outstanding = 0  # handed over and not finished
+        self.exhausted = False  # the consumer has taken the input's last request
+        self.failed = False
+        self.stop = False
+        self.waiting = False  # the consumer sleeps until due()
+        self.low = concurrency // 2  # wake the consumer to refill when this few requests are left queued
+        self.high = concurrency  # ... or when this many answers wait for it
+
+    def due(self) -> bool:
+        """Whether the consumer has something worth waking up for."""
+        if not self.finished:
+            return False
+        return (
+            self.failed
+            or self.outstanding == 0
+            or len(self.finished) >= self.high
+            or (not self.exhausted and len(self.pending) <= self.low)
+        )
+
+
+def _iterate_pooled(
+    infer: Callable[[Any], Any],
+    requests: Iterable[Any],
+    *,
+    concurrency: int,
+    ordered: bool,
+    return_exceptions: bool,
+    progress: bool,
+    total: int | None,
+) -> Generator[Any, None, None]:
+    """The driver without hedging: ``concurrency`` worker threads fed from a queue, the consumer woken in batches.
+
+    The input is pulled in the consumer's thread only (an iterator over a database cursor or anything else tied to
+    its thread stays there), up to ``concurrency`` requests ahead of the workers. A worker takes its next request
+    from that queue itself and wakes the consumer only when it matters: the queue is down to half, ``concurrency``
+    answers are waiting, a request failed, or nothing is left running. Handing each request over and each answer
+    back one at a time (a thread pool's futures) costs two or three thread switches per request more, under the
+    GIL the largest part of a small request's client time at high concurrency (``benchmarks/batch_bench.py
+    --part profile``).
+    """
+    sched = _Scheduler(concurrency, ordered, None, queue_ahead=concurrency)
+    bar = make_progress_bar(progress, total)
+    source = iter(requests)
+    lock = threading.Lock()
+    work = threading.Condition(lock)  # idle workers wait here for a request
+    wake = threading.Condition(lock)  # the consumer waits here for due()
+    shared = _Shared(concurrency)
+    workers: list[threading.Thread] = []
+
+    def worker() -> None:
+        while True:
+            with lock:
+                while not shared.pending:
+                    if shared.stop:
+                        return
+                    work.wait()
+                index, request = shared.pending.popleft()
+            try:
+                outcome = (index, True, infer(request))
+            except BaseException as exc:  # noqa: BLE001 - every failure becomes this item's outcome
+                outcome = (index, False, exc)
+            request = None
+            with lock:
+                shared.finished.append(outcome)
+                shared.outstanding -= 1
+                if not outcome[1]:
+                    shared.failed = True
+                if shared.waiting and shared.due():
+                    shared.waiting = False
+                    wake.notify()
+            outcome = None  # type: ignore[assignment]
+
+    graceful = True
+    try:
+        while True:
+            with lock:
+                answers, shared.finished = shared.finished, []
+            for answer in answers:
+                sched.complete(*answer)
+            del answers
+            sched.raise_failure(return_exceptions)
+            new: list[tuple[int, Any]] = []
+            while sched.can_pull():
+                try:
+                    request = next(source)
+                except StopIteration:
+                    sched.exhausted = True
+                    break
+                new.append((sched.add(request), request))
+            request = None
+            if new or sched.exhausted:
+                with lock:
+                    shared.pending.extend(new)
+                    shared.outstanding += len(new)
+                    shared.exhausted = sched.exhausted
+                    while len(workers) < min(concurrency, shared.outstanding):
+                        thread = threading.Thread(target=worker, name="inferkit-infer-many", daemon=True)
+                        thread.start()
+                        workers.append(thread)
+                    if new:
+                        work.notify(len(new))
+                del new
+            yield from sched.hand_out(bar, return_exceptions)
+            if sched.finished:
+                return
+            with lock:
+                while not shared.due():
+                    if not shared.finished and shared.outstanding == 0:
+                        break  # nothing running: the loop above made room (the reorder window); pull again
+                    shared.waiting = True
+                    wake.wait()
+                shared.waiting = False
+    except GeneratorExit:
+        raise
+    except BaseException as exc:
+        # Ctrl-C and friends: do not wait for the requests in flight (their threads end with them).
+        graceful = isinstance(exc, Exception)
+        raise
+    finally:
+        bar.close()
+        with lock:
+            shared.stop = True
+            shared.pending.clear()  # not started: cancelled
+            work.notify_all()
+        if graceful:
+            for thread in workers:
+                thread.join()
+
+
+def _iterate_hedged(
+    infer: Callable[[Any], Any],
+    requests: Iterable[Any],
+    *,
+    concurrency: int,
+    ordered: bool,
+    return_exceptions: bool,
+    progress: bool,
+    hedge: HedgePolicy,
+    total: int | None,
+) -> Generator[Any, None, None]:
+    """The driver with hedging: a copy of a slow request must start at once, so nothing queues ahead of the
+    workers and the consumer's thread, which also keeps the hedging clock, hands each request over."""
+    sched = _Scheduler(concurrency, ordered, hedge)
     bar = make_progress_bar(progress, total)
     source = iter(requests)
     done: queue.SimpleQueue[tuple[int, bool, Any]] = queue.SimpleQueue()

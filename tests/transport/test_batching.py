@@ -355,3 +355,32 @@ def test_rebuild_on_unpickle_makes_a_new_working_client(batch_server: BatchServe
         assert value_of(copy.infer(probe_request(4))) == 8
         if transport == "rest":
             assert copy.config == config
+
+
+def test_the_input_is_pulled_on_the_consumers_thread_only(client: Any, bs: BatchServer) -> None:
+    # An iterator tied to its thread (a sqlite3 cursor, a thread-local session) must keep working.
+    pulled_on: set[int] = set()
+    started: list[int] = []
+
+    def source() -> Iterator[InferRequest]:
+        for i in range(40):
+            pulled_on.add(threading.get_ident())
+            started.append(len(batch_threads()))
+            yield probe_request(i, jitter=0.002)
+
+    assert [value_of(r) for r in client.infer_many(source(), concurrency=8)] == [2 * i for i in range(40)]
+    assert pulled_on == {threading.get_ident()}
+    assert max(started) <= 8  # one worker thread per slot at most
+
+
+def test_few_requests_start_few_threads(client: Any, bs: BatchServer) -> None:
+    seen: list[int] = []
+
+    def infer(request: InferRequest, **kwargs: Any) -> Any:
+        seen.append(len(batch_threads()))
+        return client.infer(request, **kwargs)
+
+    from inferkit.batching import infer_many
+
+    assert len(list(infer_many(infer, [probe_request(i) for i in range(3)], concurrency=32))) == 3
+    assert max(seen) <= 3

@@ -269,6 +269,52 @@ def test_per_call_timeout_overrides_config(srv: ReferenceServer) -> None:
         c.infer(request, timeout=5)
 
 
+def _pooled_socket(c: InferenceRESTClient) -> Any:
+    (conn,) = [conn for conn in c._transport._pool.pool.queue if conn is not None and conn.sock is not None]
+    return conn.sock
+
+
+def test_small_calls_use_a_blocking_socket_with_kernel_timeouts(srv: ReferenceServer) -> None:
+    import socket
+    import struct
+
+    from inferkit import _http
+
+    if not _http._KERNEL_TIMEOUTS:
+        pytest.skip("SO_RCVTIMEO / SO_SNDTIMEO are only used on Linux and macOS")
+
+    def timeouts(sock: Any) -> tuple[tuple[int, int], tuple[int, int]]:
+        size = struct.calcsize("@ll")
+        return (
+            struct.unpack("@ll", sock.getsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, size)),
+            struct.unpack("@ll", sock.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, size)),
+        )
+
+    config = RESTConfig(
+        binary_data=True, retry=RetryPolicy.none(), pool_maxsize=1, timeout=Timeout(connect=2, read=0.3, write=4)
+    )
+    with InferenceRESTClient(srv.http_url, config) as c:
+        c.infer(add_sub())
+        sock = _pooled_socket(c)
+        assert sock.gettimeout() is None  # blocking: one system call per send and per receive
+        assert timeouts(sock) == ((4, 0), (0, 300_000))
+        # A stalled reply still times out, as a ReadTimeout, and that connection is not used again.
+        srv.inject(Fault(route="infer", action="delay", seconds=1.0, times=1))
+        with pytest.raises(errors.ReadTimeout):
+            c.infer(add_sub())
+        c.infer(add_sub())
+        assert _pooled_socket(c) is not sock
+        # Another per-call timeout is applied to the same connection; a call under an overall deadline reads in
+        # timeout mode, and the next plain call puts the socket back.
+        sock = _pooled_socket(c)
+        c.infer(add_sub(), timeout=Timeout(connect=2, read=7, write=5))
+        assert _pooled_socket(c) is sock and timeouts(sock) == ((5, 0), (7, 0))
+    deadline = RESTConfig(binary_data=True, pool_maxsize=1, retry=RetryPolicy(max_retries=0, deadline=30))
+    with InferenceRESTClient(srv.http_url, deadline) as c:
+        c.infer(add_sub())
+        assert _pooled_socket(c).gettimeout() is not None  # the deadline path bounds each read itself
+
+
 def test_connect_timeout() -> None:
     # 10.255.255.1 is unroutable on most networks; skip where it answers or fails fast instead.
     config = RESTConfig(retry=RetryPolicy.none(), timeout=Timeout(connect=0.2, read=1))
