@@ -370,6 +370,7 @@ def _iterate_sync(
     progress: bool,
     hedge: HedgePolicy | None,
     total: int | None,
+    start: StartFn | None = None,
 ) -> Generator[Any, None, None]:
     if hedge is None:
         return _iterate_pooled(
@@ -380,6 +381,7 @@ def _iterate_sync(
             return_exceptions=return_exceptions,
             progress=progress,
             total=total,
+            start=start,
         )
     return _iterate_hedged(
         infer,
@@ -394,18 +396,30 @@ def _iterate_sync(
 
 
 class _Shared:
-    """What the consumer and the workers of :func:`_iterate_pooled` share, under one lock."""
+    """What the consumer and the engine of :func:`_iterate_pooled` share, under one lock."""
 
-    __slots__ = ("pending", "finished", "outstanding", "exhausted", "failed", "stop", "waiting", "low", "high")
+    __slots__ = (
+        "pending",
+        "finished",
+        "first_at",
+        "outstanding",
+        "exhausted",
+        "failed",
+        "stop",
+        "waiting",
+        "low",
+        "high",
+    )
 
     def __init__(self, concurrency: int) -> None:
-        self.pending: deque[tuple[int, Any]] = deque()  # handed over by the consumer, not yet taken by a worker
+        self.pending: deque[tuple[int, Any]] = deque()  # handed over by the consumer, not started yet
         self.finished: list[tuple[int, bool, Any]] = []  # answered, not yet seen by the consumer
+        self.first_at = 0.0  # when the oldest answer in `finished` arrived (time.monotonic)
         self.outstanding = 0  # handed over and not finished
         self.exhausted = False  # the consumer has taken the input's last request
         self.failed = False
         self.stop = False
-        self.waiting = False  # the consumer sleeps until due()
+        self.waiting = 0  # the consumer sleeps: 1 until the first answer, 2 until due() (or its linger ran out)
         self.low = concurrency // 2  # wake the consumer to refill when this few requests are left queued
         self.high = concurrency  # ... or when this many answers wait for it
 
@@ -421,6 +435,180 @@ class _Shared:
         )
 
 
+class _Engine:
+    """Runs the requests the consumer queues in ``shared.pending``; reports each with :meth:`finish`."""
+
+    def __init__(self, shared: _Shared, lock: threading.Lock, concurrency: int) -> None:
+        self.shared = shared
+        self.lock = lock
+        self.concurrency = concurrency
+        self.wake = threading.Condition(lock)  # the consumer waits here for shared.due()
+
+    def finish(self, index: int, ok: bool, value: Any) -> None:
+        """Record one answer (call with the lock held) and wake the consumer if it is due."""
+        shared = self.shared
+        if not shared.finished:
+            shared.first_at = time.monotonic()
+        shared.finished.append((index, ok, value))
+        shared.outstanding -= 1
+        if not ok:
+            shared.failed = True
+        if shared.waiting and (shared.waiting == 1 or shared.due()):
+            shared.waiting = 0
+            self.wake.notify()
+
+    def fed(self, count: int) -> list[tuple[int, Any]]:
+        """``count`` requests were added to ``shared.pending`` (lock held); returns what to :meth:`launch`."""
+        raise NotImplementedError
+
+    def launch(self, items: list[tuple[int, Any]]) -> None:
+        """Start ``items`` (from :meth:`fed`; called without the lock)."""
+
+    def stop(self, graceful: bool) -> None:
+        """Start nothing more; with ``graceful``, return once every request started has ended."""
+        raise NotImplementedError
+
+
+class _ThreadEngine(_Engine):
+    """One blocking ``infer`` per worker thread; a worker takes its next request from the queue itself."""
+
+    def __init__(self, infer: Callable[[Any], Any], shared: _Shared, lock: threading.Lock, concurrency: int) -> None:
+        super().__init__(shared, lock, concurrency)
+        self.infer = infer
+        self.work = threading.Condition(lock)  # idle workers wait here for a request
+        self.threads: list[threading.Thread] = []
+
+    def fed(self, count: int) -> list[tuple[int, Any]]:
+        shared = self.shared
+        while len(self.threads) < min(self.concurrency, shared.outstanding):
+            thread = threading.Thread(target=self._worker, name="inferkit-infer-many", daemon=True)
+            thread.start()
+            self.threads.append(thread)
+        if count:
+            self.work.notify(count)
+        return []
+
+    def _worker(self) -> None:
+        shared, lock, infer = self.shared, self.lock, self.infer
+        while True:
+            with lock:
+                while not shared.pending:
+                    if shared.stop:
+                        return
+                    self.work.wait()
+                index, request = shared.pending.popleft()
+            try:
+                outcome = (index, True, infer(request))
+            except BaseException as exc:  # noqa: BLE001 - every failure becomes this item's outcome
+                outcome = (index, False, exc)
+            request = None
+            with lock:
+                self.finish(*outcome)
+            outcome = None  # type: ignore[assignment]
+
+    def stop(self, graceful: bool) -> None:
+        with self.lock:
+            self.shared.stop = True
+            self.shared.pending.clear()  # not started: cancelled
+            self.work.notify_all()
+        if graceful:
+            for thread in self.threads:
+                thread.join()
+
+
+#: ``start(request, done, defer) -> cancel``: begin one request without blocking; ``done(ok, value)`` once it
+#: ended; ``defer(fn)`` runs ``fn`` where blocking is fine (a retry's sleeps). See ``InferenceGRPCClient``.
+StartFn = Callable[[Any, Callable[[bool, Any], None], Callable[[Callable[[], None]], None]], Callable[[], Any]]
+
+
+class _StartEngine(_Engine):
+    """Requests started without blocking (gRPC futures): no thread per request in flight. The thread that
+    reports an answer (gRPC's) starts the next queued request, so the consumer is only needed to refill."""
+
+    def __init__(self, start: StartFn, shared: _Shared, lock: threading.Lock, concurrency: int) -> None:
+        super().__init__(shared, lock, concurrency)
+        self.start = start
+        self.running: dict[int, Callable[[], Any]] = {}  # index -> cancel
+        self.settled = threading.Condition(lock)  # stop() waits here for the running ones
+        self.deferred: ThreadPoolExecutor | None = None
+        self.deferred_lock = threading.Lock()
+        self.local = threading.local()
+
+    def fed(self, count: int) -> list[tuple[int, Any]]:
+        shared = self.shared
+        items = []
+        while shared.pending and len(self.running) < self.concurrency and not shared.stop:
+            index, request = shared.pending.popleft()
+            self.running[index] = _no_cancel  # counted before it starts: it may end before start() returns
+            items.append((index, request))
+        return items
+
+    def launch(self, items: list[tuple[int, Any]]) -> None:
+        local = self.local
+        if getattr(local, "queue", None) is not None:
+            local.queue.extend(items)  # a call that ended inside start(): started by the loop below, not nested
+            return
+        local.queue = queue_ = deque(items)
+        try:
+            while queue_:
+                index, request = queue_.popleft()
+                with self.lock:
+                    if self.shared.stop:
+                        self._settle(index)
+                        continue
+                cancel = self.start(request, functools.partial(self._done, index), self._defer)
+                request = None
+                with self.lock:
+                    if index in self.running:
+                        self.running[index] = cancel
+        finally:
+            local.queue = None
+
+    def _done(self, index: int, ok: bool, value: Any) -> None:
+        with self.lock:
+            self._settle(index)
+            self.finish(index, ok, value)
+            items = self.fed(0)
+        value = None
+        if items:
+            self.launch(items)
+
+    def _settle(self, index: int) -> None:
+        self.running.pop(index, None)
+        if self.shared.stop and not self.running:
+            self.settled.notify_all()
+
+    def _defer(self, fn: Callable[[], None]) -> None:
+        with self.deferred_lock:
+            if self.deferred is None:
+                self.deferred = ThreadPoolExecutor(self.concurrency, thread_name_prefix="inferkit-infer-many")
+            self.deferred.submit(fn)
+
+    def stop(self, graceful: bool) -> None:
+        with self.lock:
+            self.shared.stop = True
+            self.shared.pending.clear()
+            cancels = list(self.running.values())
+        for cancel in cancels:
+            cancel()  # a cancelled call ends at once (gRPC: CANCELLED), so leaving early does not wait for it
+        if graceful:
+            with self.lock:
+                while self.running:
+                    self.settled.wait()
+        with self.deferred_lock:
+            deferred = self.deferred
+        if deferred is not None:
+            deferred.shutdown(wait=graceful)
+
+
+def _no_cancel() -> bool:
+    return False
+
+
+#: The longest an answer waits for its batch before the consumer hands it out anyway (seconds).
+_LINGER = 0.005
+
+
 def _iterate_pooled(
     infer: Callable[[Any], Any],
     requests: Iterable[Any],
@@ -430,49 +618,29 @@ def _iterate_pooled(
     return_exceptions: bool,
     progress: bool,
     total: int | None,
+    start: StartFn | None = None,
 ) -> Generator[Any, None, None]:
-    """The driver without hedging: ``concurrency`` worker threads fed from a queue, the consumer woken in batches.
+    """The driver without hedging: requests queued up to ``concurrency`` ahead, the consumer woken in batches.
 
     The input is pulled in the consumer's thread only (an iterator over a database cursor or anything else tied to
-    its thread stays there), up to ``concurrency`` requests ahead of the workers. A worker takes its next request
-    from that queue itself and wakes the consumer only when it matters: the queue is down to half, ``concurrency``
-    answers are waiting, a request failed, or nothing is left running. Handing each request over and each answer
-    back one at a time (a thread pool's futures) costs two or three thread switches per request more, under the
-    GIL the largest part of a small request's client time at high concurrency (``benchmarks/batch_bench.py
-    --part profile``).
+    its thread stays there), up to ``concurrency`` requests ahead of the engine: ``concurrency`` worker threads
+    that take their next request from that queue themselves, or, given ``start`` (the gRPC client), requests
+    started without blocking whose completions start the next ones. The consumer is woken only when it matters:
+    the queue is down to half, ``concurrency`` answers are waiting, a request failed, or nothing is left running.
+    Handing each request over and each answer back one at a time (a thread pool's futures) costs two or three
+    thread switches per request more, under the GIL the largest part of a small request's client time at high
+    concurrency (``benchmarks/batch_bench.py --part profile``).
     """
     sched = _Scheduler(concurrency, ordered, None, queue_ahead=concurrency)
     bar = make_progress_bar(progress, total)
     source = iter(requests)
     lock = threading.Lock()
-    work = threading.Condition(lock)  # idle workers wait here for a request
-    wake = threading.Condition(lock)  # the consumer waits here for due()
     shared = _Shared(concurrency)
-    workers: list[threading.Thread] = []
-
-    def worker() -> None:
-        while True:
-            with lock:
-                while not shared.pending:
-                    if shared.stop:
-                        return
-                    work.wait()
-                index, request = shared.pending.popleft()
-            try:
-                outcome = (index, True, infer(request))
-            except BaseException as exc:  # noqa: BLE001 - every failure becomes this item's outcome
-                outcome = (index, False, exc)
-            request = None
-            with lock:
-                shared.finished.append(outcome)
-                shared.outstanding -= 1
-                if not outcome[1]:
-                    shared.failed = True
-                if shared.waiting and shared.due():
-                    shared.waiting = False
-                    wake.notify()
-            outcome = None  # type: ignore[assignment]
-
+    engine: _Engine = (
+        _ThreadEngine(infer, shared, lock, concurrency)
+        if start is None
+        else _StartEngine(start, shared, lock, concurrency)
+    )
     graceful = True
     try:
         while True:
@@ -496,23 +664,29 @@ def _iterate_pooled(
                     shared.pending.extend(new)
                     shared.outstanding += len(new)
                     shared.exhausted = sched.exhausted
-                    while len(workers) < min(concurrency, shared.outstanding):
-                        thread = threading.Thread(target=worker, name="inferkit-infer-many", daemon=True)
-                        thread.start()
-                        workers.append(thread)
-                    if new:
-                        work.notify(len(new))
+                    starts = engine.fed(len(new))
                 del new
+                if starts:
+                    engine.launch(starts)
+                del starts
             yield from sched.hand_out(bar, return_exceptions)
             if sched.finished:
                 return
             with lock:
                 while not shared.due():
-                    if not shared.finished and shared.outstanding == 0:
-                        break  # nothing running: the loop above made room (the reorder window); pull again
-                    shared.waiting = True
-                    wake.wait()
-                shared.waiting = False
+                    if not shared.finished:
+                        if shared.outstanding == 0:
+                            break  # nothing running: the loop above made room (the reorder window); pull again
+                        shared.waiting = 1
+                        engine.wake.wait()
+                        continue
+                    # Answers are waiting but no batch is due yet: none waits longer than _LINGER to be handed out.
+                    left = shared.first_at + _LINGER - time.monotonic()
+                    if left <= 0:
+                        break
+                    shared.waiting = 2
+                    engine.wake.wait(left)
+                shared.waiting = 0
     except GeneratorExit:
         raise
     except BaseException as exc:
@@ -521,13 +695,7 @@ def _iterate_pooled(
         raise
     finally:
         bar.close()
-        with lock:
-            shared.stop = True
-            shared.pending.clear()  # not started: cancelled
-            work.notify_all()
-        if graceful:
-            for thread in workers:
-                thread.join()
+        engine.stop(graceful)
 
 
 def _iterate_hedged(
@@ -956,7 +1124,12 @@ class BatchMixin:
             hedge_after,
             hedge_budget,
         )
-        return InferManyIterator(_iterate_sync(**options))
+        return InferManyIterator(_iterate_sync(**options, start=self._starter(headers, timeout)))
+
+    def _starter(self, headers: Optional[Mapping[str, str]], timeout: Any) -> StartFn | None:
+        """The client's non-blocking start (gRPC), bound to the call's headers and timeout; None: threads."""
+        start = getattr(self, "_start_infer", None)
+        return None if start is None else functools.partial(start, headers=headers, timeout=timeout)
 
     def infer_batched(
         self,
@@ -1000,7 +1173,8 @@ class BatchMixin:
         """
         job = BatchedJob(model_name, inputs, batch_size, outputs, datatypes, parameters, model_version)
         results = _iterate_sync(
-            **job.options(self.infer, concurrency, progress, timeout, headers, hedge_after, hedge_budget)
+            **job.options(self.infer, concurrency, progress, timeout, headers, hedge_after, hedge_budget),
+            start=self._starter(headers, timeout),
         )
         return job.collect(results)
 

@@ -47,7 +47,7 @@ import os
 import queue
 import threading
 import time
-from typing import Any, Iterable, Iterator, Mapping
+from typing import Any, Callable, Iterable, Iterator, Mapping
 
 from inferkit import _grpc_shm
 from inferkit._grpc_common import (
@@ -84,6 +84,18 @@ _sleep = time.sleep  # one indirection so tests can record backoff waits without
 
 def _once(build: Any) -> Iterator[bytes]:
     yield build()
+
+
+def _settle(done: Callable[[bool, Any], None], work: Callable[[], Any]) -> None:
+    try:
+        outcome = (True, work())
+    except BaseException as exc:  # noqa: BLE001 - every failure is the item's outcome
+        outcome = (False, exc)
+    done(*outcome)
+
+
+def _no_cancel() -> bool:
+    return False
 
 
 class InferenceGRPCClient(RebuildOnUnpickle, BatchMixin, GRPCClientBase):
@@ -192,6 +204,19 @@ class InferenceGRPCClient(RebuildOnUnpickle, BatchMixin, GRPCClientBase):
                 first = (False, exc)
             else:
                 return call.parse(reply)
+        return self._retry(call, headers, timeout, start, first)
+
+    def _first_args(self, call: GRPCCall, headers: Headers, timeout: float | None) -> tuple[Any, Any, Any, Any]:
+        """``(stub, payload, deadline, metadata)`` of a call's first attempt."""
+        s = self._s
+        request = call.request
+        total = self._default_total if timeout is None else s.deadline(timeout)
+        metadata = s.call_metadata(headers) if headers else s.wire_metadata
+        return self._stub(call.rpc), _once(request) if callable(request) else request, total, metadata
+
+    def _retry(self, call: GRPCCall, headers: Headers, timeout: float | None, start: float | None, first: Any) -> Any:
+        """The rest of :meth:`_do` after its first attempt (``first``: that attempt's failure, begun at ``start``),
+        or the whole call (``first`` None) with the retry machinery from the start."""
         run = self._begin(call, headers, timeout, start)
         if first is not None:
             run.advance(first)
@@ -352,6 +377,52 @@ class InferenceGRPCClient(RebuildOnUnpickle, BatchMixin, GRPCClientBase):
             call = _grpc_shm.infer_call(call, request)
         result: InferResponse = self._do(call, headers, timeout)
         return result
+
+    def _start_infer(
+        self,
+        request: InferRequest,
+        done: Callable[[bool, Any], None],
+        defer: Callable[[Callable[[], None]], None],
+        headers: Headers = None,
+        timeout: float | None = None,
+    ) -> Callable[[], Any]:
+        """Start one inference without blocking (for ``infer_many``); returns a function that cancels it.
+
+        ``done(True, response)`` or ``done(False, exception)`` is called exactly once, from gRPC's own thread, or
+        from ``defer`` (a caller's thread where blocking is fine) when the first attempt failed and the call goes on
+        under the retry policy exactly as :meth:`infer` would (same deadline, counted from the first attempt).
+        One gRPC thread completing every call is what lets many calls in flight cost about what the aio client's
+        event loop costs; a blocked thread per call pays a thread switch or two under the GIL for each.
+        """
+        try:
+            call = self._calls.infer(request)
+            if request.outputs is not None:
+                call = _grpc_shm.infer_call(call, request)
+            if self._s.verbose:
+                # One log line per attempt: the blocking path, on the caller's thread.
+                defer(lambda: _settle(done, lambda: self._do(call, headers, timeout)))
+                return _no_cancel
+            stub, payload, total, metadata = self._first_args(call, headers, timeout)
+        except BaseException as exc:  # noqa: BLE001 - a bad request is this item's outcome, like infer() raising
+            done(False, exc)
+            return _no_cancel
+        start = time.monotonic()
+        rpc_error = self._grpc.RpcError
+
+        def finished(future: Any) -> None:
+            try:
+                reply = future.result()
+            except rpc_error as exc:
+                failed = (False, exc)  # `exc` itself is unbound when the except block ends
+                defer(lambda: _settle(done, lambda: self._retry(call, headers, timeout, start, failed)))
+            except BaseException as exc:  # noqa: BLE001 - reported, never lost on gRPC's thread
+                done(False, exc)
+            else:
+                _settle(done, lambda: call.parse(reply))
+
+        future = stub.future(payload, timeout=total, metadata=metadata)
+        future.add_done_callback(finished)
+        return future.cancel  # type: ignore[no-any-return]
 
     def stream(self, timeout: float | None = UNSET, headers: Headers = None) -> InferStream:
         """Open a bidirectional ``ModelStreamInfer`` stream (for decoupled models: several responses a request).

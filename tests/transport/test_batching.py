@@ -384,3 +384,78 @@ def test_few_requests_start_few_threads(client: Any, bs: BatchServer) -> None:
 
     assert len(list(infer_many(infer, [probe_request(i) for i in range(3)], concurrency=32))) == 3
     assert max(seen) <= 3
+
+
+# -- gRPC: requests started without a thread each ------------------------------------------------------------------
+@pytest.fixture
+def grpc_c(batch_server: BatchServer) -> Iterator[Any]:
+    from inferkit.config import RetryPolicy
+
+    policy = RetryPolicy(max_retries=2, backoff_initial=0.01, jitter=0)
+    with GRPCClient(batch_server.server.grpc_url, retry=policy, timeout=10) as c:
+        yield c
+    assert batch_threads() == []
+
+
+def test_grpc_infer_many_runs_without_a_thread_per_request(grpc_c: Any, bs: BatchServer) -> None:
+    threads_seen: list[int] = []
+
+    def source() -> Iterator[InferRequest]:
+        for i in range(60):
+            threads_seen.append(len(batch_threads()))
+            yield probe_request(i, jitter=0.002)
+
+    results = list(grpc_c.infer_many(source(), concurrency=8))
+    assert [value_of(r) for r in results] == [2 * i for i in range(60)]
+    assert max(threads_seen) == 0  # gRPC's own thread completes the calls and starts the next ones
+    assert 2 <= bs.probe.max_seen <= 8
+
+
+def test_grpc_infer_many_retries_a_failed_call_under_the_policy(grpc_c: Any, bs: BatchServer) -> None:
+    from inferkit.testing import Fault
+
+    bs.server.inject(Fault(route="infer", model="probe", action="grpc_status", code="UNAVAILABLE", times=3))
+    results = list(grpc_c.infer_many([probe_request(i) for i in range(20)], concurrency=4))
+    assert [value_of(r) for r in results] == [2 * i for i in range(20)]
+    assert bs.server.count(route="infer", model="probe") == 23  # three failed attempts, each retried once
+
+
+def test_grpc_infer_many_reports_every_kind_of_failure_in_place(grpc_c: Any, bs: BatchServer) -> None:
+    from inferkit.errors import ServiceUnavailableError
+    from inferkit.testing import Fault
+
+    bs.server.inject(Fault(route="infer", model="probe", action="grpc_status", code="UNAVAILABLE", times=None))
+    requests: list[Any] = [probe_request(0), "not a request", probe_request(2)]
+    got = list(grpc_c.infer_many(requests, concurrency=2, return_exceptions=True))
+    assert [type(item.exception) for item in got] == [ServiceUnavailableError, EncodeError, ServiceUnavailableError]
+    assert [item.index for item in got] == [0, 1, 2]
+    assert bs.server.count(route="infer", model="probe") == 2 * 3  # each real request: 1 attempt + 2 retries
+
+
+def test_grpc_infer_many_leaving_early_cancels_the_calls_in_flight(grpc_c: Any, bs: BatchServer) -> None:
+    requests = [probe_request(0)] + [probe_request(i, delay=5.0) for i in range(1, 8)]
+    with grpc_c.infer_many(requests, concurrency=8, ordered=False) as results:
+        index, first = next(results)
+        assert index == 0 and value_of(first) == 0
+    # Closed without waiting for the slow calls: they were cancelled (a blocking call could not be).
+    assert batch_threads() == []
+    assert grpc_c.infer(probe_request(3)) is not None  # the client is fine
+
+
+def test_grpc_infer_many_with_a_verbose_client(batch_server: BatchServer, bs: BatchServer) -> None:
+    with GRPCClient(batch_server.server.grpc_url, verbose=True, retries=0, timeout=10) as c:
+        assert [value_of(r) for r in c.infer_many([probe_request(i) for i in range(10)], concurrency=3)] == [
+            2 * i for i in range(10)
+        ]
+    assert batch_threads() == []
+
+
+def test_unordered_hands_out_an_answer_while_slower_ones_still_run(client: Any, bs: BatchServer) -> None:
+    # Answers are handed out in batches, but none waits for the slow requests of its batch.
+    requests = [probe_request(0)] + [probe_request(i, delay=1.0) for i in range(1, 6)]
+    results = client.infer_many(requests, concurrency=6, ordered=False)
+    index, first = next(results)
+    still_running = bs.probe.current
+    assert index == 0 and value_of(first) == 0
+    assert still_running == 5  # the five slow ones were all still in the server
+    assert sorted(i for i, _ in results) == [1, 2, 3, 4, 5]
