@@ -154,9 +154,12 @@ def small_request() -> InferRequest:
 async def _aio_sequential(t: Target, n: int, runs: int) -> dict[str, tuple[float, float]]:
     stacks, closers = await aio_bench.make_stacks(t.http_url, t.grpc_address)
     samples: dict[str, list[tuple[float, float]]] = {k: [] for k in stacks}
+    order = list(stacks.items())
     try:
-        for _ in range(runs):
-            for name, call in stacks.items():
+        for r in range(runs):
+            # The order rotates from run to run (aio_bench.py says why).
+            order = order[1:] + order[:1] if r else order
+            for name, call in order:
                 gc.collect()
                 c0, t0 = time.process_time(), time.perf_counter()
                 for _ in range(n):
@@ -271,10 +274,12 @@ def _sync_makers(t: Target) -> tuple[dict[str, tuple[Maker, bool]], list[Callabl
 async def _aio_levels(t: Target, s: Settings) -> dict[str, dict[str, dict[str, float]]]:
     stacks, closers = await aio_bench.make_stacks(t.http_url, t.grpc_address)
     out: dict[str, dict[str, list[dict[str, float]]]] = {k: {str(n): [] for n in s.levels} for k in stacks}
+    order = list(stacks.items())
     try:
-        for _ in range(s.runs):
+        for r in range(s.runs):
+            order = order[1:] + order[:1] if r else order  # rotates from run to run (aio_bench.py says why)
             for n in s.levels:
-                for name, call in stacks.items():
+                for name, call in order:
                     out[name][str(n)].append(await _async_rps(call, n, s.duration))
     finally:
         for close in closers:

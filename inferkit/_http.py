@@ -533,12 +533,15 @@ class SyncTransport:
                     and budget.remaining is None
                     and type(sock) is socket.socket
                     and (body is None or (type(body) is bytes and len(body) <= _COALESCE_LIMIT))
+                    and len(pool.pool.queue) < pool.pool.maxsize - 1  # another connection of the pool is busy
                 ):
-                    # The common small call on plain TCP: the socket stays in blocking mode and the kernel enforces
-                    # the timeouts (SO_SNDTIMEO / SO_RCVTIMEO), so each send and receive is one system call. In
-                    # timeout mode Python polls before each of them and switches the socket's blocking flag on every
-                    # settimeout(): five more calls that each release the GIL, which under many threads sharing the
-                    # client means as many more thread switches per request (see benchmarks/batch_bench.py).
+                    # A small call on plain TCP while other threads use the client: the socket stays in blocking
+                    # mode and the kernel enforces the timeouts (SO_SNDTIMEO / SO_RCVTIMEO), so each send and
+                    # receive is one system call. In timeout mode Python polls before each of them and switches the
+                    # socket's blocking flag on every settimeout(): four more calls that each release the GIL, which
+                    # under many threads means as many more thread switches per request (client CPU per request at
+                    # 32 threads: about 15% less, benchmarks/batch_bench.py --part profile). A thread alone is
+                    # measured faster in timeout mode (a blocking send costs more on loopback), so it keeps that.
                     _kernel_timeouts(conn, sock, budget.write, budget.read)
                     sock.sendall(head if body is None else head + body)
                     sent = True

@@ -269,12 +269,11 @@ def test_per_call_timeout_overrides_config(srv: ReferenceServer) -> None:
         c.infer(request, timeout=5)
 
 
-def _pooled_socket(c: InferenceRESTClient) -> Any:
-    (conn,) = [conn for conn in c._transport._pool.pool.queue if conn is not None and conn.sock is not None]
-    return conn.sock
+def _pooled_sockets(c: InferenceRESTClient) -> list[Any]:
+    return [conn.sock for conn in c._transport._pool.pool.queue if conn is not None and conn.sock is not None]
 
 
-def test_small_calls_use_a_blocking_socket_with_kernel_timeouts(srv: ReferenceServer) -> None:
+def test_calls_beside_others_use_a_blocking_socket_with_kernel_timeouts(srv: ReferenceServer) -> None:
     import socket
     import struct
 
@@ -291,28 +290,32 @@ def test_small_calls_use_a_blocking_socket_with_kernel_timeouts(srv: ReferenceSe
         )
 
     config = RESTConfig(
-        binary_data=True, retry=RetryPolicy.none(), pool_maxsize=1, timeout=Timeout(connect=2, read=0.3, write=4)
+        binary_data=True, retry=RetryPolicy.none(), pool_maxsize=2, timeout=Timeout(connect=2, read=0.3, write=4)
     )
     with InferenceRESTClient(srv.http_url, config) as c:
         c.infer(add_sub())
-        sock = _pooled_socket(c)
-        assert sock.gettimeout() is None  # blocking: one system call per send and per receive
-        assert timeouts(sock) == ((4, 0), (0, 300_000))
-        # A stalled reply still times out, as a ReadTimeout, and that connection is not used again.
-        srv.inject(Fault(route="infer", action="delay", seconds=1.0, times=1))
-        with pytest.raises(errors.ReadTimeout):
+        (alone,) = _pooled_sockets(c)
+        assert alone.gettimeout() is not None  # a thread alone: Python's timeout mode
+        pool = c._transport._pool
+        busy = pool._get_conn()  # another thread's call in flight, as far as the pool can tell
+        try:
             c.infer(add_sub())
-        c.infer(add_sub())
-        assert _pooled_socket(c) is not sock
-        # Another per-call timeout is applied to the same connection; a call under an overall deadline reads in
-        # timeout mode, and the next plain call puts the socket back.
-        sock = _pooled_socket(c)
-        c.infer(add_sub(), timeout=Timeout(connect=2, read=7, write=5))
-        assert _pooled_socket(c) is sock and timeouts(sock) == ((5, 0), (7, 0))
-    deadline = RESTConfig(binary_data=True, pool_maxsize=1, retry=RetryPolicy(max_retries=0, deadline=30))
-    with InferenceRESTClient(srv.http_url, deadline) as c:
-        c.infer(add_sub())
-        assert _pooled_socket(c).gettimeout() is not None  # the deadline path bounds each read itself
+            (sock,) = _pooled_sockets(c)
+            assert sock.gettimeout() is None  # blocking: one system call per send and per receive
+            assert timeouts(sock) == ((4, 0), (0, 300_000))
+            # A stalled reply still times out, as a ReadTimeout, and that connection is not used again.
+            srv.inject(Fault(route="infer", action="delay", seconds=1.0, times=1))
+            with pytest.raises(errors.ReadTimeout):
+                c.infer(add_sub())
+            assert _pooled_sockets(c) == []
+            c.infer(add_sub())
+            (sock,) = _pooled_sockets(c)
+            # Another per-call timeout is applied to the same connection.
+            c.infer(add_sub(), timeout=Timeout(connect=2, read=7, write=5))
+            assert _pooled_sockets(c) == [sock] and timeouts(sock) == ((5, 0), (7, 0))
+        finally:
+            pool._put_conn(busy)
+        c.infer(add_sub())  # alone again
 
 
 def test_connect_timeout() -> None:
