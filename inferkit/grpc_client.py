@@ -420,7 +420,11 @@ class InferenceGRPCClient(RebuildOnUnpickle, BatchMixin, GRPCClientBase):
             else:
                 _settle(done, lambda: call.parse(reply))
 
-        future = stub.future(payload, timeout=total, metadata=metadata)
+        try:
+            future = stub.future(payload, timeout=total, metadata=metadata)
+        except BaseException as exc:  # noqa: BLE001 - e.g. the channel was closed meanwhile: this item's outcome
+            done(False, exc)
+            return _no_cancel
         future.add_done_callback(finished)
         return future.cancel  # type: ignore[no-any-return]
 

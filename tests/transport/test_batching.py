@@ -459,3 +459,12 @@ def test_unordered_hands_out_an_answer_while_slower_ones_still_run(client: Any, 
     assert index == 0 and value_of(first) == 0
     assert still_running == 5  # the five slow ones were all still in the server
     assert sorted(i for i, _ in results) == [1, 2, 3, 4, 5]
+
+
+def test_grpc_infer_many_on_a_client_closed_meanwhile_reports_every_item(batch_server: BatchServer) -> None:
+    c = GRPCClient(batch_server.server.grpc_url, retries=0, timeout=10)
+    c.close()
+    got = list(c.infer_many([probe_request(i) for i in range(5)], concurrency=2, return_exceptions=True))
+    assert [item.index for item in got] == [0, 1, 2, 3, 4]
+    assert all("closed" in str(item.exception) for item in got)
+    assert batch_threads() == []
