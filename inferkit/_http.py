@@ -540,41 +540,34 @@ class SyncTransport:
                     # receive is one system call. In timeout mode Python polls before each of them and switches the
                     # socket's blocking flag on every settimeout(): four more calls that each release the GIL, which
                     # under many threads means as many more thread switches per request (client CPU per request at
-                    # 32 threads: about 15% less, benchmarks/batch_bench.py --part profile). A thread alone is
-                    # measured faster in timeout mode (a blocking send costs more on loopback), so it keeps that.
+                    # 32 threads: about 15% less, benchmarks/batch_bench.py --part profile). A thread alone keeps
+                    # timeout mode: there the kernel path did not measure cheaper (14-19 us slower per call in
+                    # interleaved tests, within that harness's noise).
                     _kernel_timeouts(conn, sock, budget.write, budget.read)
                     sock.sendall(head if body is None else head + body)
                     sent = True
-                    raw = http.client.HTTPResponse(_KernelTimeoutSocket(sock), method=method)  # type: ignore[arg-type]
-                    try:
-                        raw.begin()
-                        got_status = True
-                        status = raw.status
-                        data, complete = _read_body(raw, self._reader(status, raw.getheader("Content-Encoding")))
-                    finally:
-                        raw.close()
-                    keep = complete and not raw.will_close
-                    return HTTPResponse(status, raw.msg, data)
-                sock.settimeout(budget.write)
-                # The request is written here rather than through http.client's putrequest/putheader: the
-                # constant header block is prebuilt bytes, and a small body leaves in the same segment.
-                if body is None:
-                    sock.sendall(head)
-                elif isinstance(body, BodyParts):
-                    sock.sendall(head)  # a large binary body: each tensor straight from the caller's array
-                    for part in body.parts:
-                        sock.sendall(part)
-                elif len(body) <= _COALESCE_LIMIT:
-                    sock.sendall(head + body)
+                    source: Any = _KernelTimeoutSocket(sock)
                 else:
-                    sock.sendall(head)
-                    sock.sendall(body)
-                sent = True
-                if budget.read != budget.write:
-                    sock.settimeout(budget.read)
-                # Under an overall deadline every read of the reply is bounded by what is left of it, so a reply
-                # trickling in faster than the read timeout cannot outlive the deadline.
-                source: Any = sock if budget.remaining is None else _DeadlineSocket(sock, budget)
+                    sock.settimeout(budget.write)
+                    # The request is written here rather than through http.client's putrequest/putheader: the
+                    # constant header block is prebuilt bytes, and a small body leaves in the same segment.
+                    if body is None:
+                        sock.sendall(head)
+                    elif isinstance(body, BodyParts):
+                        sock.sendall(head)  # a large binary body: each tensor straight from the caller's array
+                        for part in body.parts:
+                            sock.sendall(part)
+                    elif len(body) <= _COALESCE_LIMIT:
+                        sock.sendall(head + body)
+                    else:
+                        sock.sendall(head)
+                        sock.sendall(body)
+                    sent = True
+                    if budget.read != budget.write:
+                        sock.settimeout(budget.read)
+                    # Under an overall deadline every read of the reply is bounded by what is left of it, so a
+                    # reply trickling in faster than the read timeout cannot outlive the deadline.
+                    source = sock if budget.remaining is None else _DeadlineSocket(sock, budget)
                 raw = http.client.HTTPResponse(source, method=method)
                 try:
                     raw.begin()

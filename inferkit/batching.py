@@ -372,27 +372,16 @@ def _iterate_sync(
     total: int | None,
     start: StartFn | None = None,
 ) -> Generator[Any, None, None]:
+    common: dict[str, Any] = {
+        "concurrency": concurrency,
+        "ordered": ordered,
+        "return_exceptions": return_exceptions,
+        "progress": progress,
+        "total": total,
+    }
     if hedge is None:
-        return _iterate_pooled(
-            infer,
-            requests,
-            concurrency=concurrency,
-            ordered=ordered,
-            return_exceptions=return_exceptions,
-            progress=progress,
-            total=total,
-            start=start,
-        )
-    return _iterate_hedged(
-        infer,
-        requests,
-        concurrency=concurrency,
-        ordered=ordered,
-        return_exceptions=return_exceptions,
-        progress=progress,
-        hedge=hedge,
-        total=total,
-    )
+        return _iterate_pooled(infer, requests, start=start, **common)
+    return _iterate_hedged(infer, requests, hedge=hedge, **common)
 
 
 class _Shared:
