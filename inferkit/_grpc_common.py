@@ -713,6 +713,7 @@ class GRPCClientBase:
         )
         self._grpc = load_grpc()
         self._calls = GRPCCalls(self._s.retry)
+        self._default_total = self._s.deadline(None)  # the deadline of a call without its own timeout
         self._channel: Any = None
         self._stubs: dict[str, Any] = {}
         self._closed = False
@@ -742,6 +743,17 @@ class GRPCClientBase:
             start=start,
         )
         return CallRun(stub, metadata, call, exchange, self._grpc.RpcError)
+
+    def _first_args(
+        self, call: GRPCCall, headers: Headers, timeout: float | None, once: Callable[[Any], Any]
+    ) -> tuple[Any, Any, float | None, Any]:
+        """``(stub, payload, deadline, metadata)`` of a call's first attempt, made outside the retry machinery
+        (``once`` wraps a request built per attempt into the request iterator the stub takes)."""
+        s = self._s
+        request = call.request
+        total = self._default_total if timeout is None else s.deadline(timeout)
+        metadata = s.call_metadata(headers) if headers else s.wire_metadata
+        return self._stub(call.rpc), once(request) if callable(request) else request, total, metadata
 
     def _stream_args(self, timeout: float | None, headers: Headers) -> tuple[Any, float | None, Any]:
         """The ``ModelStreamInfer`` stub, the stream's deadline and its metadata."""

@@ -23,6 +23,7 @@ Guarantees of ``infer_many`` (sync and async alike):
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import queue
 import sys
@@ -360,6 +361,25 @@ class InferManyIterator(Generic[T]):
         self.close()
 
 
+@contextlib.contextmanager
+def _until_done(bar: Any, stop: Callable[[bool], None]) -> Iterator[None]:
+    """A sync driver's ending: close the progress bar and ``stop(graceful)`` its engine, however the loop ended.
+
+    Graceful (wait for the requests in flight) unless Ctrl-C and friends: their threads end with them.
+    """
+    graceful = True
+    try:
+        yield
+    except GeneratorExit:
+        raise
+    except BaseException as exc:
+        graceful = isinstance(exc, Exception)
+        raise
+    finally:
+        bar.close()
+        stop(graceful)
+
+
 def _iterate_sync(
     infer: Callable[[Any], Any],
     requests: Iterable[Any],
@@ -630,8 +650,7 @@ def _iterate_pooled(
         if start is None
         else _StartEngine(start, shared, lock, concurrency)
     )
-    graceful = True
-    try:
+    with _until_done(bar, engine.stop):
         while True:
             with lock:
                 answers, shared.finished = shared.finished, []
@@ -676,15 +695,6 @@ def _iterate_pooled(
                     shared.waiting = 2
                     engine.wake.wait(left)
                 shared.waiting = 0
-    except GeneratorExit:
-        raise
-    except BaseException as exc:
-        # Ctrl-C and friends: do not wait for the requests in flight (their threads end with them).
-        graceful = isinstance(exc, Exception)
-        raise
-    finally:
-        bar.close()
-        engine.stop(graceful)
 
 
 def _iterate_hedged(
@@ -716,8 +726,7 @@ def _iterate_hedged(
 
     # One worker per slot: at most `concurrency` requests run; leaving early cancels the ones still queued.
     pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="inferkit-infer-many")
-    graceful = True
-    try:
+    with _until_done(bar, lambda graceful: pool.shutdown(wait=graceful, cancel_futures=True)):
         while True:
             sched.raise_failure(return_exceptions)
             while (hedged := sched.due_hedge(clock())) is not None:
@@ -745,15 +754,6 @@ def _iterate_hedged(
                     sched.complete(*done.get_nowait())
                 except queue.Empty:
                     break
-    except GeneratorExit:
-        raise
-    except BaseException as exc:
-        # Ctrl-C and friends: do not wait for the requests in flight (their threads end with them).
-        graceful = isinstance(exc, Exception)
-        raise
-    finally:
-        bar.close()
-        pool.shutdown(wait=graceful, cancel_futures=True)
 
 
 def infer_many(

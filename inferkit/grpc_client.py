@@ -131,7 +131,6 @@ class InferenceGRPCClient(RebuildOnUnpickle, BatchMixin, GRPCClientBase):
 
     # -- channel ----------------------------------------------------------------------------------------------
     def _open(self) -> None:
-        self._default_total = self._s.deadline(None)  # the deadline of a call without its own timeout
         self._lock = threading.Lock()
         self._pid = -1
         self._generation = -1
@@ -186,33 +185,15 @@ class InferenceGRPCClient(RebuildOnUnpickle, BatchMixin, GRPCClientBase):
             # The first attempt is made here, without the retry machinery (a generator, a CallRun and a few more
             # objects per call: about half of inferkit's own CPU time on a small infer). On success its reply is
             # parsed as grpc_exchange would; a failure starts grpc_exchange, fed with it (same as the aio client).
-            s = self._s
-            if self._generation == _fork_generation and not self._closed:
-                stub = self._stubs[call.rpc]  # what self._stub() returns, without a call
-            else:
-                stub = self._stub(call.rpc)
-            total = self._default_total if timeout is None else s.deadline(timeout)
-            request = call.request
+            stub, payload, total, metadata = self._first_args(call, headers, timeout, _once)
             start = time.monotonic()
             try:
-                reply = stub(
-                    _once(request) if callable(request) else request,
-                    timeout=total,
-                    metadata=s.call_metadata(headers) if headers else s.wire_metadata,
-                )
+                reply = stub(payload, timeout=total, metadata=metadata)
             except self._grpc.RpcError as exc:
                 first = (False, exc)
             else:
                 return call.parse(reply)
         return self._retry(call, headers, timeout, start, first)
-
-    def _first_args(self, call: GRPCCall, headers: Headers, timeout: float | None) -> tuple[Any, Any, Any, Any]:
-        """``(stub, payload, deadline, metadata)`` of a call's first attempt."""
-        s = self._s
-        request = call.request
-        total = self._default_total if timeout is None else s.deadline(timeout)
-        metadata = s.call_metadata(headers) if headers else s.wire_metadata
-        return self._stub(call.rpc), _once(request) if callable(request) else request, total, metadata
 
     def _retry(self, call: GRPCCall, headers: Headers, timeout: float | None, start: float | None, first: Any) -> Any:
         """The rest of :meth:`_do` after its first attempt (``first``: that attempt's failure, begun at ``start``),
@@ -402,7 +383,7 @@ class InferenceGRPCClient(RebuildOnUnpickle, BatchMixin, GRPCClientBase):
                 # One log line per attempt: the blocking path, on the caller's thread.
                 defer(lambda: _settle(done, lambda: self._do(call, headers, timeout)))
                 return _no_cancel
-            stub, payload, total, metadata = self._first_args(call, headers, timeout)
+            stub, payload, total, metadata = self._first_args(call, headers, timeout, _once)
         except BaseException as exc:  # noqa: BLE001 - a bad request is this item's outcome, like infer() raising
             done(False, exc)
             return _no_cancel

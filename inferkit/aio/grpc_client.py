@@ -49,7 +49,6 @@ class InferenceGRPCClient(RebuildOnUnpickle, AsyncBatchMixin, GRPCClientBase):
     # -- channel ----------------------------------------------------------------------------------------------
     def _open(self) -> None:
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._default_total = self._s.deadline(None)  # the deadline of a call without its own timeout
 
     def _stub(self, name: str) -> Any:
         loop = asyncio.get_running_loop()
@@ -100,17 +99,10 @@ class InferenceGRPCClient(RebuildOnUnpickle, AsyncBatchMixin, GRPCClientBase):
             # The first attempt is made here, without the retry machinery (a generator and a few objects per call,
             # which under many concurrent calls cost more in garbage collections than they take to run): on
             # success its reply is parsed as grpc_exchange would; a failure starts grpc_exchange, fed with it.
-            s = self._s
-            stub = self._stub(call.rpc)
-            total = self._default_total if timeout is None else s.deadline(timeout)
-            request = call.request
+            stub, payload, total, metadata = self._first_args(call, headers, timeout, _once)
             start = time.monotonic()
             try:
-                reply = await stub(
-                    _once(request) if callable(request) else request,
-                    timeout=total,
-                    metadata=s.call_metadata(headers) if headers else s.wire_metadata,
-                )
+                reply = await stub(payload, timeout=total, metadata=metadata)
             except self._grpc.RpcError as exc:
                 first = (False, exc)
             else:
