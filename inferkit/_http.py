@@ -28,7 +28,7 @@ import struct
 import sys
 import threading
 import time
-from typing import Any, Mapping, Sequence
+from typing import Any, Generator, Mapping, NamedTuple, Sequence
 from urllib.parse import urlsplit
 
 import requests
@@ -286,6 +286,8 @@ class SyncTransport:
             why_session.append("cookies")
         self.direct = not why_session
         self.path_reason = ", ".join(why_session) or "direct"
+        #: Whether :class:`inferkit._http_mux.HTTPMux` can drive this transport (the direct path, plain HTTP).
+        self.multiplexable = self.direct and self.scheme == "http"
         self._adapter = adapter
         if not self.direct and self._ssl_context is not None and not isinstance(adapter, _InferkitAdapter):
             raise ValueError(
@@ -413,6 +415,63 @@ class SyncTransport:
             model_name: For error messages.
             request_id: For error messages.
         """
+        prep = self.prepare(
+            method,
+            path,
+            body,
+            content_headers=content_headers,
+            headers=headers,
+            timeout=timeout,
+            retryable=retryable,
+            retry_statuses=retry_statuses,
+            raise_for_status=raise_for_status,
+            model_name=model_name,
+            request_id=request_id,
+        )
+        return self._drive(prep)
+
+    def _drive(self, prep: Prepared) -> Reply:
+        """Run a prepared request's retry loop on this thread: each attempt blocking, each backoff a sleep."""
+        exchange = prep.exchange
+        direct = self.direct
+        todo = next(exchange)
+        while True:
+            if isinstance(todo, Attempt):
+                try:
+                    if direct:
+                        outcome: Any = self._direct_attempt(prep.method, prep.head, prep.body, todo.budget, todo.fresh)
+                    else:
+                        items = self._items(prep.extra, prep.drop)
+                        body = prep.body
+                        assert not isinstance(body, BodyParts)  # joined by prepare() off the direct path
+                        outcome = self._session_attempt(prep.method, prep.target, body, items, todo.budget)
+                except (AttemptFailed, BodyTooLarge) as failure:
+                    outcome = failure
+            else:
+                time.sleep(todo)
+                outcome = None
+            try:
+                todo = exchange.send(outcome)
+            except StopIteration as done:
+                return done.value  # type: ignore[no-any-return]
+
+    def prepare(
+        self,
+        method: str,
+        path: str,
+        body: bytes | BodyParts | None = None,
+        *,
+        content_headers: Mapping[str, str] | None = None,
+        headers: Mapping[str, str] | None = None,
+        timeout: Any = None,
+        retryable: bool = True,
+        retry_statuses: bool = True,
+        raise_for_status: bool = True,
+        model_name: str | None = None,
+        request_id: str | None = None,
+    ) -> Prepared:
+        """One logical request ready to send (arguments as :meth:`request`): its bytes, built once, and its retry
+        loop (:func:`~inferkit._retry.rest_exchange`), for :meth:`request` or the multiplexed path to drive."""
         if self._generation != _fork_generation:
             self._after_fork()
         config = self.config
@@ -437,29 +496,15 @@ class SyncTransport:
             request_id=request_id,
             log=self._logger(method, target, extra, drop, send_body) if self._verbose else None,
         )
-        direct = self.direct
-        todo = next(exchange)
-        while True:
-            if isinstance(todo, Attempt):
-                try:
-                    if direct:
-                        outcome: Any = self._direct_attempt(method, head, send_body, todo.budget, todo.fresh)
-                    else:
-                        items = self._items(extra, drop)
-                        outcome = self._session_attempt(method, target, send_body, items, todo.budget)
-                except (AttemptFailed, BodyTooLarge) as failure:
-                    outcome = failure
-            else:
-                time.sleep(todo)
-                outcome = None
-            try:
-                todo = exchange.send(outcome)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
+        return Prepared(method, head, send_body, exchange, target, extra, drop)
 
     def send(self, call: RestCall, headers: Mapping[str, str] | None, timeout: Any) -> Reply:
         """Send a prepared :class:`~inferkit.codec.rest_calls.RestCall` (see :meth:`request`)."""
-        return self.request(
+        return self._drive(self.prepare_call(call, headers, timeout))
+
+    def prepare_call(self, call: RestCall, headers: Mapping[str, str] | None, timeout: Any) -> Prepared:
+        """:meth:`prepare` for a :class:`~inferkit.codec.rest_calls.RestCall`."""
+        return self.prepare(
             call.method,
             call.path,
             call.body,
@@ -493,6 +538,25 @@ class SyncTransport:
         return b"".join(lines)
 
     # -- direct path: the adapter's urllib3 pool, driven with http.client primitives ------------------------------
+    def _checkout(self, pool_timeout: float | None) -> tuple[Any, Any]:
+        """A connection from the adapter's pool (and that pool, to put it back into), waiting up to
+        ``pool_timeout`` for one to be free (``AttemptFailed("pool")`` then)."""
+        pool = self._pool
+        if pool is None or pool.pool is None:
+            pool = self._resolve_pool()
+        try:
+            return pool, pool._get_conn(timeout=pool_timeout)
+        except EmptyPoolError as exc:
+            raise AttemptFailed("pool", exc, timeout=pool_timeout) from None
+        except ClosedPoolError:
+            # The session's PoolManager evicted (and closed) our pool: take the current one.
+            self._pool = None
+            pool = self._resolve_pool()
+            try:
+                return pool, pool._get_conn(timeout=pool_timeout)
+            except (EmptyPoolError, ClosedPoolError) as exc:
+                raise AttemptFailed("pool", exc, timeout=pool_timeout) from None
+
     def _direct_attempt(
         self,
         method: str,
@@ -501,21 +565,7 @@ class SyncTransport:
         budget: Budget,
         fresh: bool,
     ) -> HTTPResponse:
-        pool = self._pool
-        if pool is None or pool.pool is None:
-            pool = self._resolve_pool()
-        try:
-            conn = pool._get_conn(timeout=budget.pool)
-        except EmptyPoolError as exc:
-            raise AttemptFailed("pool", exc, timeout=budget.pool) from None
-        except ClosedPoolError:
-            # The session's PoolManager evicted (and closed) our pool: take the current one.
-            self._pool = None
-            pool = self._resolve_pool()
-            try:
-                conn = pool._get_conn(timeout=budget.pool)
-            except (EmptyPoolError, ClosedPoolError) as exc:
-                raise AttemptFailed("pool", exc, timeout=budget.pool) from None
+        pool, conn = self._checkout(budget.pool)
         reused = conn.sock is not None
         keep = False
         try:
@@ -659,6 +709,18 @@ class SyncTransport:
         self, method: str, target: str, extra: list[tuple[str, str]], drop: frozenset[str], body: bytes | None
     ) -> Any:
         return attempt_logger(method, self._origin + target, self._items(extra, drop), body)
+
+
+class Prepared(NamedTuple):
+    """A request built by :meth:`SyncTransport.prepare`."""
+
+    method: str
+    head: bytes  # request line and header block (direct path; empty otherwise)
+    body: bytes | BodyParts | None  # as sent (compressed when configured)
+    exchange: Generator[Attempt | float, Any, Any]  # its retry loop
+    target: str  # path on the server (base path included)
+    extra: list[tuple[str, str]]  # per-call headers (session path)
+    drop: frozenset[str]  # client headers the call overrides (session path)
 
 
 def _drop_inherited(manager: Any) -> None:

@@ -608,9 +608,26 @@ class _StartEngine(_Engine):
             deferred = self.deferred
         if deferred is not None:
             deferred.shutdown(wait=graceful)
+        close = getattr(self.start, "close", None)
+        if close is not None:
+            close(graceful)  # a start function with a loop of its own (the REST client's): ended with the engine
 
 
 def _no_cancel() -> bool:
+    return False
+
+
+def settle(done: Callable[[bool, Any], None], work: Callable[[], Any]) -> None:
+    """``done(True, work())``, or ``done(False, exc)`` when it raised: how a :data:`StartFn` reports an outcome."""
+    try:
+        outcome = (True, work())
+    except BaseException as exc:  # noqa: BLE001 - every failure is the item's outcome
+        outcome = (False, exc)
+    done(*outcome)
+
+
+def no_cancel() -> bool:
+    """The cancel function of a request that cannot be cancelled (it already ended, or runs on a thread)."""
     return False
 
 
@@ -1113,12 +1130,21 @@ class BatchMixin:
             hedge_after,
             hedge_budget,
         )
-        return InferManyIterator(_iterate_sync(**options, start=self._starter(headers, timeout)))
+        return InferManyIterator(_iterate_sync(**options, start=self._starter(headers, timeout, options)))
 
-    def _starter(self, headers: Optional[Mapping[str, str]], timeout: Any) -> StartFn | None:
-        """The client's non-blocking start (gRPC), bound to the call's headers and timeout; None: threads."""
-        start = getattr(self, "_start_infer", None)
-        return None if start is None else functools.partial(start, headers=headers, timeout=timeout)
+    def _starter(self, headers: Optional[Mapping[str, str]], timeout: Any, options: dict[str, Any]) -> StartFn | None:
+        """The client's non-blocking start, bound to the call's headers and timeout; None: worker threads.
+
+        Only for the driver without hedging (``options`` from :func:`_many_options`). The client's
+        ``_many_starter(headers, timeout, concurrency)`` makes it: gRPC futures, or the REST client's multiplexed
+        loop on plain HTTP; it may return None (threads), and a start with a ``close(graceful)`` is closed when
+        the engine stops.
+        """
+        make = getattr(self, "_many_starter", None)
+        if make is None or options["hedge"] is not None:
+            return None
+        start: StartFn | None = make(headers, timeout, options["concurrency"])
+        return start
 
     def infer_batched(
         self,
@@ -1161,10 +1187,8 @@ class BatchMixin:
             InferkitError: The first failed batch, with ``.index`` (the batch number) and a note naming its rows.
         """
         job = BatchedJob(model_name, inputs, batch_size, outputs, datatypes, parameters, model_version)
-        results = _iterate_sync(
-            **job.options(self.infer, concurrency, progress, timeout, headers, hedge_after, hedge_budget),
-            start=self._starter(headers, timeout),
-        )
+        options = job.options(self.infer, concurrency, progress, timeout, headers, hedge_after, hedge_budget)
+        results = _iterate_sync(**options, start=self._starter(headers, timeout, options))
         return job.collect(results)
 
 

@@ -43,6 +43,7 @@ Design decisions (see also the class docstring):
 
 from __future__ import annotations
 
+import functools
 import os
 import queue
 import threading
@@ -61,7 +62,7 @@ from inferkit._grpc_common import (
     make_stubs,
     map_rpc_error,
 )
-from inferkit.batching import BatchMixin, RebuildOnUnpickle
+from inferkit.batching import BatchMixin, RebuildOnUnpickle, StartFn, no_cancel, settle
 from inferkit.codec.tensors import InferRequest, InferResponse
 from inferkit.errors import InferkitError, ReadTimeout, ServerError
 
@@ -84,18 +85,6 @@ _sleep = time.sleep  # one indirection so tests can record backoff waits without
 
 def _once(build: Any) -> Iterator[bytes]:
     yield build()
-
-
-def _settle(done: Callable[[bool, Any], None], work: Callable[[], Any]) -> None:
-    try:
-        outcome = (True, work())
-    except BaseException as exc:  # noqa: BLE001 - every failure is the item's outcome
-        outcome = (False, exc)
-    done(*outcome)
-
-
-def _no_cancel() -> bool:
-    return False
 
 
 class InferenceGRPCClient(RebuildOnUnpickle, BatchMixin, GRPCClientBase):
@@ -359,6 +348,10 @@ class InferenceGRPCClient(RebuildOnUnpickle, BatchMixin, GRPCClientBase):
         result: InferResponse = self._do(call, headers, timeout)
         return result
 
+    def _many_starter(self, headers: Headers, timeout: float | None, concurrency: int) -> StartFn:
+        """``infer_many``'s start function: :meth:`_start_infer` bound to the call's headers and timeout."""
+        return functools.partial(self._start_infer, headers=headers, timeout=timeout)
+
     def _start_infer(
         self,
         request: InferRequest,
@@ -381,12 +374,12 @@ class InferenceGRPCClient(RebuildOnUnpickle, BatchMixin, GRPCClientBase):
                 call = _grpc_shm.infer_call(call, request)
             if self._s.verbose:
                 # One log line per attempt: the blocking path, on the caller's thread.
-                defer(lambda: _settle(done, lambda: self._do(call, headers, timeout)))
-                return _no_cancel
+                defer(lambda: settle(done, lambda: self._do(call, headers, timeout)))
+                return no_cancel
             stub, payload, total, metadata = self._first_args(call, headers, timeout, _once)
         except BaseException as exc:  # noqa: BLE001 - a bad request is this item's outcome, like infer() raising
             done(False, exc)
-            return _no_cancel
+            return no_cancel
         start = time.monotonic()
         rpc_error = self._grpc.RpcError
 
@@ -395,17 +388,17 @@ class InferenceGRPCClient(RebuildOnUnpickle, BatchMixin, GRPCClientBase):
                 reply = future.result()
             except rpc_error as exc:
                 failed = (False, exc)  # `exc` itself is unbound when the except block ends
-                defer(lambda: _settle(done, lambda: self._retry(call, headers, timeout, start, failed)))
+                defer(lambda: settle(done, lambda: self._retry(call, headers, timeout, start, failed)))
             except BaseException as exc:  # noqa: BLE001 - reported, never lost on gRPC's thread
                 done(False, exc)
             else:
-                _settle(done, lambda: call.parse(reply))
+                settle(done, lambda: call.parse(reply))
 
         try:
             future = stub.future(payload, timeout=total, metadata=metadata)
         except BaseException as exc:  # noqa: BLE001 - e.g. the channel was closed meanwhile: this item's outcome
             done(False, exc)
-            return _no_cancel
+            return no_cancel
         future.add_done_callback(finished)
         return future.cancel  # type: ignore[no-any-return]
 

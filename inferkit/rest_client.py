@@ -7,14 +7,16 @@ Must not import: aiohttp, grpc, inferkit.aio, inferkit.grpc_client.
 
 from __future__ import annotations
 
+import functools
 import threading
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import requests
 
 from inferkit import errors
 from inferkit._http import SyncTransport
-from inferkit.batching import BatchMixin, RebuildOnUnpickle
+from inferkit._http_mux import HTTPMux
+from inferkit.batching import BatchMixin, RebuildOnUnpickle, no_cancel, settle
 from inferkit.codec.rest_calls import RestCall, RestCalls
 from inferkit.codec.tensors import InferRequest, InferResponse
 from inferkit.config import RESTConfig, TimeoutLike
@@ -128,6 +130,13 @@ class InferenceRESTClient(RebuildOnUnpickle, BatchMixin):
             binary = self._use_binary(headers, timeout)
         result: InferResponse = self._do(self._calls.infer(request, binary), headers, timeout)
         return result
+
+    def _many_starter(self, headers: Headers, timeout: TimeoutLike, concurrency: int) -> _MuxStart | None:
+        """``infer_many``'s start function over plain HTTP: every request on one I/O thread (see
+        :mod:`inferkit._http_mux`); None (worker threads) for TLS, proxies and other session-path settings."""
+        if not self._transport.multiplexable:
+            return None
+        return _MuxStart(self, headers, timeout, concurrency)
 
     def predict(
         self,
@@ -264,3 +273,44 @@ class InferenceRESTClient(RebuildOnUnpickle, BatchMixin):
     ) -> None:
         """Unregister a system shared memory region (None: every region); the region itself is not unlinked."""
         self._do(self._calls.shm_unregister(name), headers, timeout)
+
+
+class _MuxStart:
+    """``infer_many``'s start function on a plain-HTTP client: requests start on one :class:`HTTPMux` loop
+    (created with the first request, closed with the run), each exactly as :meth:`InferenceRESTClient.infer`
+    would send it."""
+
+    #: Most helper threads opening connections at once (each connection opens once, then stays alive).
+    HELPERS = 16
+
+    def __init__(self, client: InferenceRESTClient, headers: Headers, timeout: TimeoutLike, concurrency: int) -> None:
+        self._client = client
+        self._headers = headers
+        self._timeout = timeout
+        self._mux = HTTPMux(client._transport, helpers=min(concurrency, self.HELPERS))
+
+    def __call__(
+        self,
+        request: InferRequest,
+        done: Callable[[bool, Any], None],
+        defer: Callable[[Callable[[], None]], None],
+    ) -> Callable[[], Any]:
+        client, headers, timeout = self._client, self._headers, self._timeout
+        binary = client._calls.binary
+        if binary is None:
+            if self._mux.on_loop():
+                # Still unknown (the server was unreachable when asked): never a blocking question on the loop;
+                # infer() asks on a helper thread.
+                defer(lambda: settle(done, lambda: client.infer(request, headers, timeout)))
+                return no_cancel
+            binary = client._use_binary(headers, timeout)  # the first request, on the consumer's thread
+        try:
+            call = client._calls.infer(request, binary)
+            prep = client._transport.prepare_call(call, headers, timeout)
+        except BaseException as exc:  # noqa: BLE001 - a bad request is this item's outcome, like infer() raising
+            done(False, exc)
+            return no_cancel
+        return self._mux.submit(prep, functools.partial(call.parse, call), done)
+
+    def close(self, graceful: bool) -> None:
+        self._mux.close(wait=graceful)
