@@ -159,7 +159,9 @@ class HTTPMux:
                 self._wake()
         if thread is not None and wait and thread is not threading.current_thread():
             thread.join()
-        self._helpers.shutdown(wait=False)
+        # A helper still waiting for the pool gets a connection the loop gave back, finds the loop closed and puts
+        # it back; one still connecting ends with its connect timeout.
+        self._helpers.shutdown(wait=wait)
 
     # -- posting to the loop -----------------------------------------------------------------------------------
     def _post(self, fn: Callable[[Any], None], arg: Any) -> bool:

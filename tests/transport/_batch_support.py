@@ -139,5 +139,6 @@ class CountingSource:
 
 
 def batch_threads() -> list[threading.Thread]:
-    """infer_many's worker threads still alive."""
-    return [t for t in threading.enumerate() if t.name.startswith("inferkit-infer-many")]
+    """infer_many's threads still alive: worker threads, or the REST client's I/O loop and its helpers."""
+    prefixes = ("inferkit-infer-many", "inferkit-rest-mux", "inferkit-connect")
+    return [t for t in threading.enumerate() if t.name.startswith(prefixes)]
