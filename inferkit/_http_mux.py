@@ -217,8 +217,11 @@ class HTTPMux:
                 self._drain()
                 if timers and timers[0][0] <= time.monotonic():
                     self._fire()
-                if self._idle and not self._live and not self._ready:
-                    self._give_back_idle()  # nothing to do: other threads of the app may use them
+                if self._idle:
+                    # A connection whose reply came in is reused by a request begun in this same turn (the
+                    # completion started the next one); any left over goes back to the pool, where the other
+                    # threads of the application may need it: the loop never holds a connection it has no use for.
+                    self._give_back_idle()
         except BaseException as exc:  # noqa: BLE001 - a bug here must not leave callers waiting forever
             logger.exception("inferkit: the multiplexed REST loop failed")
             for job in list(self._live) + list(self._ready):
