@@ -383,53 +383,6 @@ class SyncTransport:
             self.session.close()
 
     # -- the request --------------------------------------------------------------------------------------------
-    def request(
-        self,
-        method: str,
-        path: str,
-        body: bytes | BodyParts | None = None,
-        *,
-        content_headers: Mapping[str, str] | None = None,
-        headers: Mapping[str, str] | None = None,
-        timeout: Any = None,
-        retryable: bool = True,
-        retry_statuses: bool = True,
-        raise_for_status: bool = True,
-        model_name: str | None = None,
-        request_id: str | None = None,
-    ) -> HTTPResponse:
-        """Send one logical request (with retries) and return the complete reply.
-
-        Args:
-            method: HTTP method.
-            path: Path relative to the base URL (starting with ``/``).
-            body: The request body, built once and resent as is on every attempt.
-            content_headers: Headers describing the body (Content-Type, Inference-Header-Content-Length).
-            headers: Per-call headers; they override the client's headers (the caller's dict is not changed).
-            timeout: Per-call timeout (a Timeout, seconds, or (connect, read)); None uses the config's.
-            retryable: Whether a request that may have reached the server may be sent again (False for
-                sequence requests). Connection failures before anything was sent are retried regardless.
-            retry_statuses: Whether retryable statuses (429, 5xx) are retried (False for health checks,
-                where the status is the answer).
-            raise_for_status: Map an error status to an inferkit error (else return the reply).
-            model_name: For error messages.
-            request_id: For error messages.
-        """
-        prep = self.prepare(
-            method,
-            path,
-            body,
-            content_headers=content_headers,
-            headers=headers,
-            timeout=timeout,
-            retryable=retryable,
-            retry_statuses=retry_statuses,
-            raise_for_status=raise_for_status,
-            model_name=model_name,
-            request_id=request_id,
-        )
-        return self._drive(prep)
-
     def _drive(self, prep: Prepared) -> Reply:
         """Run a prepared request's retry loop on this thread: each attempt blocking, each backoff a sleep."""
         exchange = prep.exchange
@@ -470,8 +423,24 @@ class SyncTransport:
         model_name: str | None = None,
         request_id: str | None = None,
     ) -> Prepared:
-        """One logical request ready to send (arguments as :meth:`request`): its bytes, built once, and its retry
-        loop (:func:`~inferkit._retry.rest_exchange`), for :meth:`request` or the multiplexed path to drive."""
+        """One logical request ready to send: its bytes, built once, and its retry loop
+        (:func:`~inferkit._retry.rest_exchange`), for :meth:`send` or the multiplexed path to drive.
+
+        Args:
+            method: HTTP method.
+            path: Path relative to the base URL (starting with ``/``).
+            body: The request body, built once and resent as is on every attempt.
+            content_headers: Headers describing the body (Content-Type, Inference-Header-Content-Length).
+            headers: Per-call headers; they override the client's headers (the caller's dict is not changed).
+            timeout: Per-call timeout (a Timeout, seconds, or (connect, read)); None uses the config's.
+            retryable: Whether a request that may have reached the server may be sent again (False for
+                sequence requests). Connection failures before anything was sent are retried regardless.
+            retry_statuses: Whether retryable statuses (429, 5xx) are retried (False for health checks,
+                where the status is the answer).
+            raise_for_status: Map an error status to an inferkit error (else return the reply).
+            model_name: For error messages.
+            request_id: For error messages.
+        """
         if self._generation != _fork_generation:
             self._after_fork()
         config = self.config
@@ -499,7 +468,7 @@ class SyncTransport:
         return Prepared(method, head, send_body, exchange, target, extra, drop)
 
     def send(self, call: RestCall, headers: Mapping[str, str] | None, timeout: Any) -> Reply:
-        """Send a prepared :class:`~inferkit.codec.rest_calls.RestCall` (see :meth:`request`)."""
+        """Send a :class:`~inferkit.codec.rest_calls.RestCall` (with retries) and return the complete reply."""
         return self._drive(self.prepare_call(call, headers, timeout))
 
     def prepare_call(self, call: RestCall, headers: Mapping[str, str] | None, timeout: Any) -> Prepared:

@@ -550,6 +550,17 @@ def test_stream_decoupled(kind: str, server: harness.Server, record_property: An
             # KServe has no ModelStreamInfer (UNIMPLEMENTED); MLServer's RPC of that name streams its own
             # generative-model API and fails a plain model's request with INTERNAL.
             expected = errors().UnimplementedError if server.name == "kserve" else errors().InternalServerError
+            if server.name == "kserve":
+                # Seen once in CI on a loaded machine: KServe's grpc.aio server answered the unknown streaming
+                # method with INTERNAL "Internal error from Core" (gRPC's C core, not KServe's code), then
+                # UNIMPLEMENTED on every rerun. One retry of exactly that answer; anything else still fails.
+                try:
+                    _stream_all(kind, c, [add_sub_request()])
+                except errors().InternalServerError as exc:
+                    if not str(exc).startswith("Internal error from Core"):
+                        raise
+                except Exception:  # noqa: BLE001 - checked by lacks() below
+                    pass
             lacks(record_property, expected, _stream_all, kind, c, [add_sub_request()])
             return
         ik = tensors()

@@ -51,20 +51,6 @@ if not CLIENTS:
     pytest.skip("inferkit.aio has no client yet", allow_module_level=True)
 
 
-@pytest.fixture(scope="module")
-def batch_server() -> Iterator[BatchServer]:
-    with BatchServer() as server:
-        yield server
-
-
-@pytest.fixture
-def bs(batch_server: BatchServer) -> Iterator[BatchServer]:
-    batch_server.reset()
-    yield batch_server
-    batch_server.hedge.release.set()
-    batch_server.reset()
-
-
 @pytest.fixture(params=[make for _, make in CLIENTS], ids=[name for name, _ in CLIENTS])
 def run(request: pytest.FixtureRequest, bs: BatchServer) -> Callable[[Callable[[Any], Awaitable[Any]]], Any]:
     """``run(body)``: ``await body(client)`` on a fresh loop with a fresh client, bounded by LIMIT."""

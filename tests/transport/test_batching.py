@@ -31,20 +31,6 @@ def test_sync_clients_have_batching_and_pickling() -> None:
         assert issubclass(cls, BatchMixin) and issubclass(cls, RebuildOnUnpickle), cls
 
 
-@pytest.fixture(scope="module")
-def batch_server() -> Iterator[BatchServer]:
-    with BatchServer() as server:
-        yield server
-
-
-@pytest.fixture
-def bs(batch_server: BatchServer) -> Iterator[BatchServer]:
-    batch_server.reset()
-    yield batch_server
-    batch_server.hedge.release.set()
-    batch_server.reset()
-
-
 @pytest.fixture(params=["rest", "grpc"])
 def client(request: pytest.FixtureRequest, batch_server: BatchServer) -> Iterator[Any]:
     if request.param == "rest":

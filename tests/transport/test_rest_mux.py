@@ -29,19 +29,6 @@ from tests.transport.cases import MALFORMED_REPLY_FAULTS
 FAST = RetryPolicy(max_retries=2, backoff_initial=0.01, backoff_max=0.02, jitter=0.0)
 
 
-@pytest.fixture(scope="module")
-def batch_server() -> Iterator[BatchServer]:
-    with BatchServer() as server:
-        yield server
-
-
-@pytest.fixture
-def bs(batch_server: BatchServer) -> Iterator[BatchServer]:
-    batch_server.reset()
-    yield batch_server
-    batch_server.reset()
-
-
 def client_for(bs: BatchServer, **config: Any) -> InferenceRESTClient:
     return InferenceRESTClient(bs.server.http_url, RESTConfig(**{"retry": FAST, "timeout": 10, **config}))
 
