@@ -150,11 +150,10 @@ class HTTPMux:
     def close(self, wait: bool = True) -> None:
         """Cancel what is still running, give the connections back to the pool and end the loop's thread."""
         with self._lock:
-            if self._closed:
-                return
+            ended = self._closed  # by an earlier close(), or by the loop itself after a failure
             self._closed = True
             thread = self._thread
-            if thread is not None:
+            if thread is not None and not ended:
                 self._inbox.append((self._stop, None))
                 self._wake()
         if thread is not None and wait and thread is not threading.current_thread():
@@ -224,10 +223,35 @@ class HTTPMux:
                     self._give_back_idle()
         except BaseException as exc:  # noqa: BLE001 - a bug here must not leave callers waiting forever
             logger.exception("inferkit: the multiplexed REST loop failed")
-            for job in list(self._live) + list(self._ready):
-                self._end(job, False, exc)
+            self._abandon(exc)
         finally:
             self._shutdown()
+
+    def _abandon(self, exc: BaseException) -> None:
+        """After a failure of the loop itself: every request it knows of ends with ``exc``, and connections
+        handed over by helpers go back to the pool."""
+        with self._lock:
+            self._closed = True  # from here on, submit() and the helpers see a closed loop
+            posted = list(self._inbox)
+            self._inbox.clear()
+        for fn, arg in posted:
+            if fn == self._begin:
+                self._ready.append(arg)
+            elif fn == self._acquired:
+                job, outcome, _ = arg
+                if isinstance(outcome, tuple):
+                    outcome[0]._put_conn(outcome[1])
+                self._ready.append(job)
+        # Ending a request may start the next ones (from its done callback, into _ready): until none is left.
+        while self._live or self._ready:
+            jobs = list(self._live) + list(self._ready)
+            self._ready.clear()
+            for job in jobs:
+                c = job.conn
+                if c is not None:
+                    c.job = job.conn = None
+                    self._discard(c)
+                self._end(job, False, exc)
 
     def _drain_wake(self) -> None:
         assert self._wake_r is not None

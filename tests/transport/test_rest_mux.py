@@ -13,6 +13,7 @@ import json
 import logging
 import socket
 import threading
+from concurrent.futures import CancelledError
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -368,3 +369,30 @@ def test_a_reply_that_is_not_http_is_a_connection_error() -> None:
             with pytest.raises(errors.ConnectError):
                 c.infer(raw_request(0))  # the blocking call says the same
         assert server.requests == 6  # three attempts each
+
+
+def test_a_failure_of_the_loop_itself_ends_every_request(bs: BatchServer, monkeypatch: pytest.MonkeyPatch) -> None:
+    from inferkit._http_mux import HTTPMux
+
+    def broken(self: Any, c: Any) -> None:
+        raise RuntimeError("a bug in the loop")
+
+    monkeypatch.setattr(HTTPMux, "_read", broken)
+    got: list[Any] = []
+    with client_for(bs) as c:
+        # On a thread with a bounded join: a hang is a failure of this test, not of the suite.
+        run = threading.Thread(
+            target=lambda: got.extend(
+                c.infer_many([probe_request(i) for i in range(20)], concurrency=4, return_exceptions=True)
+            )
+        )
+        run.start()
+        run.join(30)
+        assert not run.is_alive()
+        assert len(got) == 20
+        assert all(isinstance(item.exception, (RuntimeError, CancelledError)) for item in got)
+        assert any(isinstance(item.exception, RuntimeError) for item in got)
+        monkeypatch.undo()
+        assert value_of(c.infer(probe_request(2))) == 4
+        assert_pool_whole(c)
+    assert batch_threads() == []
