@@ -286,8 +286,8 @@ class SyncTransport:
             why_session.append("cookies")
         self.direct = not why_session
         self.path_reason = ", ".join(why_session) or "direct"
-        #: Whether :class:`inferkit._http_mux.HTTPMux` can drive this transport (the direct path, plain HTTP).
-        self.multiplexable = self.direct and self.scheme == "http"
+        #: Whether :class:`inferkit._http_mux.HTTPMux` can drive this transport (the direct path: plain HTTP or TLS).
+        self.multiplexable = self.direct
         self._adapter = adapter
         if not self.direct and self._ssl_context is not None and not isinstance(adapter, _InferkitAdapter):
             raise ValueError(

@@ -1,6 +1,6 @@
 """Many REST requests at once over a sync transport's pooled connections, on one I/O thread (``infer_many``).
 
-Owns: a small event loop of its own (``selectors``, one thread) that drives the plain-HTTP direct path of a
+Owns: a small event loop of its own (``selectors``, one thread) that drives the direct path (HTTP or HTTPS) of a
 :class:`~inferkit._http.SyncTransport` without blocking. Each request's bytes and retry loop come from
 ``SyncTransport.prepare`` (the same :func:`~inferkit._retry.rest_exchange` a blocking call runs: the same retries,
 backoff, Retry-After, split timeouts and overall deadline, with backoff waits as timers instead of sleeps);
@@ -12,8 +12,10 @@ Must not import: aiohttp, grpc, inferkit.aio, inferkit.grpc_client.
 Why: with a blocked thread per request in flight, every reply wakes its own thread, and under the GIL each wake-up
 is a thread switch or two; at 32 requests in flight that, not the work per request, is what kept the sync
 ``infer_many`` under the aio client's throughput (``benchmarks/batch_bench.py --part profile``). One loop thread
-receiving every reply costs what the aio client's event loop costs. Only plain HTTP on the direct path is
-multiplexed; TLS, proxies and everything that needs requests' own request path keep the worker threads.
+receiving every reply costs what the aio client's event loop costs. Plain HTTP and TLS on the direct path are
+multiplexed (connections are opened, TLS handshake included, by the helpers; the loop then drives the
+non-blocking ``SSLSocket``); proxies and everything that needs requests' own request path keep the worker
+threads.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import itertools
 import logging
 import selectors
 import socket
+import ssl
 import threading
 import time
 from collections import deque
@@ -78,6 +81,7 @@ class _Conn:
         "deadline",
         "end",
         "timer",
+        "tls",
     )
 
     def __init__(self, pool: Any, conn: Any, reused: bool) -> None:
@@ -93,6 +97,7 @@ class _Conn:
         self.deadline: float | None = None  # when the current send or receive times out
         self.end: float | None = None  # the overall deadline of the current attempt
         self.timer: float | None = None  # when its entry in the timer heap fires (one entry per connection)
+        self.tls = isinstance(self.sock, ssl.SSLSocket)
 
 
 class HTTPMux:
@@ -103,7 +108,7 @@ class HTTPMux:
     :meth:`close` ends the loop and gives every connection back to the transport's pool. Thread-safe.
 
     Args:
-        transport: A transport on the direct path over plain HTTP (``transport.multiplexable``).
+        transport: A transport on the direct path (``transport.multiplexable``).
         helpers: Most threads waiting for the pool or opening connections at once.
     """
 
@@ -112,6 +117,7 @@ class HTTPMux:
             raise ValueError(f"this transport cannot be multiplexed ({transport.path_reason}, {transport.scheme})")
         self._transport = transport
         self._max_response = transport.config.max_response_size
+        self._tls_no_cert = transport._tls_no_cert
         self._helpers = ThreadPoolExecutor(max(1, helpers), thread_name_prefix="inferkit-connect")
         self._lock = threading.Lock()
         self._inbox: deque[tuple[Callable[[Any], None], Any]] = deque()  # posted from other threads
@@ -209,8 +215,8 @@ class HTTPMux:
                     if c is None:
                         self._drain_wake()
                         continue
-                    if mask & selectors.EVENT_WRITE and c.job is not None and c.out:
-                        self._write(c)
+                    if c.job is not None and c.out and (mask & selectors.EVENT_WRITE or c.tls):
+                        self._write(c)  # (TLS: a send may wait for the peer's bytes, so a read event resumes it)
                     if mask & _EVENT_READ and c.sock is not None:
                         self._read(c)
                 self._drain()
@@ -503,7 +509,7 @@ class HTTPMux:
         assert sock is not None and c.job is not None
         try:
             while out:
-                if len(out) == 1:
+                if len(out) == 1 or c.tls:  # an SSLSocket has no sendmsg()
                     n = sock.send(out[0])
                 else:
                     n = sock.sendmsg(list(itertools.islice(out, _IOV_MAX)))
@@ -516,14 +522,14 @@ class HTTPMux:
                     else:
                         out[0] = memoryview(first)[n:]
                         n = 0
-        except (BlockingIOError, InterruptedError):
+        except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
             if not c.writing:
                 assert self._sel is not None
                 self._sel.modify(sock, _EVENT_BOTH, c)
                 c.writing = True
             self._arm(c, c.job.budget.write if c.job.budget is not None else None)
             return
-        except OSError as exc:
+        except OSError as exc:  # ssl.SSLError included
             self._lost(c, exc, eof=False)
             return
         if c.writing:
@@ -543,17 +549,19 @@ class HTTPMux:
             while True:
                 view = parser.into()
                 if view is None:
-                    data = sock.recv(_READ_SIZE)
+                    data = self._recv(sock)
                     done = parser.feed(data) if data else parser.eof()
                     full = len(data) == _READ_SIZE
                 else:
                     with view:
-                        n = sock.recv_into(view)
+                        n = self._recv_into(sock, view)
                         full = n == len(view)
                     done = parser.filled(n) if n else parser.eof()
-                if done or not full:
+                # TLS: a receive returns one record at most, and the SSL object may hold decrypted bytes the selector
+                # cannot see: read on until it says it wants more from the network.
+                if done or not (full or c.tls):
                     break
-        except (BlockingIOError, InterruptedError):
+        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
             done = False
         except FramingError as exc:
             self._lost(c, exc, eof=True)
@@ -561,7 +569,7 @@ class HTTPMux:
         except BodyTooLarge as exc:
             self._fail(c, exc)
             return
-        except OSError as exc:
+        except OSError as exc:  # ssl.SSLError included
             self._lost(c, exc, eof=False)
             return
         except BaseException as exc:  # noqa: BLE001 - DecodeError (a corrupt compressed body): the call's error
@@ -582,6 +590,20 @@ class HTTPMux:
         self._release(c, keep)
         self._advance(job, reply)
 
+    @staticmethod
+    def _recv(sock: socket.socket) -> bytes:
+        try:
+            return sock.recv(_READ_SIZE)
+        except ssl.SSLZeroReturnError:
+            return b""  # the server's close_notify: the end of the connection
+
+    @staticmethod
+    def _recv_into(sock: socket.socket, view: memoryview) -> int:
+        try:
+            return sock.recv_into(view)
+        except ssl.SSLZeroReturnError:
+            return 0
+
     def _lost(self, c: _Conn, exc: BaseException, eof: bool) -> None:
         """The connection failed under the attempt: the same failure kinds as the direct path."""
         parser = c.parser
@@ -589,7 +611,9 @@ class HTTPMux:
         if isinstance(exc, FramingError) and (got_status or not eof):
             kind = "dropped"  # a malformed reply, or one cut short after its status line
         elif isinstance(exc, (FramingError, *_DROPPED)):
-            kind = closed_kind(reused=c.reused, got_status=got_status, tls_without_client_cert=False)
+            kind = closed_kind(reused=c.reused, got_status=got_status, tls_without_client_cert=self._tls_no_cert)
+        elif isinstance(exc, ssl.SSLError):
+            kind = "dropped" if got_status else "tls"
         else:
             kind = "dropped"
         self._fail(c, AttemptFailed(kind, exc))

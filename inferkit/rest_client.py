@@ -132,8 +132,8 @@ class InferenceRESTClient(RebuildOnUnpickle, BatchMixin):
         return result
 
     def _many_starter(self, headers: Headers, timeout: TimeoutLike, concurrency: int) -> _MuxStart | None:
-        """``infer_many``'s start function over plain HTTP: every request on one I/O thread (see
-        :mod:`inferkit._http_mux`); None (worker threads) for TLS, proxies and other session-path settings."""
+        """``infer_many``'s start function on the direct path (HTTP or HTTPS): every request on one I/O thread
+        (see :mod:`inferkit._http_mux`); None (worker threads) for proxies and other session-path settings."""
         if not self._transport.multiplexable:
             return None
         return _MuxStart(self, headers, timeout, concurrency)
@@ -276,7 +276,7 @@ class InferenceRESTClient(RebuildOnUnpickle, BatchMixin):
 
 
 class _MuxStart:
-    """``infer_many``'s start function on a plain-HTTP client: requests start on one :class:`HTTPMux` loop
+    """``infer_many``'s start function on a direct-path client: requests start on one :class:`HTTPMux` loop
     (created with the first request, closed with the run), each exactly as :meth:`InferenceRESTClient.infer`
     would send it."""
 

@@ -74,7 +74,7 @@ def test_plain_http_infer_many_runs_on_one_loop_thread(bs: BatchServer) -> None:
     assert batch_threads() == []
 
 
-def test_session_path_and_tls_clients_keep_the_worker_threads(bs: BatchServer) -> None:
+def test_session_path_and_proxied_clients_keep_the_worker_threads(bs: BatchServer) -> None:
     session = requests.Session()
     session.hooks["response"].append(lambda r, *a, **k: r)
     with InferenceRESTClient(bs.server.http_url, RESTConfig(timeout=10), session=session) as c:
@@ -87,7 +87,9 @@ def test_session_path_and_tls_clients_keep_the_worker_threads(bs: BatchServer) -
             8,
             10,
         ]
-    assert not InferenceRESTClient("https://127.0.0.1:1")._transport.multiplexable
+    proxied = RESTConfig(proxies={"http": "http://127.0.0.1:9", "https": "http://127.0.0.1:9"})
+    assert not InferenceRESTClient("http://127.0.0.1:1", proxied)._transport.multiplexable
+    assert InferenceRESTClient("https://127.0.0.1:1")._transport.multiplexable  # TLS runs on the loop too
     assert batch_threads() == []
 
 
@@ -395,4 +397,70 @@ def test_a_failure_of_the_loop_itself_ends_every_request(bs: BatchServer, monkey
         monkeypatch.undo()
         assert value_of(c.infer(probe_request(2))) == 4
         assert_pool_whole(c)
+    assert batch_threads() == []
+
+
+# -- TLS -------------------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tls_server(tls_material: Any) -> Iterator[ReferenceServer]:
+    models = [identity_model("identity_fp32", "FP32"), BatchServer().probe.model()]
+    with ReferenceServer(models, grpc=False, tls=tls_material.server, max_workers=16) as srv:
+        yield srv
+
+
+def test_https_runs_on_the_loop_too(tls_server: ReferenceServer, tls_material: Any) -> None:
+    seen: list[int] = []
+
+    def source() -> Iterator[InferRequest]:
+        for i in range(150):
+            seen.append(len(mux_threads()))
+            yield probe_request(i, jitter=0.001)
+
+    with InferenceRESTClient(tls_server.http_url, RESTConfig(verify=tls_material.ca_file, timeout=10)) as c:
+        assert tls_server.http_url.startswith("https://") and c._transport.multiplexable
+        assert [value_of(r) for r in c.infer_many(source(), concurrency=8)] == [2 * i for i in range(150)]
+        assert max(seen) == 1
+        assert_pool_whole(c)
+        assert value_of(c.infer(probe_request(4))) == 8  # the TLS connections it gave back still work
+    assert batch_threads() == []
+
+
+def test_https_large_tensors_span_many_tls_records(tls_server: ReferenceServer, tls_material: Any) -> None:
+    # 2 MiB each way: over a hundred 16 KiB records per reply, read back through the SSL object's own buffer.
+    arrays = [np.random.default_rng(i).random(1 << 19, dtype=np.float32) for i in range(6)]
+    requests_ = [
+        InferRequest("identity_fp32", [InferInput("INPUT0", [a.size], "FP32").set_data_from_numpy(a)]) for a in arrays
+    ]
+    config = RESTConfig(verify=tls_material.ca_file, binary_data=True, timeout=30)
+    with InferenceRESTClient(tls_server.http_url, config) as c:
+        for a, r in zip(arrays, c.infer_many(requests_, concurrency=3)):
+            np.testing.assert_array_equal(r.as_numpy("OUTPUT0"), a)
+        assert_pool_whole(c)
+
+
+def test_https_broken_connections_are_retried(tls_server: ReferenceServer, tls_material: Any) -> None:
+    tls_server.reset()
+    for action in ("drop_before", "drop_during", "truncate"):
+        tls_server.inject(Fault(route="infer", model="probe", action=action, times=1))
+    config = RESTConfig(verify=tls_material.ca_file, retry=FAST, timeout=10)
+    with InferenceRESTClient(tls_server.http_url, config) as c:
+        got = list(c.infer_many([probe_request(i) for i in range(6)], concurrency=1))
+        assert [value_of(r) for r in got] == [0, 2, 4, 6, 8, 10]
+        assert tls_server.count(route="infer", model="probe") == 6 + 3
+        assert_pool_whole(c)
+    tls_server.reset()
+
+
+def test_mutual_tls(tls_material: Any) -> None:
+    with ReferenceServer([BatchServer().probe.model()], grpc=False, tls=tls_material.server_mutual) as srv:
+        cert = (tls_material.client_cert_file, tls_material.client_key_file)
+        with InferenceRESTClient(srv.http_url, RESTConfig(verify=tls_material.ca_file, cert=cert)) as c:
+            assert [value_of(r) for r in c.infer_many([probe_request(i) for i in range(10)], concurrency=4)] == [
+                2 * i for i in range(10)
+            ]
+        no_cert = RESTConfig(verify=tls_material.ca_file, retry=FAST, timeout=10)
+        with InferenceRESTClient(srv.http_url, no_cert) as c:
+            got = list(c.infer_many([probe_request(i) for i in range(3)], concurrency=2, return_exceptions=True))
+            # TLSError or a reset, depending on when the server's alert lands: a ConnectError either way.
+            assert all(isinstance(item.exception, errors.ConnectError) for item in got)
     assert batch_threads() == []
