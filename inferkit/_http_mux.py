@@ -49,6 +49,11 @@ _EVENT_READ = selectors.EVENT_READ
 _EVENT_BOTH = selectors.EVENT_READ | selectors.EVENT_WRITE
 
 
+def _backoff(seconds: float) -> float:
+    """How long a backoff's timer runs: one indirection so tests can record the waits (as ``_http._sleep``)."""
+    return seconds
+
+
 class _Job:
     """One logical request: its retry loop, where it stands, and who to tell when it ends."""
 
@@ -335,7 +340,7 @@ class HTTPMux:
             job.fresh = todo.fresh
             self._attempt(job)
         else:
-            self._at(time.monotonic() + todo, self._resume, job)  # a backoff: a timer, nobody sleeps
+            self._at(time.monotonic() + _backoff(todo), self._resume, job)  # a backoff: a timer, nobody sleeps
 
     def _resume(self, job: _Job) -> None:
         if not job.ended:

@@ -1,6 +1,7 @@
 """The fault matrix: every case of ``cases.CASES`` against every client kind, attempts counted by the server.
 
-Each test injects the case's faults into the shared reference server, runs one ``infer`` with the case's
+Each test injects the case's faults into the shared reference server, runs one ``infer`` (sync REST: also through
+``infer_many``) with the case's
 RetryPolicy and timeout, and checks the documented outcome: success (with correct outputs) or the typed error
 (with ``attempts``), the number of requests the server received, and the retry sleeps (recorded, not timed).
 """
@@ -20,7 +21,7 @@ from .drivers import FAST, KINDS, Driver, add_sub_request, check_add_sub, record
 
 def _params() -> list[Any]:
     params = []
-    for kind in KINDS:
+    for kind in (*KINDS, "sync_rest_many"):  # sync REST through infer_many too: its own I/O loop, the same rules
         for case in CASES:
             marks = [pytest.mark.xfail(strict=True, reason=reason) for k, reason in case.xfail if k == kind]
             params.append(pytest.param(kind, case, id=f"{kind}-{case.id}", marks=marks))
@@ -45,6 +46,10 @@ def test_fault_matrix(
     url = driver.target(reference_server)
 
     def op(client: Any) -> Any:
+        if kind == "sync_rest_many":
+            assert client._transport.multiplexable
+            [response] = list(client.infer_many([request], concurrency=1))
+            return response
         return client.infer(request)
 
     if outcome.error is None:

@@ -1,7 +1,8 @@
 """Hostile or broken server replies: a typed, clear error and bounded memory, never IndexError, struct.error,
 RecursionError or MemoryError.
 
-REST replies come from a raw-socket server that sends exactly the bytes of each case (sync and aio REST clients);
+REST replies come from a raw-socket server that sends exactly the bytes of each case (sync REST through `infer` and
+through `infer_many`, whose I/O loop has its own reply parser, and aio REST);
 gRPC replies from a tiny grpcio server built from ``GRPC_METHODS`` whose ModelInfer returns hand-made
 ``ModelInferResponse`` bytes (sync and aio gRPC clients). Memory is measured with tracemalloc around the call.
 """
@@ -283,9 +284,16 @@ def _check(exc: Optional[BaseException], peak: int, expected: type, words: tuple
 _REST_XFAIL: dict[str, str] = {}
 
 
+def _infer_many_and_decode(client: Any, request: Any) -> Any:
+    """The same through the sync client's ``infer_many`` (its multiplexed I/O loop reads the reply)."""
+    assert client._transport.multiplexable
+    [response] = list(client.infer_many([request], concurrency=1))
+    return [output.as_numpy() for output in response.outputs]
+
+
 def _rest_params() -> list[Any]:
     params = []
-    for kind in ("sync_rest", "aio_rest"):
+    for kind in ("sync_rest", "sync_rest_many", "aio_rest"):
         for case_id in REST_CASES:
             reason = _REST_XFAIL.get(f"{kind}-{case_id}") or _REST_XFAIL.get(case_id)
             marks = [pytest.mark.xfail(strict=True, reason=reason)] if reason else []
@@ -295,16 +303,18 @@ def _rest_params() -> list[Any]:
 
 @pytest.mark.parametrize(("kind", "case_id"), _rest_params())
 def test_hostile_rest_reply(kind: str, case_id: str) -> None:
-    driver = Driver(kind)
+    many = kind == "sync_rest_many"
+    driver = Driver("sync_rest" if many else kind)
     driver.skip_if_missing()
     build, expected, words, overrides = REST_CASES[case_id]
     reply = build()
+    op = _infer_many_and_decode if many else _infer_and_decode
     with RawHTTPServer(lambda *_: reply) as raw:
         request = add_sub_request()
         exc, peak = _measure(
             lambda: driver.run(
                 raw.url,
-                lambda c: _infer_and_decode(c, request),
+                lambda c: op(c, request),
                 policy=RetryPolicy(max_retries=1, backoff_initial=0.01),
                 timeout=5.0,
                 **overrides,
