@@ -526,13 +526,15 @@ class _ThreadEngine(_Engine):
 
 
 #: ``start(request, done, defer) -> cancel``: begin one request without blocking; ``done(ok, value)`` once it
-#: ended; ``defer(fn)`` runs ``fn`` where blocking is fine (a retry's sleeps). See ``InferenceGRPCClient``.
+#: ended; ``defer(fn)`` runs ``fn`` where blocking is fine (a retry's sleeps). See ``InferenceGRPCClient`` (gRPC
+#: futures) and ``InferenceRESTClient`` (one I/O loop, :mod:`inferkit._http_mux`).
 StartFn = Callable[[Any, Callable[[bool, Any], None], Callable[[Callable[[], None]], None]], Callable[[], Any]]
 
 
 class _StartEngine(_Engine):
-    """Requests started without blocking (gRPC futures): no thread per request in flight. The thread that
-    reports an answer (gRPC's) starts the next queued request, so the consumer is only needed to refill."""
+    """Requests started without blocking (gRPC futures, the REST client's I/O loop): no thread per request in
+    flight. The thread that reports an answer (gRPC's, or the loop's) starts the next queued request, so the
+    consumer is only needed to refill."""
 
     def __init__(self, start: StartFn, shared: _Shared, lock: threading.Lock, concurrency: int) -> None:
         super().__init__(shared, lock, concurrency)
@@ -548,7 +550,7 @@ class _StartEngine(_Engine):
         items = []
         while shared.pending and len(self.running) < self.concurrency and not shared.stop:
             index, request = shared.pending.popleft()
-            self.running[index] = _no_cancel  # counted before it starts: it may end before start() returns
+            self.running[index] = no_cancel  # counted before it starts: it may end before start() returns
             items.append((index, request))
         return items
 
@@ -611,10 +613,6 @@ class _StartEngine(_Engine):
         close = getattr(self.start, "close", None)
         if close is not None:
             close(graceful)  # a start function with a loop of its own (the REST client's): ended with the engine
-
-
-def _no_cancel() -> bool:
-    return False
 
 
 def settle(done: Callable[[bool, Any], None], work: Callable[[], Any]) -> None:
@@ -1136,9 +1134,9 @@ class BatchMixin:
         """The client's non-blocking start, bound to the call's headers and timeout; None: worker threads.
 
         Only for the driver without hedging (``options`` from :func:`_many_options`). The client's
-        ``_many_starter(headers, timeout, concurrency)`` makes it: gRPC futures, or the REST client's multiplexed
-        loop on plain HTTP; it may return None (threads), and a start with a ``close(graceful)`` is closed when
-        the engine stops.
+        ``_many_starter(headers, timeout, concurrency)`` makes it: gRPC futures, or the REST client's I/O loop
+        (:mod:`inferkit._http_mux`); it may return None (threads), and a start with a ``close(graceful)`` is
+        closed when the engine stops.
         """
         make = getattr(self, "_many_starter", None)
         if make is None or options["hedge"] is not None:
