@@ -439,12 +439,15 @@ def test_grpc_infer_many_with_a_verbose_client(batch_server: BatchServer, bs: Ba
 def test_unordered_hands_out_an_answer_while_slower_ones_still_run(client: Any, bs: BatchServer) -> None:
     # Answers are handed out in batches, but none waits for the slow requests of its batch.
     requests = [probe_request(0)] + [probe_request(i, delay=1.0) for i in range(1, 6)]
-    results = client.infer_many(requests, concurrency=6, ordered=False)
-    index, first = next(results)
-    still_running = bs.probe.current
-    assert index == 0 and value_of(first) == 0
-    assert still_running == 5  # the five slow ones were all still in the server
-    assert sorted(i for i, _ in results) == [1, 2, 3, 4, 5]
+    with client.infer_many(requests, concurrency=6, ordered=False) as results:
+        index, first = next(results)
+        with bs.probe.lock:
+            finished = bs.probe.calls - bs.probe.current
+        assert index == 0 and value_of(first) == 0
+        # None of the five slow ones had finished in the server (on a loaded machine some may not even have
+        # reached the model yet, so what is counted is the finished ones, not the running ones).
+        assert finished == 1
+        assert sorted(i for i, _ in results) == [1, 2, 3, 4, 5]
 
 
 def test_grpc_infer_many_on_a_client_closed_meanwhile_reports_every_item(batch_server: BatchServer) -> None:
