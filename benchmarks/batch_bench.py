@@ -32,6 +32,7 @@ Usage::
     python benchmarks/batch_bench.py --quick    # about a minute; noisier
     python benchmarks/batch_bench.py --part throughput --transport rest --runs 9
     python benchmarks/batch_bench.py --part profile    # where the sync path loses: CPU and context switches
+    python benchmarks/batch_bench.py --tls --part throughput    # the same over HTTPS and gRPC with TLS
 """
 
 from __future__ import annotations
@@ -41,9 +42,11 @@ import asyncio
 import functools
 import os
 import signal
+import ssl
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Awaitable, Callable
@@ -63,14 +66,23 @@ from bench_models import TAIL_DELAY_S, TAIL_EVERY  # noqa: E402
 
 # -- server ----------------------------------------------------------------------------------------------------
 class Server:
-    """``inferkit serve benchmarks.bench_models:make_models`` in a child process, on free ports."""
+    """``inferkit serve benchmarks.bench_models:make_models`` in a child process, on free ports.
 
-    def __init__(self) -> None:
+    With ``tls``: the same models over HTTPS and gRPC with TLS (this script again, ``--serve-tls``: a trustme
+    certificate authority made for the run; its certificate is :attr:`ca`, for the clients to trust).
+    """
+
+    def __init__(self, tls: bool = False) -> None:
         env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""))
-        cmd = [sys.executable, "-m", "inferkit.cli", "serve", "benchmarks.bench_models:make_models"]
-        self.proc = subprocess.Popen(
-            [*cmd, "--http-port", "0", "--grpc-port", "0"], stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env
-        )
+        self.ca: bytes | None = None
+        if tls:
+            fd, ca_path = tempfile.mkstemp(suffix=".pem")
+            os.close(fd)
+            cmd = [sys.executable, os.path.abspath(__file__), "--serve-tls", ca_path]
+        else:
+            cmd = [sys.executable, "-m", "inferkit.cli", "serve", "benchmarks.bench_models:make_models"]
+            cmd += ["--http-port", "0", "--grpc-port", "0"]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=ROOT, env=env)
         self.http_url = self.grpc_url = ""
         assert self.proc.stdout is not None
         deadline = time.monotonic() + 30
@@ -84,6 +96,10 @@ class Server:
             elif words[:1] == ["gRPC"]:
                 self.grpc_url = words[1]
             elif line.startswith("Ctrl-C"):
+                if tls:
+                    with open(ca_path, "rb") as f:
+                        self.ca = f.read()
+                    os.unlink(ca_path)
                 return
         self.stop()
         raise SystemExit("inferkit serve did not start (see its output above)")
@@ -118,24 +134,53 @@ def tail_requests(n: int) -> list[InferRequest]:
     ]
 
 
+def _rest_config(server: Server, concurrency: int) -> RESTConfig:
+    if server.ca is None:
+        return RESTConfig(pool_maxsize=max(concurrency, 10))
+    context = ssl.create_default_context(cadata=server.ca.decode())
+    return RESTConfig(pool_maxsize=max(concurrency, 10), verify=context)
+
+
+def _grpc_tls(server: Server) -> dict[str, Any]:
+    return {} if server.ca is None else {"use_ssl": True, "root_certificates": server.ca}
+
+
 def sync_client(transport: str, server: Server, concurrency: int) -> Any:
     if transport == "rest":
         from inferkit import InferenceRESTClient
 
-        return InferenceRESTClient(server.http_url, RESTConfig(pool_maxsize=max(concurrency, 10)))
+        return InferenceRESTClient(server.http_url, _rest_config(server, concurrency))
     from inferkit import InferenceGRPCClient
 
-    return InferenceGRPCClient(server.grpc_url)
+    return InferenceGRPCClient(server.grpc_url, **_grpc_tls(server))
 
 
 def aio_client(transport: str, server: Server, concurrency: int) -> Any:
     if transport == "rest":
         from inferkit.aio import InferenceRESTClient
 
-        return InferenceRESTClient(server.http_url, RESTConfig(pool_maxsize=max(concurrency, 10)))
+        return InferenceRESTClient(server.http_url, _rest_config(server, concurrency))
     from inferkit.aio import InferenceGRPCClient
 
-    return InferenceGRPCClient(server.grpc_url)
+    return InferenceGRPCClient(server.grpc_url, **_grpc_tls(server))
+
+
+def serve_tls(ca_path: str) -> None:
+    """``--serve-tls``: the benchmark's models over TLS until SIGTERM, announced as ``inferkit serve`` does."""
+    import threading
+
+    import trustme
+    from bench_models import make_models
+
+    from inferkit.testing import ReferenceServer, ServerTLS
+
+    ca = trustme.CA()
+    ca.cert_pem.write_to_path(ca_path)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with ReferenceServer(make_models(), tls=ServerTLS.from_trustme(ca)) as server:
+        print(f"  REST  {server.http_url}\n  gRPC  {server.grpc_url}\nCtrl-C to stop", flush=True)
+        stop.wait()
 
 
 async def aclose(client: Any) -> None:
@@ -441,15 +486,20 @@ def main() -> None:
         "--part", nargs="+", default=["throughput", "hedging"], choices=["throughput", "hedging", "profile"]
     )
     parser.add_argument("--quick", action="store_true", help="fewer and shorter runs (about a minute)")
+    parser.add_argument("--tls", action="store_true", help="HTTPS and gRPC with TLS (a trustme certificate)")
+    parser.add_argument("--serve-tls", metavar="CA_PATH", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.serve_tls:
+        serve_tls(args.serve_tls)
+        return
     if args.quick:
         args.n, args.runs, args.hedge_n, args.hedge_runs = 600, 3, 1000, 2
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    server = Server()
+    server = Server(tls=args.tls)
     try:
         print(
-            f"batch_bench: server {server.http_url} {server.grpc_url} (inferkit serve, pid {server.proc.pid}); "
+            f"batch_bench: server {server.http_url} {server.grpc_url} (pid {server.proc.pid}); "
             f"{os.cpu_count()} cores, load average {load:.2f} at start"
         )
         if "throughput" in args.part:
