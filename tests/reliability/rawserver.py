@@ -3,7 +3,8 @@
 Owns: ``RawHTTPServer``: 127.0.0.1 on a free port, one accept thread and one thread per connection, every socket
 operation bounded by a timeout, ``stop()`` joins everything within a bound. The test supplies
 ``respond(conn_index, request_index, request_bytes) -> bytes | None``: the exact bytes to send back for that
-request (None: close the connection without answering). Must not import: any inferkit transport.
+request (None: close the connection without answering); the connection is closed after a reply that says
+``Connection: close``, or after every reply with ``close_after_reply``. Must not import: any inferkit transport.
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ def http_reply(
 class RawHTTPServer:
     """Answer each HTTP request with exactly the bytes ``respond`` returns; counts requests."""
 
-    def __init__(self, respond: Respond) -> None:
+    def __init__(self, respond: Respond, *, close_after_reply: bool = False) -> None:
         self._respond = respond
+        self._close_after = close_after_reply  # also close after replies without "Connection: close"
         self._listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self._listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         self._listener.bind(("127.0.0.1", 0))
@@ -118,7 +120,7 @@ class RawHTTPServer:
                 if reply is None:
                     return
                 conn.sendall(reply)
-                if b"\r\nConnection: close\r\n" in reply.split(b"\r\n\r\n", 1)[0] + b"\r\n":
+                if self._close_after or b"\r\nConnection: close\r\n" in reply.split(b"\r\n\r\n", 1)[0] + b"\r\n":
                     return
         except OSError:
             return

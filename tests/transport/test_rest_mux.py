@@ -1,17 +1,17 @@
-"""The sync REST client's multiplexed path (:mod:`inferkit._http_mux`): ``infer_many`` over plain HTTP runs every
+"""The sync REST client's I/O loop (:mod:`inferkit._http_mux`): ``infer_many`` over HTTP or HTTPS runs every
 request on one I/O thread over the client's own pooled connections.
 
-Against the reference server over 127.0.0.1 (the retry rules run through it in test_rest_retries), and against a
-small raw-socket server for reply framings the reference server never sends (chunked, read-until-close, interim
-replies, garbage). What is checked: the same results and typed errors as ``client.infer``, the pool shared with
-blocking calls (never exceeded, every connection given back in blocking mode), leaving early, large tensors.
+Against the reference server over 127.0.0.1 (the retry rules run through it in test_rest_retries, the fault
+matrix and hostile replies in tests/reliability), and against the raw-socket server of tests/reliability for reply
+framings the reference server never sends (chunked, read-until-close, interim replies, garbage). What is checked:
+the same results and typed errors as ``client.infer``, the pool shared with blocking calls (never exceeded, every
+connection given back in blocking mode), leaving early, large and compressed bodies, TLS and mutual TLS.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import socket
 import threading
 from concurrent.futures import CancelledError
 from typing import Any, Callable, Iterator
@@ -24,6 +24,7 @@ from inferkit import InferInput, InferRequest, RESTConfig, RetryPolicy, Timeout,
 from inferkit.rest_client import InferenceRESTClient
 from inferkit.testing import Fault, ReferenceServer
 from inferkit.testing.models import identity_model
+from tests.reliability.rawserver import RawHTTPServer
 from tests.transport._batch_support import BatchServer, batch_threads, probe_request, value_of
 from tests.transport.cases import MALFORMED_REPLY_FAULTS
 
@@ -267,78 +268,6 @@ FRAMINGS: dict[str, tuple[Callable[[], bytes], bool]] = {
 }
 
 
-class RawServer:
-    """Answers every HTTP request on 127.0.0.1 with the same canned bytes; counts requests and connections."""
-
-    def __init__(self, reply: bytes, close_after: bool) -> None:
-        self.reply = reply
-        self.close_after = close_after
-        self.requests = 0
-        self.connections = 0
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(64)
-        self.sock.settimeout(0.2)
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.stop = threading.Event()
-        self.threads: list[threading.Thread] = []
-        self.lock = threading.Lock()
-
-    def __enter__(self) -> RawServer:
-        t = threading.Thread(target=self._accept, daemon=True)
-        t.start()
-        self.threads.append(t)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop.set()
-        for t in list(self.threads):
-            t.join(5)
-        self.sock.close()
-
-    def _accept(self) -> None:
-        while not self.stop.is_set():
-            try:
-                conn, _ = self.sock.accept()
-            except socket.timeout:
-                continue
-            with self.lock:
-                self.connections += 1
-            t = threading.Thread(target=self._serve, args=(conn,), daemon=True)
-            t.start()
-            self.threads.append(t)
-
-    def _serve(self, conn: socket.socket) -> None:
-        conn.settimeout(0.2)
-        buf = b""
-        with conn:
-            while not self.stop.is_set():
-                try:
-                    data = conn.recv(65536)
-                except socket.timeout:
-                    continue
-                except OSError:
-                    return
-                if not data:
-                    return
-                buf += data
-                while b"\r\n\r\n" in buf:
-                    head, _, rest = buf.partition(b"\r\n\r\n")
-                    length = 0
-                    for line in head.split(b"\r\n")[1:]:
-                        name, _, value = line.partition(b":")
-                        if name.strip().lower() == b"content-length":
-                            length = int(value)
-                    if len(rest) < length:
-                        break
-                    buf = rest[length:]
-                    with self.lock:
-                        self.requests += 1
-                    conn.sendall(self.reply)
-                    if self.close_after:
-                        return
-
-
 def raw_request(i: int) -> InferRequest:
     x = InferInput("INPUT0", [1], "INT32").set_data_from_numpy(np.array([i], dtype=np.int32))
     return InferRequest("m", [x])
@@ -347,7 +276,8 @@ def raw_request(i: int) -> InferRequest:
 @pytest.mark.parametrize("framing", [k for k in FRAMINGS if k != "garbage"])
 def test_every_reply_framing(framing: str) -> None:
     build, closes = FRAMINGS[framing]
-    with RawServer(build(), closes) as server:
+    reply = build()
+    with RawHTTPServer(lambda *_: reply, close_after_reply=closes) as server:
         config = RESTConfig(binary_data=False, retry=RetryPolicy.none(), timeout=5)
         with InferenceRESTClient(server.url, config) as c:
             got = list(c.infer_many([raw_request(i) for i in range(12)], concurrency=3))
@@ -363,7 +293,8 @@ def test_every_reply_framing(framing: str) -> None:
 
 def test_a_reply_that_is_not_http_is_a_connection_error() -> None:
     build, closes = FRAMINGS["garbage"]
-    with RawServer(build(), closes) as server:
+    reply = build()
+    with RawHTTPServer(lambda *_: reply, close_after_reply=closes) as server:
         with InferenceRESTClient(server.url, RESTConfig(binary_data=False, retry=FAST, timeout=5)) as c:
             [item] = list(c.infer_many([raw_request(0)], concurrency=1, return_exceptions=True))
             assert isinstance(item.exception, errors.ConnectError)
