@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import itertools
 import queue
 import sys
 import threading
@@ -118,8 +119,10 @@ class HedgePolicy:
 
     After ``after`` seconds without an answer, a request gets one more copy, provided that the copies sent so far
     stay within ``budget`` of the requests sent (0.1: at most 10% extra) and a concurrency slot is free. The first
-    successful answer wins; the other copy is cancelled (async) or its answer discarded (sync: a blocking call
-    cannot be interrupted, so it keeps its slot until it returns). A request fails only when every copy failed.
+    successful answer wins; the other copy is cancelled (async clients, and the sync ones, whose requests run on an
+    I/O loop or as gRPC futures), or, on worker threads (a sync REST client behind a proxy), its answer is
+    discarded: a blocking call cannot be interrupted, so it keeps its slot until it returns. A request fails only
+    when every copy failed.
 
     Args:
         after: Seconds to wait before hedging (> 0).
@@ -336,8 +339,9 @@ class InferManyIterator(Generic[T]):
     """The iterator ``infer_many`` returns: results as they become available, in bounded memory.
 
     Leaving early (``break``, an exception, ``close()``, or leaving a ``with`` block) stops taking requests from
-    the input, waits for the requests in flight (a blocking call cannot be interrupted; the client's timeout bounds
-    it) and shuts the thread pool down, so no thread outlives the iteration. A ``for`` loop over the call itself
+    the input, cancels the requests in flight (on worker threads, a blocking call cannot be interrupted and is
+    waited for; the client's timeout bounds it) and joins every thread of the job, so none outlives the
+    iteration. A ``for`` loop over the call itself
     closes it on ``break``; if you keep a reference, use ``with client.infer_many(...) as results:``.
     """
 
@@ -401,7 +405,7 @@ def _iterate_sync(
     }
     if hedge is None:
         return _iterate_pooled(infer, requests, start=start, **common)
-    return _iterate_hedged(infer, requests, hedge=hedge, **common)
+    return _iterate_hedged(infer, requests, hedge=hedge, start=start, **common)
 
 
 class _Shared:
@@ -531,6 +535,34 @@ class _ThreadEngine(_Engine):
 StartFn = Callable[[Any, Callable[[bool, Any], None], Callable[[Callable[[], None]], None]], Callable[[], Any]]
 
 
+class _Deferred:
+    """The ``defer`` of a :data:`StartFn`: runs functions that may block (a retry's sleeps) on up to
+    ``concurrency`` helper threads, created when first needed."""
+
+    def __init__(self, concurrency: int) -> None:
+        self.concurrency = concurrency
+        self.pool: ThreadPoolExecutor | None = None
+        self.lock = threading.Lock()
+
+    def __call__(self, fn: Callable[[], None]) -> None:
+        with self.lock:
+            if self.pool is None:
+                self.pool = ThreadPoolExecutor(self.concurrency, thread_name_prefix="inferkit-infer-many")
+            self.pool.submit(fn)
+
+    def shutdown(self, graceful: bool) -> None:
+        with self.lock:
+            pool = self.pool
+        if pool is not None:
+            pool.shutdown(wait=graceful)
+
+
+def _close_start(start: StartFn, graceful: bool) -> None:
+    close = getattr(start, "close", None)
+    if close is not None:
+        close(graceful)  # a start function with a loop of its own (the REST client's): ended with the driver
+
+
 class _StartEngine(_Engine):
     """Requests started without blocking (gRPC futures, the REST client's I/O loop): no thread per request in
     flight. The thread that reports an answer (gRPC's, or the loop's) starts the next queued request, so the
@@ -541,8 +573,7 @@ class _StartEngine(_Engine):
         self.start = start
         self.running: dict[int, Callable[[], Any]] = {}  # index -> cancel
         self.settled = threading.Condition(lock)  # stop() waits here for the running ones
-        self.deferred: ThreadPoolExecutor | None = None
-        self.deferred_lock = threading.Lock()
+        self.deferred = _Deferred(concurrency)
         self.local = threading.local()
 
     def fed(self, count: int) -> list[tuple[int, Any]]:
@@ -567,7 +598,7 @@ class _StartEngine(_Engine):
                     if self.shared.stop:
                         self._settle(index)
                         continue
-                cancel = self.start(request, functools.partial(self._done, index), self._defer)
+                cancel = self.start(request, functools.partial(self._done, index), self.deferred)
                 request = None
                 with self.lock:
                     if index in self.running:
@@ -589,12 +620,6 @@ class _StartEngine(_Engine):
         if self.shared.stop and not self.running:
             self.settled.notify_all()
 
-    def _defer(self, fn: Callable[[], None]) -> None:
-        with self.deferred_lock:
-            if self.deferred is None:
-                self.deferred = ThreadPoolExecutor(self.concurrency, thread_name_prefix="inferkit-infer-many")
-            self.deferred.submit(fn)
-
     def stop(self, graceful: bool) -> None:
         with self.lock:
             self.shared.stop = True
@@ -606,13 +631,8 @@ class _StartEngine(_Engine):
             with self.lock:
                 while self.running:
                     self.settled.wait()
-        with self.deferred_lock:
-            deferred = self.deferred
-        if deferred is not None:
-            deferred.shutdown(wait=graceful)
-        close = getattr(self.start, "close", None)
-        if close is not None:
-            close(graceful)  # a start function with a loop of its own (the REST client's): ended with the engine
+        self.deferred.shutdown(graceful)
+        _close_start(self.start, graceful)
 
 
 def settle(done: Callable[[bool, Any], None], work: Callable[[], Any]) -> None:
@@ -712,6 +732,87 @@ def _iterate_pooled(
                 shared.waiting = 0
 
 
+class _ThreadCopies:
+    """How the hedging driver runs copies on worker threads: one blocking ``infer`` each. A losing copy cannot
+    be interrupted; it keeps its thread until it returns, and its answer is discarded."""
+
+    def __init__(self, infer: Callable[[Any], Any], concurrency: int, done: queue.SimpleQueue[Any]) -> None:
+        self.infer = infer
+        self.done = done
+        # One worker per slot: at most `concurrency` requests run; leaving early cancels the ones still queued.
+        self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="inferkit-infer-many")
+
+    def send(self, index: int, request: Any) -> None:
+        self.pool.submit(self._attempt, index, request)
+
+    def _attempt(self, index: int, request: Any) -> None:
+        try:
+            outcome = (index, True, self.infer(request))
+        except BaseException as exc:  # noqa: BLE001 - every failure becomes this item's outcome
+            outcome = (index, False, exc)
+        self.done.put(outcome)
+
+    def cancel(self, index: int) -> None:
+        """Nothing to do: a blocking call cannot be interrupted."""
+
+    def stop(self, graceful: bool) -> None:
+        self.pool.shutdown(wait=graceful, cancel_futures=True)
+
+
+class _StartedCopies:
+    """How the hedging driver runs copies started without blocking (gRPC futures, the REST client's I/O loop):
+    the losing copy of a request is cancelled as soon as the request has its answer."""
+
+    def __init__(self, start: StartFn, concurrency: int, done: queue.SimpleQueue[Any]) -> None:
+        self.start = start
+        self.done = done
+        self.deferred = _Deferred(concurrency)
+        self.lock = threading.Lock()
+        self.settled = threading.Condition(self.lock)
+        self.running: dict[int, dict[int, Callable[[], Any]]] = {}  # index -> copy -> cancel
+        self.copies = itertools.count()
+
+    def send(self, index: int, request: Any) -> None:
+        copy = next(self.copies)
+        with self.lock:
+            self.running.setdefault(index, {})[copy] = no_cancel  # it may end before start() returns
+        cancel = self.start(request, functools.partial(self._done, index, copy), self.deferred)
+        with self.lock:
+            copies = self.running.get(index)
+            if copies is not None and copy in copies:
+                copies[copy] = cancel
+
+    def _done(self, index: int, copy: int, ok: bool, value: Any) -> None:
+        with self.lock:
+            copies = self.running.get(index)
+            if copies is not None:
+                copies.pop(copy, None)
+                if not copies:
+                    del self.running[index]
+            if not self.running:
+                self.settled.notify_all()
+        self.done.put((index, ok, value))
+
+    def cancel(self, index: int) -> None:
+        """``index`` has its answer: cancel its copies still running (each then reports its cancellation)."""
+        with self.lock:
+            cancels = list(self.running.get(index, {}).values())
+        for cancel in cancels:
+            cancel()
+
+    def stop(self, graceful: bool) -> None:
+        with self.lock:
+            cancels = [cancel for copies in self.running.values() for cancel in copies.values()]
+        for cancel in cancels:
+            cancel()
+        if graceful:
+            with self.lock:
+                while self.running:
+                    self.settled.wait()
+        self.deferred.shutdown(graceful)
+        _close_start(self.start, graceful)
+
+
 def _iterate_hedged(
     infer: Callable[[Any], Any],
     requests: Iterable[Any],
@@ -722,37 +823,29 @@ def _iterate_hedged(
     progress: bool,
     hedge: HedgePolicy,
     total: int | None,
+    start: StartFn | None = None,
 ) -> Generator[Any, None, None]:
     """The driver with hedging: a copy of a slow request must start at once, so nothing queues ahead of the
-    workers and the consumer's thread, which also keeps the hedging clock, hands each request over."""
+    engine and the consumer's thread, which also keeps the hedging clock, hands each request over: to worker
+    threads, or, given ``start``, to requests started without blocking (then a losing copy is cancelled)."""
     sched = _Scheduler(concurrency, ordered, hedge)
     bar = make_progress_bar(progress, total)
     source = iter(requests)
     done: queue.SimpleQueue[tuple[int, bool, Any]] = queue.SimpleQueue()
     clock = time.monotonic
-
-    def attempt(index: int, request: Any) -> None:
-        try:
-            response = infer(request)
-        except BaseException as exc:  # noqa: BLE001 - every failure becomes this item's outcome
-            done.put((index, False, exc))
-        else:
-            done.put((index, True, response))
-
-    # One worker per slot: at most `concurrency` requests run; leaving early cancels the ones still queued.
-    pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="inferkit-infer-many")
-    with _until_done(bar, lambda graceful: pool.shutdown(wait=graceful, cancel_futures=True)):
+    copies = _ThreadCopies(infer, concurrency, done) if start is None else _StartedCopies(start, concurrency, done)
+    with _until_done(bar, copies.stop):
         while True:
             sched.raise_failure(return_exceptions)
             while (hedged := sched.due_hedge(clock())) is not None:
-                pool.submit(attempt, *hedged)
+                copies.send(*hedged)
             while sched.can_pull():
                 try:
                     request = next(source)
                 except StopIteration:
                     sched.exhausted = True
                     break
-                pool.submit(attempt, sched.add(request, clock()), request)
+                copies.send(sched.add(request, clock()), request)
             yield from sched.hand_out(bar, return_exceptions)
             if sched.finished:
                 return
@@ -763,12 +856,17 @@ def _iterate_hedged(
                 first = done.get() if deadline is None else done.get(timeout=max(0.0, deadline - clock()))
             except queue.Empty:
                 continue  # time to hedge
-            sched.complete(*first)
+            answers = [first]
             while True:  # take every answer that is already there before scheduling again
                 try:
-                    sched.complete(*done.get_nowait())
+                    answers.append(done.get_nowait())
                 except queue.Empty:
                     break
+            for index, ok, value in answers:
+                resolved = sched.is_resolved(index)
+                sched.complete(index, ok, value)
+                if not resolved and sched.is_resolved(index):
+                    copies.cancel(index)  # the other copy, if one still runs, has lost
 
 
 def infer_many(
@@ -1106,7 +1204,8 @@ class BatchMixin:
             timeout: Passed to each ``infer`` call (per request; retries and deadlines are the client's).
             headers: Passed to each ``infer`` call.
             hedge_after: Seconds after which a request still unanswered gets a second copy (None: never).
-                See :class:`HedgePolicy`; in a sync client the losing copy runs to its end and is discarded.
+                See :class:`HedgePolicy`; the losing copy is cancelled (on worker threads: run to its end and
+                discarded).
             hedge_budget: Most hedge copies as a fraction of requests (0.1: 10% extra at most).
 
         Returns:
@@ -1133,13 +1232,12 @@ class BatchMixin:
     def _starter(self, headers: Optional[Mapping[str, str]], timeout: Any, options: dict[str, Any]) -> StartFn | None:
         """The client's non-blocking start, bound to the call's headers and timeout; None: worker threads.
 
-        Only for the driver without hedging (``options`` from :func:`_many_options`). The client's
-        ``_many_starter(headers, timeout, concurrency)`` makes it: gRPC futures, or the REST client's I/O loop
-        (:mod:`inferkit._http_mux`); it may return None (threads), and a start with a ``close(graceful)`` is
-        closed when the engine stops.
+        ``options`` come from :func:`_many_options`. The client's ``_many_starter(headers, timeout, concurrency)``
+        makes it: gRPC futures, or the REST client's I/O loop (:mod:`inferkit._http_mux`); it may return None
+        (threads), and a start with a ``close(graceful)`` is closed when the driver stops.
         """
         make = getattr(self, "_many_starter", None)
-        if make is None or options["hedge"] is not None:
+        if make is None:
             return None
         start: StartFn | None = make(headers, timeout, options["concurrency"])
         return start

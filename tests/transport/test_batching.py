@@ -263,6 +263,21 @@ def test_hedged_copy_wins_when_the_first_is_slow(client: Any, bs: BatchServer) -
     assert bs.server.count(route="infer", model="hedge") == 2
 
 
+def test_the_losing_copy_is_cancelled_not_awaited(client: Any, bs: BatchServer) -> None:
+    results = list(
+        client.infer_many([_hedge_request(8), _hedge_request(9, fast=True)], hedge_after=0.05, hedge_budget=1.0)
+    )
+    # infer_many has ended, and every thread of it been joined, while the first copy of request 8 still waits in
+    # the server: the client cancelled that copy instead of waiting for it (a worker thread would still be
+    # blocked on it; REST: its connection was closed, gRPC: the call cancelled).
+    with bs.hedge.lock:
+        assert 8 in bs.hedge.waiting
+    assert batch_threads() == []
+    bs.hedge.release.set()
+    assert [int(r.as_numpy("ATTEMPT")[0]) for r in results] == [2, 1]
+    assert bs.server.count(route="infer", model="hedge") == 3
+
+
 def test_fast_requests_are_never_hedged(client: Any, bs: BatchServer) -> None:
     requests = [_hedge_request(i, fast=True) for i in range(20)]
     results = list(client.infer_many(requests, hedge_after=2.0, hedge_budget=1.0))
