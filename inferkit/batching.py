@@ -557,10 +557,21 @@ class _Deferred:
             pool.shutdown(wait=graceful)
 
 
-def _close_start(start: StartFn, graceful: bool) -> None:
-    close = getattr(start, "close", None)
+def _end_started(run: Any, cancels: list[Callable[[], Any]], graceful: bool) -> None:
+    """The end of requests started without blocking (``run``: a :class:`_StartEngine` or :class:`_StartedCopies`,
+    with ``lock``, ``settled``, ``running``, ``deferred`` and ``start``): cancel those still running (a cancelled
+    call ends at once, so leaving early does not wait for it), with ``graceful`` wait until every one reported,
+    then end the helpers and the start function's own loop, if it has one (the REST client's)."""
+    for cancel in cancels:
+        cancel()
+    if graceful:
+        with run.lock:
+            while run.running:
+                run.settled.wait()
+    run.deferred.shutdown(graceful)
+    close = getattr(run.start, "close", None)
     if close is not None:
-        close(graceful)  # a start function with a loop of its own (the REST client's): ended with the driver
+        close(graceful)
 
 
 class _StartEngine(_Engine):
@@ -625,14 +636,7 @@ class _StartEngine(_Engine):
             self.shared.stop = True
             self.shared.pending.clear()
             cancels = list(self.running.values())
-        for cancel in cancels:
-            cancel()  # a cancelled call ends at once (gRPC: CANCELLED), so leaving early does not wait for it
-        if graceful:
-            with self.lock:
-                while self.running:
-                    self.settled.wait()
-        self.deferred.shutdown(graceful)
-        _close_start(self.start, graceful)
+        _end_started(self, cancels, graceful)
 
 
 def settle(done: Callable[[bool, Any], None], work: Callable[[], Any]) -> None:
@@ -803,14 +807,7 @@ class _StartedCopies:
     def stop(self, graceful: bool) -> None:
         with self.lock:
             cancels = [cancel for copies in self.running.values() for cancel in copies.values()]
-        for cancel in cancels:
-            cancel()
-        if graceful:
-            with self.lock:
-                while self.running:
-                    self.settled.wait()
-        self.deferred.shutdown(graceful)
-        _close_start(self.start, graceful)
+        _end_started(self, cancels, graceful)
 
 
 def _iterate_hedged(
