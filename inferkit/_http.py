@@ -52,6 +52,7 @@ from inferkit.codec.http_wire import (
     USER_AGENT,
     BodyReader,
     BodyTooLarge,
+    body_buffer_size,
     call_headers,
     compress_body,
     config_headers,
@@ -834,16 +835,16 @@ def _read_body(raw: http.client.HTTPResponse, reader: BodyReader) -> tuple[bytes
 
 
 def _read_exact(raw: http.client.HTTPResponse, wanted: int) -> bytearray:
-    """``wanted`` bytes of a large plain body, read into one buffer whose size never runs more than 1 MiB (or
-    what has arrived so far) ahead of the bytes received: a hostile Content-Length costs what the server really
-    sends, and a real large body is not copied again (no list of pieces to join). A short body raises
+    """``wanted`` bytes of a large plain body, read into one buffer that grows with the bytes received
+    (:func:`~inferkit.codec.http_wire.body_buffer_size`): a hostile Content-Length costs about what the server
+    really sends, and a real large body is not copied again (no list of pieces to join). A short body raises
     IncompleteRead. The buffer grows in place (realloc; for large buffers the C library remaps pages rather
     than copying them)."""
-    buf = bytearray(min(wanted, _ONE_READ_LIMIT))
+    buf = bytearray(body_buffer_size(0, wanted))
     got = 0
     while got < wanted:
         if got == len(buf):
-            grow = min(wanted, 2 * got) - got
+            grow = body_buffer_size(got, wanted) - got
             buf[got:] = bytes(grow)  # the temporary zeros are freed at once; the buffer itself grows in place
         view = memoryview(buf)[got:]
         try:

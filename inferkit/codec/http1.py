@@ -12,16 +12,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from inferkit.codec.http_wire import BodyReader
+from inferkit.codec.http_wire import BodyReader, body_buffer_size
 
 __all__ = ["ReplyParser", "ReplyHeaders", "FramingError", "HEAD_LIMIT"]
 
 #: Most bytes a reply's status line and header block may take (http.client allows 64 KiB per line, 100 lines).
 HEAD_LIMIT = 1 << 16
 _MAX_HEADERS = 100
-# A plain body up to this size is collected in one buffer allocated up front; a larger one grows with what
-# arrived, so a hostile Content-Length costs what the server really sends.
-_FIRST_ALLOC = 1 << 20
 
 _HEAD, _PLAIN, _COUNTED, _CHUNKED, _CLOSE, _DONE = range(6)
 _CHUNK_SIZE, _CHUNK_END, _TRAILERS = -1, -2, -3
@@ -124,13 +121,18 @@ class ReplyParser:
         body = self.body
         assert isinstance(body, bytearray)
         if self._got == len(body):
-            self._grow(body)
+            body = self._grow(body)
         return memoryview(body)[self._got :]
 
-    def _grow(self, body: bytearray) -> None:
-        # The first piece is up to _FIRST_ALLOC, then the buffer doubles (in place; the zeros are freed at once).
-        size = min(self._wanted, max(2 * len(body), _FIRST_ALLOC))
-        body.extend(bytes(size - len(body)))
+    def _grow(self, body: bytearray) -> bytearray:
+        # Grows with what arrived (see body_buffer_size): allocated once, then in place (the temporary zeros are
+        # freed at once).
+        size = body_buffer_size(len(body), self._wanted)
+        if not body:
+            self.body = body = bytearray(size)
+        else:
+            body.extend(bytes(size - len(body)))
+        return body
 
     def filled(self, count: int) -> bool:
         """``count`` bytes were received into the buffer from :meth:`into`; returns :attr:`done`."""
@@ -248,7 +250,7 @@ class ReplyParser:
             assert isinstance(body, bytearray)
             take = min(need, len(data))
             while self._got + take > len(body):
-                self._grow(body)
+                body = self._grow(body)
             body[self._got : self._got + take] = data[:take]
             self._got += take
             extra = len(data) - take

@@ -24,6 +24,8 @@ __all__ = [
     "READ_CHUNK",
     "BodyTooLarge",
     "BodyReader",
+    "BODY_FIRST_ALLOC",
+    "body_buffer_size",
     "check_header",
     "config_headers",
     "call_headers",
@@ -142,6 +144,22 @@ class BodyTooLarge(Exception):
         self.size = size
         self.limit = limit
         self.compressed = compressed
+
+
+#: The first piece of a large plain body's buffer (see :func:`body_buffer_size`).
+BODY_FIRST_ALLOC = 1 << 20
+
+
+def body_buffer_size(current: int, wanted: int) -> int:
+    """The next size of the buffer a plain body of ``wanted`` bytes (its Content-Length) is read into, once the
+    ``current`` one is full: :data:`BODY_FIRST_ALLOC` first, then doubling, so a hostile Content-Length costs
+    at most about three times what the server really sends; and the whole body at once when a doubling would
+    leave less than half of it for another growth (no copy of megabytes for a tail of a few bytes: a 2 MiB tensor
+    with its JSON header grows once, not twice)."""
+    size = min(wanted, max(2 * current, BODY_FIRST_ALLOC))
+    if wanted - size < size // 2:
+        size = wanted
+    return size
 
 
 class BodyReader:

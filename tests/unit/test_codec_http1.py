@@ -11,7 +11,7 @@ import pytest
 
 from inferkit import errors
 from inferkit.codec.http1 import HEAD_LIMIT, FramingError, ReplyParser
-from inferkit.codec.http_wire import ERROR_BODY_LIMIT, BodyTooLarge
+from inferkit.codec.http_wire import BODY_FIRST_ALLOC, ERROR_BODY_LIMIT, BodyTooLarge, body_buffer_size
 
 LIMIT = 1 << 22
 
@@ -225,3 +225,16 @@ def test_a_server_announcing_a_huge_length_costs_only_what_it_sends() -> None:
     p.feed(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (1 << 39))
     view = p.into()
     assert view is not None and len(view) <= 1 << 20  # not 512 GiB up front
+
+
+def test_body_buffer_growth() -> None:
+    mib = BODY_FIRST_ALLOC
+    assert body_buffer_size(0, 100) == 100  # a small body: one allocation of its size
+    assert body_buffer_size(0, 1 << 40) == mib  # a hostile length: what the server sends, not what it announces
+    assert body_buffer_size(mib, 1 << 40) == 2 * mib  # then doubling
+    assert body_buffer_size(mib, 2 * mib + 120) == 2 * mib + 120  # a tensor and its JSON header: one growth
+    assert body_buffer_size(0, mib + mib // 4) == mib + mib // 4  # no growth for a small tail
+    size, grows = 0, 0
+    while size < 3 * mib:
+        size, grows = body_buffer_size(size, 3 * mib), grows + 1
+    assert size == 3 * mib and grows == 3  # 1 MiB, 2 MiB, then the last 1 MiB at once
