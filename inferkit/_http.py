@@ -536,14 +536,9 @@ class SyncTransport:
         fresh: bool,
     ) -> HTTPResponse:
         pool, conn = self._checkout(budget.pool)
-        reused = conn.sock is not None
         keep = False
         try:
-            if fresh and reused:
-                conn.close()
-                reused = False
-            if conn.sock is None:
-                _connect(conn, budget.connect)
+            reused = ready_conn(conn, fresh, budget.connect)
             sock = conn.sock
             got_status = False
             sent = False
@@ -564,24 +559,16 @@ class SyncTransport:
                     # timeout mode: there the kernel path did not measure cheaper (14-19 us slower per call in
                     # interleaved tests, within that harness's noise).
                     _kernel_timeouts(conn, sock, budget.write, budget.read)
-                    sock.sendall(head if body is None else head + body)
+                    for piece in wire_pieces(head, body):  # one piece
+                        sock.sendall(piece)
                     sent = True
                     source: Any = _KernelTimeoutSocket(sock)
                 else:
                     sock.settimeout(budget.write)
                     # The request is written here rather than through http.client's putrequest/putheader: the
                     # constant header block is prebuilt bytes, and a small body leaves in the same segment.
-                    if body is None:
-                        sock.sendall(head)
-                    elif isinstance(body, BodyParts):
-                        sock.sendall(head)  # a large binary body: each tensor straight from the caller's array
-                        for part in body.parts:
-                            sock.sendall(part)
-                    elif len(body) <= _COALESCE_LIMIT:
-                        sock.sendall(head + body)
-                    else:
-                        sock.sendall(head)
-                        sock.sendall(body)
+                    for piece in wire_pieces(head, body):
+                        sock.sendall(piece)
                     sent = True
                     if budget.read != budget.write:
                         sock.settimeout(budget.read)
@@ -709,6 +696,31 @@ def _drop_inherited(manager: Any) -> None:
                 except OSError:
                     pass
                 conn.sock = None
+
+
+def wire_pieces(head: bytes, body: bytes | BodyParts | None) -> list[Any]:
+    """A request as written to the socket (the direct path and :mod:`inferkit._http_mux`): the header block with a
+    small body in the same piece (one segment), a large body after it, a large binary body as its parts (each
+    tensor straight from the caller's array)."""
+    if body is None:
+        return [head]
+    if isinstance(body, BodyParts):
+        return [head, *body.parts]
+    if len(body) <= _COALESCE_LIMIT:
+        return [head + body]
+    return [head, body]
+
+
+def ready_conn(conn: Any, fresh: bool, connect_timeout: float | None) -> bool:
+    """Make a pooled connection ready for an attempt: closed first when the attempt needs a fresh one, opened
+    when it is not. Returns whether it is a reused keep-alive connection (a failure on it may be "stale")."""
+    reused = conn.sock is not None
+    if fresh and reused:
+        conn.close()
+        reused = False
+    if conn.sock is None:
+        _connect(conn, connect_timeout)
+    return reused
 
 
 def _connect(conn: Any, timeout: float | None) -> None:

@@ -32,12 +32,11 @@ from collections import deque
 from concurrent.futures import CancelledError, ThreadPoolExecutor
 from typing import Any, Callable
 
-from inferkit._http import _COALESCE_LIMIT, _DROPPED, Prepared, SyncTransport, _connect
+from inferkit._http import _DROPPED, Prepared, SyncTransport, ready_conn, wire_pieces
 from inferkit._retry import Attempt, AttemptFailed, Budget, closed_kind
 from inferkit.codec.http1 import FramingError, ReplyParser
 from inferkit.codec.http_wire import BodyTooLarge
 from inferkit.codec.rest_calls import Reply
-from inferkit.codec.rest_v2 import BodyParts
 
 __all__ = ["HTTPMux"]
 
@@ -57,7 +56,7 @@ def _backoff(seconds: float) -> float:
 class _Job:
     """One logical request: its retry loop, where it stands, and who to tell when it ends."""
 
-    __slots__ = ("prep", "parse", "done", "budget", "fresh", "conn", "begun", "ended")
+    __slots__ = ("prep", "parse", "done", "budget", "fresh", "conn", "ended")
 
     def __init__(self, prep: Prepared, parse: Callable[[Reply], Any], done: Callable[[bool, Any], None]) -> None:
         self.prep = prep
@@ -66,7 +65,6 @@ class _Job:
         self.budget: Budget | None = None
         self.fresh = False
         self.conn: _Conn | None = None
-        self.begun = False
         self.ended = False
 
 
@@ -147,7 +145,7 @@ class HTTPMux:
     ) -> Callable[[], Any]:
         """Start ``prep`` (from ``transport.prepare``); ``parse(reply)`` makes the result passed to ``done``."""
         job = _Job(prep, parse, done)
-        if threading.get_ident() == self._ident:
+        if self.on_loop():
             self._ready.append(job)  # from a done() callback: begun once the current event is handled
         elif not self._post(self._begin, job):
             prep.exchange.close()
@@ -317,7 +315,6 @@ class HTTPMux:
     def _begin(self, job: _Job) -> None:
         if job.ended:
             return  # cancelled before it began
-        job.begun = True
         self._live.add(job)
         self._advance(job, None)
 
@@ -401,13 +398,7 @@ class HTTPMux:
             try:
                 if got is None:
                     where, got = transport._checkout(budget.pool)
-                reused = got.sock is not None
-                if fresh and reused:
-                    got.close()
-                    reused = False
-                if got.sock is None:
-                    _connect(got, budget.connect)
-                outcome: Any = (where, got, reused)
+                outcome: Any = (where, got, ready_conn(got, fresh, budget.connect))
             except BaseException as exc:  # noqa: BLE001 - AttemptFailed for the retry loop, or the client closed
                 if got is not None:
                     got.close()
@@ -492,19 +483,8 @@ class HTTPMux:
         c.job = job
         job.conn = c
         c.parser = ReplyParser(self._max_response, head_request=prep.method == "HEAD")
-        body = prep.body
-        out = c.out
-        out.clear()
-        if body is None:
-            out.append(prep.head)
-        elif isinstance(body, BodyParts):
-            out.append(prep.head)
-            out.extend(memoryview(part).cast("B") for part in body.parts)
-        elif len(body) <= _COALESCE_LIMIT:
-            out.append(prep.head + body)
-        else:
-            out.append(prep.head)
-            out.append(body)
+        c.out.clear()
+        c.out.extend(wire_pieces(prep.head, prep.body))
         c.sent = False
         c.end = None if budget.remaining is None else time.monotonic() + budget.remaining
         self._write(c)
@@ -525,7 +505,7 @@ class HTTPMux:
                         out.popleft()
                         n -= size
                     else:
-                        out[0] = memoryview(first)[n:]
+                        out[0] = memoryview(first).cast("B")[n:]  # a tensor's part may have another item size
                         n = 0
         except (BlockingIOError, InterruptedError, ssl.SSLWantWriteError, ssl.SSLWantReadError):
             if not c.writing:

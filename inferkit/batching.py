@@ -388,21 +388,12 @@ def _iterate_sync(
     infer: Callable[[Any], Any],
     requests: Iterable[Any],
     *,
-    concurrency: int,
-    ordered: bool,
-    return_exceptions: bool,
-    progress: bool,
     hedge: HedgePolicy | None,
-    total: int | None,
     start: StartFn | None = None,
+    **common: Any,
 ) -> Generator[Any, None, None]:
-    common: dict[str, Any] = {
-        "concurrency": concurrency,
-        "ordered": ordered,
-        "return_exceptions": return_exceptions,
-        "progress": progress,
-        "total": total,
-    }
+    """The sync driver for :func:`_many_options`' arguments: :func:`_iterate_pooled`, or with hedging
+    :func:`_iterate_hedged` (``common``: concurrency, ordered, return_exceptions, progress, total)."""
     if hedge is None:
         return _iterate_pooled(infer, requests, start=start, **common)
     return _iterate_hedged(infer, requests, hedge=hedge, start=start, **common)
