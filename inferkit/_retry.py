@@ -113,7 +113,18 @@ class RetryState:
         clock: Monotonic clock (tests pass their own).
     """
 
-    __slots__ = ("policy", "retryable", "retry_statuses", "attempt", "start", "_stale_used", "_out_of_time", "_clock")
+    __slots__ = (
+        "policy",
+        "deadline",
+        "policy_deadline",
+        "retryable",
+        "retry_statuses",
+        "attempt",
+        "start",
+        "_stale_used",
+        "_out_of_time",
+        "_clock",
+    )
 
     def __init__(
         self,
@@ -122,8 +133,18 @@ class RetryState:
         retryable: bool = True,
         retry_statuses: bool = True,
         clock: Callable[[], float] = time.monotonic,
+        total: float | None = None,
     ) -> None:
         self.policy = policy
+        #: The call's deadline across attempts: the policy's, or the call's ``Timeout.total`` when sooner.
+        deadline = policy.deadline
+        #: Whether the deadline is the policy's (a timeout cut short by it is DeadlineExceeded) rather than the
+        #: call's ``Timeout.total`` (the timeout of the phase it ran out in, as on gRPC, unless after a retry).
+        self.policy_deadline = True
+        if total is not None and (deadline is None or total < deadline):
+            deadline = total
+            self.policy_deadline = False
+        self.deadline = deadline
         self.retryable = retryable
         self.retry_statuses = retry_statuses
         self.attempt = 0
@@ -138,9 +159,17 @@ class RetryState:
     def begin(self, timeout: Timeout, default: Budget | None = None) -> Budget:
         """Start the next attempt; its budget (``default`` when no deadline applies, to save an allocation)."""
         self.attempt += 1
-        if self.policy.deadline is None:
+        if self.deadline is None:
             return default if default is not None else Budget(timeout, None)
-        return Budget(timeout, self.policy.remaining(self.elapsed()))
+        return Budget(timeout, max(0.0, self.deadline - self.elapsed()))
+
+    def _delay(self, retry_after: float | None = None) -> float | None:
+        """The policy's backoff before the next retry, or None: none may start before the deadline."""
+        elapsed = self.elapsed()
+        wait = self.policy.delay(self.attempt, retry_after=retry_after, elapsed=elapsed)
+        if wait is not None and self.deadline is not None and elapsed + wait >= self.deadline:
+            return None
+        return wait
 
     def on_failure(self, kind: str, budget: Budget) -> Step:
         """The step after an attempt failed with a failure ``kind`` (module docstring) under ``budget``."""
@@ -160,17 +189,17 @@ class RetryState:
         else:  # dropped, stale (second time)
             may_retry = self.retryable
         if kind.endswith("timeout") and (
-            budget.capped or (policy.deadline is not None and self.elapsed() >= policy.deadline)
+            budget.capped or (self.deadline is not None and self.elapsed() >= self.deadline)
         ):
-            return _DEADLINE
-        wait = policy.delay(self.attempt, elapsed=self.elapsed()) if may_retry else None
+            return _DEADLINE if self.policy_deadline or self.attempt > 1 else _RAISE
+        wait = self._delay() if may_retry else None
         return _RAISE if wait is None else Step("sleep", wait)
 
     def on_status(self, status: int, retry_after: float | None) -> float | None:
         """Seconds to sleep before retrying an error status, or None: the reply is final."""
         if not (self.retry_statuses and self.retryable and self.policy.is_retryable_status(status)):
             return None
-        return self.policy.delay(self.attempt, retry_after=retry_after, elapsed=self.elapsed())
+        return self._delay(retry_after)
 
     def on_error(self, err: errors.InferkitError, total: float | None) -> float | None:
         """Seconds to sleep before retrying after a typed error (the gRPC transports), or None: give up.
@@ -339,6 +368,8 @@ def rest_exchange(
     state: RetryState,
     timeout: Timeout,
     default: Budget | None,
+    budget: Budget,
+    first: Any,
     *,
     where: str,
     pool_maxsize: int,
@@ -347,16 +378,20 @@ def rest_exchange(
     request_id: str | None = None,
     log: Callable[[Any, int], None] | None = None,
 ) -> Generator[Attempt | float, Any, Any]:
-    """The whole retry loop of one REST request, as a generator the transport drives (sync or async).
+    """The retry loop of one REST request after its first attempt, as a generator the driver runs (sync or async).
 
-    It yields an :class:`Attempt` (the transport sends once and ``send()``\\ s back the :class:`Reply`-like
-    result, or the :class:`AttemptFailed` / ``BodyTooLarge`` it caught), or a float (the transport sleeps that many
-    seconds and sends back None). It returns the final reply (``StopIteration.value``) or raises the typed error.
+    ``first`` is the outcome of the first attempt, which the driver made with the budget of ``state.begin()``.
+    The generator yields an :class:`Attempt` (the transport sends once and the driver ``send()``\\ s back the
+    :class:`Reply`-like result, or the :class:`AttemptFailed` / ``BodyTooLarge`` it caught), or a float (the
+    driver sleeps that many seconds and sends back None). It returns the final reply (``StopIteration.value``) or
+    raises the typed error.
 
     Args:
-        state: The request's retry state (policy, retryable, retry_statuses).
+        state: The request's retry state (policy, deadline, retryable, retry_statuses), first attempt begun.
         timeout: The call's split timeouts.
         default: The precomputed budget of ``timeout`` (used when no deadline applies).
+        budget: The first attempt's budget.
+        first: The first attempt's outcome.
         where: ``"METHOD URL"`` for error messages.
         pool_maxsize: For the pool-exhausted message.
         raise_for_status: Raise the typed error of an error status (else return the reply).
@@ -365,13 +400,11 @@ def rest_exchange(
         log: Called with each reply or failure and the attempt number (verbose mode).
     """
     ctx: dict[str, Any] = {"model_name": model_name, "request_id": request_id}
-    fresh = False
+    outcome = first
     while True:
-        budget = state.begin(timeout, default)
-        outcome = yield Attempt(budget, fresh)
-        fresh = False
         if log is not None:
             log(outcome, state.attempt)
+        fresh = False
         if isinstance(outcome, AttemptFailed):
             step = state.on_failure(outcome.kind, budget)
             if step.action == "resend":
@@ -379,32 +412,33 @@ def rest_exchange(
             elif step.action == "sleep":
                 yield step.wait
             elif step.action == "deadline":
-                deadline = state.policy.deadline
-                raise deadline_error(where, deadline, attempts=state.attempt, **ctx) from outcome.exc
+                raise deadline_error(where, state.deadline, attempts=state.attempt, **ctx) from outcome.exc
             else:
                 raise failure_error(
                     outcome.kind,
                     where,
                     outcome.exc,
-                    timeout=outcome.timeout,
+                    timeout=state.deadline if budget.capped else outcome.timeout,
                     pool_maxsize=pool_maxsize,
                     attempts=state.attempt,
                     **ctx,
                 ) from outcome.exc
-            continue
-        if isinstance(outcome, BodyTooLarge):
+        elif isinstance(outcome, BodyTooLarge):
             raise too_large_error(where, outcome.limit, outcome.compressed, attempts=state.attempt, **ctx) from None
-        if isinstance(outcome, BaseException):  # a driver bug, never swallowed
+        elif isinstance(outcome, BaseException):  # a driver bug, never swallowed
             raise outcome
-        outcome.attempts = state.attempt
-        if outcome.status < 300 or (outcome.status < 400 and not raise_for_status):
-            return outcome
-        if outcome.status < 400:
-            raise redirect_error(where, outcome.status, outcome.headers.get("Location"), attempts=state.attempt, **ctx)
-        wait = state.on_status(outcome.status, parse_retry_after(outcome.headers))
-        if wait is not None:
+        else:
+            outcome.attempts = state.attempt
+            if outcome.status < 300 or (outcome.status < 400 and not raise_for_status):
+                return outcome
+            if outcome.status < 400:
+                location = outcome.headers.get("Location")
+                raise redirect_error(where, outcome.status, location, attempts=state.attempt, **ctx)
+            wait = state.on_status(outcome.status, parse_retry_after(outcome.headers))
+            if wait is None:
+                if not raise_for_status:
+                    return outcome
+                raise reply_error(outcome, **ctx)
             yield wait
-            continue
-        if not raise_for_status:
-            return outcome
-        raise reply_error(outcome, **ctx)
+        budget = state.begin(timeout, default)
+        outcome = yield Attempt(budget, fresh)

@@ -47,21 +47,28 @@ def _check_seconds(name: str, value: float | None, *, allow_none: bool = True) -
 
 @dataclass(frozen=True)
 class Timeout:
-    """Split timeouts in seconds; None means no limit for that phase.
+    """Timeouts in seconds; None means no limit.
 
     Args:
-        connect: Establishing the TCP (and TLS) connection.
-        read: Waiting for each chunk of the reply (the model's compute time goes here).
-        write: Sending the request body.
-        pool: Waiting for a free pooled connection when the pool is exhausted.
+        timeout: One number for the whole call: it bounds every phase below AND the call as a whole, retries
+            and backoff included (``total``). This is what a plain number means wherever inferkit takes a
+            ``timeout``, on REST and gRPC alike.
+        connect: Establishing the TCP (and TLS) connection, per attempt.
+        read: Waiting for each chunk of the reply (the model's compute time goes here), per attempt.
+        write: Sending the request body, per attempt.
+        pool: Waiting for a free pooled connection when the pool is exhausted, per attempt.
+        total: The whole call, every attempt and every backoff sleep included (None: only the per-phase
+            limits and ``RetryPolicy.deadline`` apply). The call fails with ``DeadlineExceeded`` when it runs out.
 
-    ``Timeout(5)`` sets all four; ``Timeout.coerce((3, 60))`` is requests' (connect, read) form.
+    ``Timeout(5)`` sets all five; ``Timeout(read=300)`` only the read limit (the others keep their defaults, no
+    total); ``Timeout.coerce((3, 60))`` is requests' (connect, read) form, with no total.
     """
 
     connect: float | None = 10.0
     read: float | None = 60.0
     write: float | None = 30.0
     pool: float | None = 10.0
+    total: float | None = None
 
     def __init__(
         self,
@@ -71,11 +78,12 @@ class Timeout:
         read: float | None | object = ...,
         write: float | None | object = ...,
         pool: float | None | object = ...,
+        total: float | None | object = ...,
     ) -> None:
-        base: dict[str, Any] = {"connect": 10.0, "read": 60.0, "write": 30.0, "pool": 10.0}
+        base: dict[str, Any] = {"connect": 10.0, "read": 60.0, "write": 30.0, "pool": 10.0, "total": None}
         if timeout is not ...:
             base = dict.fromkeys(base, timeout)
-        for key, value in (("connect", connect), ("read", read), ("write", write), ("pool", pool)):
+        for key, value in (("connect", connect), ("read", read), ("write", write), ("pool", pool), ("total", total)):
             if value is not ...:
                 base[key] = value
         for key, value in base.items():
@@ -84,7 +92,8 @@ class Timeout:
 
     @classmethod
     def coerce(cls, value: TimeoutLike) -> Timeout:
-        """Accept a Timeout, a number (all phases), None (no limits) or a (connect, read) tuple."""
+        """Accept a Timeout, a number (the whole call, and each phase), None (no limits) or a (connect, read)
+        tuple (per attempt)."""
         if isinstance(value, Timeout):
             return value
         if isinstance(value, tuple):
@@ -343,7 +352,8 @@ class RESTConfig:
         retries: Shorthand for ``RetryPolicy(max_retries=retries)``; ignored when ``retry`` is given.
         http2: HTTP/2 is not offered by the requests/aiohttp transports; True raises ValueError (use gRPC
             for multiplexed connections) instead of being silently ignored.
-        timeout: A :class:`Timeout`, seconds for every phase, a (connect, read) tuple, or None for no limit.
+        timeout: A :class:`Timeout`, seconds for the whole call (retries and backoff included, and each phase
+            of each attempt), a (connect, read) tuple (per attempt), or None for no limit.
         cert: Client certificate for mTLS: a PEM path holding cert and key, or a (cert, key) tuple of paths.
         verify: True (system CAs), False (no verification: unsafe), a CA bundle path, or an ``ssl.SSLContext``.
         auth: ``(user, password)`` for basic auth, :class:`BearerToken`, :class:`APIKey`, :class:`BasicAuth`,

@@ -1,22 +1,22 @@
 """The sync REST client: :class:`InferenceRESTClient` (Open Inference Protocol v2 and KServe v1).
 
 Owns: the public sync REST API. Each method is a few lines: the codec builds the body and route, the transport
-(:mod:`inferkit._http`) sends it with pooling, retries and error mapping, the codec parses the reply.
+(:mod:`inferkit._transport.http`) sends it with pooling, retries and error mapping, the codec parses the reply.
 Must not import: aiohttp, grpc, inferkit.aio, inferkit.grpc_client.
 """
 
 from __future__ import annotations
 
-import functools
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Mapping, Optional
 
 import requests
 
 from inferkit import errors
-from inferkit._http import SyncTransport
-from inferkit._http_mux import HTTPMux
-from inferkit.batching import BatchMixin, RebuildOnUnpickle, no_cancel, settle
+from inferkit._transport.driver import CancelScope
+from inferkit._transport.http import SyncTransport
+from inferkit.batching import BatchMixin, RebuildOnUnpickle, settle
 from inferkit.codec.rest_calls import RestCall, RestCalls
 from inferkit.codec.tensors import InferRequest, InferResponse
 from inferkit.config import RESTConfig, TimeoutLike
@@ -131,12 +131,10 @@ class InferenceRESTClient(RebuildOnUnpickle, BatchMixin):
         result: InferResponse = self._do(self._calls.infer(request, binary), headers, timeout)
         return result
 
-    def _many_starter(self, headers: Headers, timeout: TimeoutLike, concurrency: int) -> _MuxStart | None:
-        """``infer_many``'s start function on the direct path (HTTP or HTTPS): every request on one I/O thread
-        (see :mod:`inferkit._http_mux`); None (worker threads) for proxies and other session-path settings."""
-        if not self._transport.multiplexable:
-            return None
-        return _MuxStart(self, headers, timeout, concurrency)
+    def _many_starter(self, headers: Headers, timeout: TimeoutLike, concurrency: int) -> _ThreadStart:
+        """``infer_many``'s start function: each request on a worker thread sharing this client's pool, and
+        cancellable (leaving early, a losing hedge copy) by closing its connection."""
+        return _ThreadStart(self, headers, timeout, concurrency)
 
     def predict(
         self,
@@ -275,42 +273,25 @@ class InferenceRESTClient(RebuildOnUnpickle, BatchMixin):
         self._do(self._calls.shm_unregister(name), headers, timeout)
 
 
-class _MuxStart:
-    """``infer_many``'s start function on a direct-path client: requests start on one :class:`HTTPMux` loop
-    (created with the first request, closed with the run), each exactly as :meth:`InferenceRESTClient.infer`
-    would send it."""
-
-    #: Most helper threads opening connections at once (each connection opens once, then stays alive).
-    HELPERS = 16
+class _ThreadStart:
+    """``infer_many``'s start function (see :data:`inferkit.batching.StartFn`): :meth:`InferenceRESTClient.infer`
+    on a worker thread, inside a :class:`~inferkit._transport.driver.CancelScope` whose ``cancel`` is the
+    request's cancel function."""
 
     def __init__(self, client: InferenceRESTClient, headers: Headers, timeout: TimeoutLike, concurrency: int) -> None:
-        self._client = client
+        self._infer = client.infer
         self._headers = headers
         self._timeout = timeout
-        self._mux = HTTPMux(client._transport, helpers=min(concurrency, self.HELPERS))
+        self._workers = ThreadPoolExecutor(concurrency, thread_name_prefix="inferkit-infer-many")
 
-    def __call__(
-        self,
-        request: InferRequest,
-        done: Callable[[bool, Any], None],
-        defer: Callable[[Callable[[], None]], None],
-    ) -> Callable[[], Any]:
-        client, headers, timeout = self._client, self._headers, self._timeout
-        binary = client._calls.binary
-        if binary is None:
-            if self._mux.on_loop():
-                # Still unknown (the server was unreachable when asked): never a blocking question on the loop;
-                # infer() asks on a helper thread.
-                defer(lambda: settle(done, lambda: client.infer(request, headers, timeout)))
-                return no_cancel
-            binary = client._use_binary(headers, timeout)  # the first request, on the consumer's thread
-        try:
-            call = client._calls.infer(request, binary)
-            prep = client._transport.prepare_call(call, headers, timeout)
-        except BaseException as exc:  # noqa: BLE001 - a bad request is this item's outcome, like infer() raising
-            done(False, exc)
-            return no_cancel
-        return self._mux.submit(prep, functools.partial(call.parse, call), done)
+    def __call__(self, request: Any, done: Callable[[bool, Any], None], defer: Any) -> Callable[[], None]:
+        scope = CancelScope()
+        self._workers.submit(self._run, scope, request, done)
+        return scope.cancel
+
+    def _run(self, scope: CancelScope, request: Any, done: Callable[[bool, Any], None]) -> None:
+        with scope:
+            settle(done, lambda: self._infer(request, self._headers, self._timeout))
 
     def close(self, graceful: bool) -> None:
-        self._mux.close(wait=graceful)
+        self._workers.shutdown(wait=graceful)

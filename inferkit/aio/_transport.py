@@ -29,7 +29,7 @@ import errno
 import logging
 import ssl
 import urllib.request
-from typing import Any, Mapping
+from typing import Any, Mapping, NamedTuple
 
 from inferkit import errors
 from inferkit._retry import (
@@ -41,6 +41,7 @@ from inferkit._retry import (
     closed_kind,
     rest_exchange,
 )
+from inferkit.aio._driver import drive
 from inferkit.codec.http_wire import (
     READ_CHUNK,
     BodyReader,
@@ -80,9 +81,6 @@ _CONN_USE: contextvars.ContextVar[_ConnUse | None] = contextvars.ContextVar("inf
 
 #: Request URLs kept parsed per transport (one per path: a model's infer, health, metadata...).
 _URL_CACHE_SIZE = 256
-
-#: "No attempt made yet" in AsyncTransport.send.
-_NO_ATTEMPT: Any = object()
 
 
 def _yarl() -> Any:
@@ -147,6 +145,20 @@ def _ssl_setting(config: RESTConfig) -> Any:
     return ctx
 
 
+class _Prepared(NamedTuple):
+    """A request built by :meth:`AsyncTransport.prepare_call`: what every attempt sends, and its retry state."""
+
+    call: RestCall
+    body: bytes | None  # as sent (compressed when configured)
+    items: list[tuple[str, str]]  # headers
+    url: Any  # yarl.URL
+    loop: _LoopState
+    timeout: Timeout
+    default: Budget | None  # the precomputed budget of the config's timeout, when the call uses it
+    state: RetryState
+    budget: Budget  # the first attempt's
+
+
 class _LoopState:
     """What is bound to one event loop: the session (with its connector) and the pool semaphore."""
 
@@ -200,7 +212,6 @@ class AsyncTransport:
         self._state: _LoopState | None = None
         self._closed = False
         self._verbose = config.verbose
-        self._fast_path = not config.verbose and config.retry_policy.deadline is None
         self._yarl_url: Any = _yarl().URL
         self._urls: dict[str, Any] = {}
 
@@ -290,9 +301,12 @@ class AsyncTransport:
 
     # -- the request --------------------------------------------------------------------------------------------
     async def send(self, call: RestCall, headers: Mapping[str, str] | None, timeout: Any) -> Reply:
-        """Send a prepared :class:`~inferkit.codec.rest_calls.RestCall` with retries; the complete reply."""
+        """Send a :class:`~inferkit.codec.rest_calls.RestCall` with retries; the complete reply."""
+        return await drive(self, self.prepare_call(call, headers, timeout))  # type: ignore[no-any-return]
+
+    def prepare_call(self, call: RestCall, headers: Mapping[str, str] | None, timeout: Any) -> _Prepared:
+        """One request ready to send: its bytes, built once, and its retry state."""
         config = self.config
-        state = self._loop_state()
         # aiohttp sends one buffer: a large binary body kept in parts is joined here, once for all attempts.
         body = call.body.join() if isinstance(call.body, BodyParts) else call.body
         send_body, encoding = compress_body(body, config)
@@ -301,52 +315,48 @@ class AsyncTransport:
             items = [kv for kv in self._const_headers if kv[0].lower() not in drop] + extra
         else:
             items = self._const_headers + extra
-        url = self._url(call.path)
-        first: Any = _NO_ATTEMPT
-        if self._fast_path:
-            # No deadline and no per-attempt log: the first attempt's budget is known without the retry machinery
-            # (RetryState.begin would hand out the same one), so the common case -- one attempt, a 2xx reply -- skips
-            # it. Anything else is fed to rest_exchange as its first attempt's outcome and decided there as usual.
-            budget = self._default_budget if timeout is None else Budget(Timeout.coerce(timeout), None)
-            try:
-                first = await self._attempt(state, call.method, url, send_body, items, budget)
-            except (AttemptFailed, BodyTooLarge) as failure:
-                first = failure
-            else:
-                if first.status < 300:
-                    return first  # type: ignore[no-any-return]  # attempts is already 1
         tmo = config.timeouts if timeout is None else Timeout.coerce(timeout)
+        state = RetryState(
+            config.retry_policy, retryable=call.retryable, retry_statuses=call.retry_statuses, total=tmo.total
+        )
+        default = self._default_budget if timeout is None else None
+        budget = state.begin(tmo, default)
+        return _Prepared(call, send_body, items, self._url(call.path), self._loop_state(), tmo, default, state, budget)
+
+    # The driver's interface (inferkit.aio._driver): one attempt, and the retry loop after the first.
+    async def attempt(self, prep: _Prepared, todo: Attempt | None) -> Any:
+        """Send ``prep`` once; the reply, or the failure (:class:`AttemptFailed`, ``BodyTooLarge``) it met."""
+        budget = prep.budget if todo is None else todo.budget
+        try:
+            return await self._attempt(prep.loop, prep.call.method, prep.url, prep.body, prep.items, budget)
+        except (AttemptFailed, BodyTooLarge) as failure:
+            return failure
+
+    def settled(self, prep: _Prepared, outcome: Any) -> bool:
+        """A first attempt answered 2xx needs no retry loop (unless every attempt is logged)."""
+        return type(outcome) is Reply and outcome.status < 300 and not self._verbose
+
+    def result(self, prep: _Prepared, outcome: Reply) -> Reply:
+        return outcome
+
+    def retries(self, prep: _Prepared, first: Any) -> Any:
+        call = prep.call
         log = None
         if self._verbose:
-            log = self._logger(call.method, self._origin + self.base_path + call.path, items, send_body)
-        exchange = rest_exchange(
-            RetryState(config.retry_policy, retryable=call.retryable, retry_statuses=call.retry_statuses),
-            tmo,
-            self._default_budget if timeout is None else None,
+            log = self._logger(call.method, self._origin + self.base_path + call.path, prep.items, prep.body)
+        return rest_exchange(
+            prep.state,
+            prep.timeout,
+            prep.default,
+            prep.budget,
+            first,
             where=f"{call.method} {self.base_url}{call.path}",
-            pool_maxsize=config.pool_maxsize,
+            pool_maxsize=self.config.pool_maxsize,
             raise_for_status=call.raise_for_status,
             model_name=call.model_name,
             request_id=call.request_id,
             log=log,
         )
-        todo = next(exchange)
-        outcome: Any = first
-        while True:
-            if outcome is _NO_ATTEMPT:
-                if isinstance(todo, Attempt):
-                    try:
-                        outcome = await self._attempt(state, call.method, url, send_body, items, todo.budget)
-                    except (AttemptFailed, BodyTooLarge) as failure:
-                        outcome = failure
-                else:
-                    await asyncio.sleep(todo)
-                    outcome = None
-            try:
-                todo = exchange.send(outcome)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
-            outcome = _NO_ATTEMPT
 
     def _url(self, path: str) -> Any:
         """The request URL as a ``yarl.URL``, parsed once per path: aiohttp would parse a string on every request,

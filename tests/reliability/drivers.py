@@ -141,11 +141,6 @@ class SleepRecorder:
         if self.real:
             time.sleep(seconds)
 
-    def timer(self, seconds: float) -> float:
-        """For a loop that waits with a timer: the wait it should use (none unless ``real``)."""
-        self.waits.append(seconds)
-        return seconds if self.real else 0.0
-
     async def aio(self, seconds: float) -> None:
         self.waits.append(seconds)
         if self.real:
@@ -167,10 +162,10 @@ class _Proxy(types.SimpleNamespace):
 
 # Where each kind sleeps between attempts (module, attribute); the first that exists is patched.
 _SLEEP_SITES: dict[str, tuple[tuple[str, str], ...]] = {
-    "sync_rest": (("inferkit._http", "_sleep"), ("inferkit._http", "time")),
-    "sync_rest_many": (("inferkit._http_mux", "_backoff"),),  # infer_many's I/O loop: a timer, not a sleep
+    "sync_rest": (("inferkit._transport.driver", "time"),),
+    "sync_rest_many": (("inferkit._transport.driver", "time"),),
     "sync_grpc": (("inferkit.grpc_client", "_sleep"), ("inferkit.grpc_client", "time")),
-    "aio_rest": (("inferkit.aio._transport", "_sleep"), ("inferkit.aio._transport", "asyncio")),
+    "aio_rest": (("inferkit.aio._driver", "asyncio"),),
     "aio_grpc": (("inferkit.aio.grpc_client", "_sleep"), ("inferkit.aio.grpc_client", "asyncio")),
 }
 
@@ -186,9 +181,7 @@ def record_sleeps(monkeypatch: pytest.MonkeyPatch, kind: str, *, real: bool = Fa
         if not hasattr(module, attr):
             continue
         current = getattr(module, attr)
-        if attr == "_backoff":
-            monkeypatch.setattr(module, attr, recorder.timer)
-        elif attr == "_sleep":
+        if attr == "_sleep":
             fn = recorder.aio if inspect.iscoroutinefunction(current) else recorder.sync
             monkeypatch.setattr(module, attr, fn)
         elif attr == "time":

@@ -285,8 +285,7 @@ _REST_XFAIL: dict[str, str] = {}
 
 
 def _infer_many_and_decode(client: Any, request: Any) -> Any:
-    """The same through the sync client's ``infer_many`` (its multiplexed I/O loop reads the reply)."""
-    assert client._transport.multiplexable
+    """The same through the sync client's ``infer_many`` (its worker threads share the client's pool)."""
     [response] = list(client.infer_many([request], concurrency=1))
     return [output.as_numpy() for output in response.outputs]
 

@@ -146,6 +146,6 @@ class CountingSource:
 
 
 def batch_threads() -> list[threading.Thread]:
-    """infer_many's threads still alive: worker threads, or the REST client's I/O loop and its helpers."""
-    prefixes = ("inferkit-infer-many", "inferkit-rest-mux", "inferkit-connect")
+    """infer_many's threads still alive (its worker threads)."""
+    prefixes = ("inferkit-infer-many",)
     return [t for t in threading.enumerate() if t.name.startswith(prefixes)]

@@ -1,7 +1,7 @@
 """Retry rules of the REST client against the reference server; attempts counted by the server itself.
 
 Every inference test runs twice: through ``client.infer`` (a blocking call) and through ``client.infer_many``
-(the multiplexed I/O loop, :mod:`inferkit._http_mux`), which must keep the very same rules.
+(worker threads sharing the client), which must keep the very same rules.
 """
 
 from __future__ import annotations
@@ -36,7 +36,6 @@ def srv(server: ReferenceServer) -> Iterator[ReferenceServer]:
 
 def via_infer_many(c: InferenceRESTClient, request: InferRequest, **kwargs: Any) -> Any:
     """One request through ``infer_many`` (a failure is raised as it is, with ``.index`` set)."""
-    assert c._transport.multiplexable  # so it runs on the multiplexed loop, not on worker threads
     [response] = list(c.infer_many([request], concurrency=2, **kwargs))
     return response
 
@@ -171,7 +170,8 @@ def test_connection_refused_is_retried_and_mapped() -> None:
 def test_read_timeout_is_retried_per_policy(infer: Any, srv: ReferenceServer) -> None:
     srv.inject(Fault(route="infer", action="delay", seconds=0.6, times=1))
     policy = RetryPolicy(max_retries=1, **FAST)
-    with InferenceRESTClient(srv.http_url, RESTConfig(retry=policy, binary_data=True, timeout=Timeout(0.3))) as c:
+    config = RESTConfig(retry=policy, binary_data=True, timeout=Timeout(connect=2, read=0.3))
+    with InferenceRESTClient(srv.http_url, config) as c:
         infer(c, add_sub())
     assert srv.count(route="infer") == 2
 

@@ -277,7 +277,7 @@ def test_calls_beside_others_use_a_blocking_socket_with_kernel_timeouts(srv: Ref
     import socket
     import struct
 
-    from inferkit import _http
+    from inferkit._transport import http as _http
 
     if not _http._KERNEL_TIMEOUTS:
         pytest.skip("SO_RCVTIMEO / SO_SNDTIMEO are only used on Linux and macOS")

@@ -23,7 +23,7 @@ OK_BODY = {"model_name": "m", "outputs": [{"name": "y", "shape": [1], "datatype"
 
 
 class FakeClock:
-    """Stands in for the ``time`` module inside inferkit._http: sleeping advances the clock instantly."""
+    """Stands in for the ``time`` module inside inferkit._transport.driver: sleeping advances the clock instantly."""
 
     def __init__(self) -> None:
         self.now = 1000.0
@@ -41,10 +41,10 @@ class FakeClock:
 
 @pytest.fixture
 def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
-    import inferkit._http
+    import inferkit._transport.driver
 
     clock = FakeClock()
-    monkeypatch.setattr(inferkit._http, "time", clock)
+    monkeypatch.setattr(inferkit._transport.driver, "time", clock)
     return clock.sleeps
 
 

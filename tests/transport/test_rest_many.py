@@ -1,5 +1,5 @@
-"""The sync REST client's I/O loop (:mod:`inferkit._http_mux`): ``infer_many`` over HTTP or HTTPS runs every
-request on one I/O thread over the client's own pooled connections.
+"""The sync REST client's ``infer_many``: worker threads share the client's own pooled connections (HTTP, HTTPS,
+and the session path alike), each request sent exactly as ``client.infer`` sends it.
 
 Against the reference server over 127.0.0.1 (the retry rules run through it in test_rest_retries, the fault
 matrix and hostile replies in tests/reliability), and against the raw-socket server of tests/reliability for reply
@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from concurrent.futures import CancelledError
 from typing import Any, Callable, Iterator
 
 import numpy as np
@@ -35,10 +34,6 @@ def client_for(bs: BatchServer, **config: Any) -> InferenceRESTClient:
     return InferenceRESTClient(bs.server.http_url, RESTConfig(**{"retry": FAST, "timeout": 10, **config}))
 
 
-def mux_threads() -> list[threading.Thread]:
-    return [t for t in threading.enumerate() if t.name.startswith("inferkit-rest-mux")]
-
-
 def pool_of(c: InferenceRESTClient) -> Any:
     pool = c._transport._pool
     assert pool is not None
@@ -55,42 +50,31 @@ def assert_pool_whole(c: InferenceRESTClient) -> None:
 
 
 # -- the path ------------------------------------------------------------------------------------------------------
-def test_plain_http_infer_many_runs_on_one_loop_thread(bs: BatchServer) -> None:
-    seen: list[tuple[int, int]] = []
+def test_infer_many_runs_on_worker_threads_sharing_the_pool(bs: BatchServer) -> None:
+    seen: list[int] = []
 
     def source() -> Iterator[InferRequest]:
         for i in range(200):
-            seen.append((len(mux_threads()), len([t for t in batch_threads() if "infer-many" in t.name])))
+            seen.append(len([t for t in batch_threads() if "infer-many" in t.name]))
             yield probe_request(i, jitter=0.001)
 
     with client_for(bs) as c:
-        assert c._transport.multiplexable
         results = list(c.infer_many(source(), concurrency=16))
         assert [value_of(r) for r in results] == [2 * i for i in range(200)]
-        assert max(n for n, _ in seen) == 1  # the loop, once the first requests started
-        assert max(n for _, n in seen) == 0  # and no worker thread per request
+        assert max(seen) <= 16  # at most one worker per request in flight
         assert 2 <= bs.probe.max_seen <= 16
         assert_pool_whole(c)
         assert value_of(c.infer(probe_request(5))) == 10  # blocking calls reuse the connections it gave back
     assert batch_threads() == []
 
 
-def test_session_path_and_proxied_clients_keep_the_worker_threads(bs: BatchServer) -> None:
+def test_session_path_and_proxied_clients_run_too(bs: BatchServer) -> None:
     session = requests.Session()
     session.hooks["response"].append(lambda r, *a, **k: r)
     with InferenceRESTClient(bs.server.http_url, RESTConfig(timeout=10), session=session) as c:
-        assert not c._transport.multiplexable
-        assert [value_of(r) for r in c.infer_many([probe_request(i) for i in range(6)], concurrency=3)] == [
-            0,
-            2,
-            4,
-            6,
-            8,
-            10,
-        ]
-    proxied = RESTConfig(proxies={"http": "http://127.0.0.1:9", "https": "http://127.0.0.1:9"})
-    assert not InferenceRESTClient("http://127.0.0.1:1", proxied)._transport.multiplexable
-    assert InferenceRESTClient("https://127.0.0.1:1")._transport.multiplexable  # TLS runs on the loop too
+        assert not c._transport.direct
+        got = c.infer_many([probe_request(i) for i in range(6)], concurrency=3)
+        assert [value_of(r) for r in got] == [0, 2, 4, 6, 8, 10]
     assert batch_threads() == []
 
 
@@ -304,33 +288,6 @@ def test_a_reply_that_is_not_http_is_a_connection_error() -> None:
         assert server.requests == 6  # three attempts each
 
 
-def test_a_failure_of_the_loop_itself_ends_every_request(bs: BatchServer, monkeypatch: pytest.MonkeyPatch) -> None:
-    from inferkit._http_mux import HTTPMux
-
-    def broken(self: Any, c: Any) -> None:
-        raise RuntimeError("a bug in the loop")
-
-    monkeypatch.setattr(HTTPMux, "_read", broken)
-    got: list[Any] = []
-    with client_for(bs) as c:
-        # On a thread with a bounded join: a hang is a failure of this test, not of the suite.
-        run = threading.Thread(
-            target=lambda: got.extend(
-                c.infer_many([probe_request(i) for i in range(20)], concurrency=4, return_exceptions=True)
-            )
-        )
-        run.start()
-        run.join(30)
-        assert not run.is_alive()
-        assert len(got) == 20
-        assert all(isinstance(item.exception, (RuntimeError, CancelledError)) for item in got)
-        assert any(isinstance(item.exception, RuntimeError) for item in got)
-        monkeypatch.undo()
-        assert value_of(c.infer(probe_request(2))) == 4
-        assert_pool_whole(c)
-    assert batch_threads() == []
-
-
 # -- TLS -------------------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tls_server(tls_material: Any) -> Iterator[ReferenceServer]:
@@ -339,18 +296,11 @@ def tls_server(tls_material: Any) -> Iterator[ReferenceServer]:
         yield srv
 
 
-def test_https_runs_on_the_loop_too(tls_server: ReferenceServer, tls_material: Any) -> None:
-    seen: list[int] = []
-
-    def source() -> Iterator[InferRequest]:
-        for i in range(150):
-            seen.append(len(mux_threads()))
-            yield probe_request(i, jitter=0.001)
-
+def test_https(tls_server: ReferenceServer, tls_material: Any) -> None:
     with InferenceRESTClient(tls_server.http_url, RESTConfig(verify=tls_material.ca_file, timeout=10)) as c:
-        assert tls_server.http_url.startswith("https://") and c._transport.multiplexable
-        assert [value_of(r) for r in c.infer_many(source(), concurrency=8)] == [2 * i for i in range(150)]
-        assert max(seen) == 1
+        assert tls_server.http_url.startswith("https://")
+        got = c.infer_many([probe_request(i, jitter=0.001) for i in range(150)], concurrency=8)
+        assert [value_of(r) for r in got] == [2 * i for i in range(150)]
         assert_pool_whole(c)
         assert value_of(c.infer(probe_request(4))) == 8  # the TLS connections it gave back still work
     assert batch_threads() == []

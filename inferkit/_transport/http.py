@@ -1,11 +1,12 @@
 """The sync HTTP transport under :class:`inferkit.rest_client.InferenceRESTClient`.
 
-Owns: the ``requests.Session`` and its mounted ``HTTPAdapter`` (pool sizing, TLS, proxies, client certificates),
-the hot path that drives the adapter's pooled urllib3 connections directly, the retry loop (decisions from
-:class:`inferkit.config.RetryPolicy`), split timeouts and the overall deadline, request compression, response
-decompression with ``max_response_size`` enforced while reading, verbose logging with credentials redacted, and
-THE error boundary: every requests / urllib3 / socket / ssl / http.client exception is turned into an inferkit
-error here, with ``raise ... from exc``.
+Owns: the ``requests.Session`` and its mounted adapter (pool sizing, TLS, proxies, client certificates), one
+attempt of a request (the hot path drives the adapter's pooled urllib3 connections directly), split timeouts
+within the attempt, request compression, response decompression with ``max_response_size`` enforced while
+reading, and THE error boundary: every requests / urllib3 / socket / ssl / http.client exception of an attempt
+becomes a failure kind of :mod:`inferkit._retry`, and from there an inferkit error. The retry loop is
+:func:`inferkit._retry.rest_exchange`, run by the one sync driver (:func:`inferkit._transport.driver.drive`);
+the private urllib3 calls are all in :mod:`inferkit._transport.pool`.
 Must not import: aiohttp, grpc, inferkit.aio, inferkit.grpc_client.
 
 Why two paths. ``requests.Session.request`` costs ~400 us of CPU per call, several times the whole cost of a
@@ -35,7 +36,6 @@ import requests
 import requests.adapters
 import requests.utils
 import urllib3
-from urllib3.exceptions import ClosedPoolError, EmptyPoolError
 
 from inferkit import errors
 from inferkit._retry import (
@@ -47,6 +47,8 @@ from inferkit._retry import (
     closed_kind,
     rest_exchange,
 )
+from inferkit._transport import pool as pools
+from inferkit._transport.driver import CancelScope, clock, current_scope, drive
 from inferkit.codec.http_wire import (
     READ_CHUNK,
     USER_AGENT,
@@ -64,7 +66,7 @@ from inferkit.codec.rest_calls import Reply, RestCall
 from inferkit.codec.rest_v2 import BodyParts
 from inferkit.config import RESTConfig, Timeout
 
-__all__ = ["SyncTransport", "HTTPResponse", "make_adapter", "redact", "USER_AGENT"]
+__all__ = ["SyncTransport", "HTTPResponse", "Prepared", "make_adapter", "redact", "USER_AGENT"]
 
 logger = logging.getLogger("inferkit")
 
@@ -96,95 +98,13 @@ if hasattr(os, "register_at_fork"):
 _DROPPED = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 
 
-class _InferkitAdapter(requests.adapters.HTTPAdapter):
-    """An ``HTTPAdapter`` that can carry an ``ssl.SSLContext`` into every pool it creates.
-
-    requests can only express ``verify`` as a bool or a path; a caller's SSLContext (custom ciphers, pinned CAs,
-    a client certificate loaded from memory) is passed to urllib3 as the pool's ``ssl_context`` instead.
-    """
-
-    def __init__(
-        self, *, ssl_context: ssl.SSLContext | None = None, pool_timeout: float | None = None, **kwargs: Any
-    ) -> None:
-        self._ssl_context = ssl_context
-        self._pool_classes = _bounded_pool_classes(pool_timeout)
-        super().__init__(**kwargs)
-
-    def init_poolmanager(self, connections: int, maxsize: int, block: bool = True, **pool_kwargs: Any) -> None:
-        super().init_poolmanager(connections, maxsize, block=block, **pool_kwargs)
-        self.poolmanager.pool_classes_by_scheme = self._pool_classes
-
-    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
-        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
-        manager.pool_classes_by_scheme = self._pool_classes
-        return manager
-
-    def build_connection_pool_key_attributes(
-        self, request: requests.PreparedRequest, verify: Any, cert: Any = None
-    ) -> Any:
-        host_params: Any
-        pool_kwargs: Any
-        host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
-        if self._ssl_context is not None and host_params.get("scheme") == "https":
-            pool_kwargs = _ssl_context_pool_kwargs(self._ssl_context)
-        return host_params, pool_kwargs
-
-    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
-        if self._ssl_context is not None and url.lower().startswith("https"):
-            return  # everything is in the SSLContext
-        super().cert_verify(conn, url, verify, cert)  # type: ignore[no-untyped-call]
-
-
-class _BoundedHTTPPool(urllib3.HTTPConnectionPool):
-    default_pool_timeout: float | None = None
-
-    def _get_conn(self, timeout: float | None = None) -> Any:
-        return super()._get_conn(timeout if timeout is not None else self.default_pool_timeout)
-
-
-class _BoundedHTTPSPool(urllib3.HTTPSConnectionPool):
-    default_pool_timeout: float | None = None
-
-    def _get_conn(self, timeout: float | None = None) -> Any:
-        return super()._get_conn(timeout if timeout is not None else self.default_pool_timeout)
-
-
-def _bounded_pool_classes(pool_timeout: float | None) -> dict[str, type]:
-    """Pool classes whose wait for a free connection defaults to ``pool_timeout`` instead of forever.
-
-    requests never passes ``pool_timeout`` to urllib3, so with ``pool_block=True`` a request on the session path
-    would wait forever for a connection; these pools bound that wait (the direct path passes it explicitly).
-    """
-    attrs = {"default_pool_timeout": pool_timeout}
-    return {
-        "http": type("InferkitHTTPConnectionPool", (_BoundedHTTPPool,), attrs),
-        "https": type("InferkitHTTPSConnectionPool", (_BoundedHTTPSPool,), attrs),
-    }
-
-
-def _ssl_context_pool_kwargs(ctx: ssl.SSLContext) -> dict[str, Any]:
-    # cert_reqs mirrors the context so urllib3 does not overwrite its verify_mode; assert_hostname=False when the
-    # caller turned hostname checking off, so urllib3 does not turn it back on by itself.
-    kwargs: dict[str, Any] = {"ssl_context": ctx, "cert_reqs": ctx.verify_mode}
-    if not ctx.check_hostname:
-        kwargs["assert_hostname"] = False
-    return kwargs
-
-
 def make_adapter(config: RESTConfig, ssl_context: ssl.SSLContext | None = None) -> requests.adapters.HTTPAdapter:
-    """The adapter inferkit mounts on its own Session: pool sized from the config, blocking with a timeout.
-
-    ``pool_block=True`` makes ``pool_maxsize`` a hard limit on open connections per host (no "Connection pool is
-    full" churn); the wait for a free connection is bounded by ``Timeout.pool`` on every path. Retries are
-    driven by inferkit, so the adapter's own urllib3 ``Retry`` is off.
-    """
-    return _InferkitAdapter(
-        ssl_context=ssl_context,
-        pool_timeout=config.timeouts.pool,
+    """The adapter inferkit mounts on its own session, sized from ``config`` (see :func:`pool.make_adapter`)."""
+    return pools.make_adapter(
         pool_connections=config.pool_connections,
         pool_maxsize=config.pool_maxsize,
-        max_retries=urllib3.Retry(0, read=False, redirect=False),
-        pool_block=True,
+        pool_timeout=config.timeouts.pool,
+        ssl_context=ssl_context,
     )
 
 
@@ -287,16 +207,15 @@ class SyncTransport:
             why_session.append("cookies")
         self.direct = not why_session
         self.path_reason = ", ".join(why_session) or "direct"
-        #: Whether :class:`inferkit._http_mux.HTTPMux` can drive this transport (the direct path: plain HTTP or TLS).
-        self.multiplexable = self.direct
         self._adapter = adapter
-        if not self.direct and self._ssl_context is not None and not isinstance(adapter, _InferkitAdapter):
+        if not self.direct and self._ssl_context is not None and not isinstance(adapter, pools.InferkitAdapter):
             raise ValueError(
                 "RESTConfig.verify as an ssl.SSLContext cannot be combined with a session that needs requests' "
                 f"own request path ({self.path_reason}); mount an adapter that uses the context on your session"
             )
 
         self._default_budget = Budget(config.timeouts, None)
+        self._keepalive_expiry: float | None = getattr(config, "keepalive_expiry", None)
         self._const_headers = config_headers(config, self._session_headers(session), parsed.auth)
         self._const_lower = frozenset(k.lower() for k, _ in self._const_headers)
         self._const_lines = [(k.lower(), f"{k}: {v}\r\n".encode("latin-1")) for k, v in self._const_headers]
@@ -319,14 +238,14 @@ class SyncTransport:
 
     def _resolve_pool(self) -> Any:
         with self._lock:
-            if self._pool is not None and self._pool.pool is not None:
+            if self._pool is not None and pools.is_open(self._pool):
                 return self._pool
             if self._closed:
                 raise errors.ConnectError(f"the client for {self.base_url} is closed")
             adapter = self._adapter
             if self._ssl_context is not None and self.scheme == "https":
                 pool = adapter.poolmanager.connection_from_host(
-                    self._host(), self._port(), "https", pool_kwargs=_ssl_context_pool_kwargs(self._ssl_context)
+                    self._host(), self._port(), "https", pool_kwargs=pools.ssl_context_pool_kwargs(self._ssl_context)
                 )
             else:
                 prepared = requests.Request("GET", self.base_url + "/").prepare()
@@ -336,26 +255,13 @@ class SyncTransport:
             return pool
 
     def _after_fork(self) -> None:
-        """In a forked child, on first use: new, empty pools for every adapter of the session.
-
-        The inherited connections are let go of by closing the child's copies of their sockets: ``close()`` only
-        drops this process's descriptor, while ``shutdown()`` (or a TLS close_notify) would end the parent's
-        connection too, so neither is used.
-        """
+        """In a forked child, on first use: new, empty pools (:func:`pool.renew_after_fork`)."""
         with _fork_lock:
             if self._generation == _fork_generation:
                 return
             self._lock = threading.Lock()  # may have been held by another thread of the parent at the fork
             self._pool = None
-            for adapter in list(self.session.adapters.values()):
-                if not isinstance(adapter, requests.adapters.HTTPAdapter):
-                    continue
-                managers = [adapter.poolmanager, *adapter.proxy_manager.values()]
-                sizes: Any = adapter  # requests keeps the pool sizes as private attributes (for pickling)
-                adapter.init_poolmanager(sizes._pool_connections, sizes._pool_maxsize, block=sizes._pool_block)
-                adapter.proxy_manager = {}
-                for manager in managers:
-                    _drop_inherited(manager)
+            pools.renew_after_fork(self.session)
             self._generation = _fork_generation
 
     def _host_header(self) -> str:
@@ -383,109 +289,82 @@ class SyncTransport:
         if self._owns_session:
             self.session.close()
 
-    # -- the request --------------------------------------------------------------------------------------------
-    def _drive(self, prep: Prepared) -> Reply:
-        """Run a prepared request's retry loop on this thread: each attempt blocking, each backoff a sleep."""
-        exchange = prep.exchange
-        direct = self.direct
-        todo = next(exchange)
-        while True:
-            if isinstance(todo, Attempt):
-                try:
-                    if direct:
-                        outcome: Any = self._direct_attempt(prep.method, prep.head, prep.body, todo.budget, todo.fresh)
-                    else:
-                        items = self._items(prep.extra, prep.drop)
-                        body = prep.body
-                        assert not isinstance(body, BodyParts)  # joined by prepare() off the direct path
-                        outcome = self._session_attempt(prep.method, prep.target, body, items, todo.budget)
-                except (AttemptFailed, BodyTooLarge) as failure:
-                    outcome = failure
-            else:
-                time.sleep(todo)
-                outcome = None
-            try:
-                todo = exchange.send(outcome)
-            except StopIteration as done:
-                return done.value  # type: ignore[no-any-return]
+    # -- the request: prepared once, then run by the driver ------------------------------------------------------
+    def send(self, call: RestCall, headers: Mapping[str, str] | None, timeout: Any) -> Reply:
+        """Send a :class:`~inferkit.codec.rest_calls.RestCall` (with retries) and return the complete reply."""
+        return drive(self, self.prepare_call(call, headers, timeout))  # type: ignore[no-any-return]
 
-    def prepare(
-        self,
-        method: str,
-        path: str,
-        body: bytes | BodyParts | None = None,
-        *,
-        content_headers: Mapping[str, str] | None = None,
-        headers: Mapping[str, str] | None = None,
-        timeout: Any = None,
-        retryable: bool = True,
-        retry_statuses: bool = True,
-        raise_for_status: bool = True,
-        model_name: str | None = None,
-        request_id: str | None = None,
-    ) -> Prepared:
-        """One logical request ready to send: its bytes, built once, and its retry loop
-        (:func:`~inferkit._retry.rest_exchange`), for :meth:`send` or the multiplexed path to drive.
-
-        Args:
-            method: HTTP method.
-            path: Path relative to the base URL (starting with ``/``).
-            body: The request body, built once and resent as is on every attempt.
-            content_headers: Headers describing the body (Content-Type, Inference-Header-Content-Length).
-            headers: Per-call headers; they override the client's headers (the caller's dict is not changed).
-            timeout: Per-call timeout (a Timeout, seconds, or (connect, read)); None uses the config's.
-            retryable: Whether a request that may have reached the server may be sent again (False for
-                sequence requests). Connection failures before anything was sent are retried regardless.
-            retry_statuses: Whether retryable statuses (429, 5xx) are retried (False for health checks,
-                where the status is the answer).
-            raise_for_status: Map an error status to an inferkit error (else return the reply).
-            model_name: For error messages.
-            request_id: For error messages.
-        """
+    def prepare_call(self, call: RestCall, headers: Mapping[str, str] | None, timeout: Any) -> Prepared:
+        """One request ready to send: its bytes, built once, and its retry state."""
         if self._generation != _fork_generation:
             self._after_fork()
         config = self.config
         tmo = config.timeouts if timeout is None else Timeout.coerce(timeout)
-        target = self.base_path + path
+        target = self.base_path + call.path
+        body = call.body
         if isinstance(body, BodyParts) and (not self.direct or config.compression is not None):
             body = body.join()  # only the direct path writes parts; the others need one buffer (joined once)
         send_body, encoding = compress_body(body, config)  # type: ignore[arg-type]  # parts are never compressed
-        extra, drop = call_headers(method, send_body, content_headers, headers, encoding, self._const_lower)
-        head = self._head(method, target, extra, drop) if self.direct else b""
+        extra, drop = call_headers(call.method, send_body, call.content_headers, headers, encoding, self._const_lower)
+        head = self._head(call.method, target, extra, drop) if self.direct else b""
         state = RetryState(
-            config.retry_policy, retryable=retryable, retry_statuses=retry_statuses, clock=time.monotonic
-        )
-        exchange = rest_exchange(
-            state,
-            tmo,
-            self._default_budget if timeout is None else None,
-            where=f"{method} {self.base_url}{path}",
-            pool_maxsize=config.pool_maxsize,
-            raise_for_status=raise_for_status,
-            model_name=model_name,
-            request_id=request_id,
-            log=self._logger(method, target, extra, drop, send_body) if self._verbose else None,
-        )
-        return Prepared(method, head, send_body, exchange, target, extra, drop)
-
-    def send(self, call: RestCall, headers: Mapping[str, str] | None, timeout: Any) -> Reply:
-        """Send a :class:`~inferkit.codec.rest_calls.RestCall` (with retries) and return the complete reply."""
-        return self._drive(self.prepare_call(call, headers, timeout))
-
-    def prepare_call(self, call: RestCall, headers: Mapping[str, str] | None, timeout: Any) -> Prepared:
-        """:meth:`prepare` for a :class:`~inferkit.codec.rest_calls.RestCall`."""
-        return self.prepare(
-            call.method,
-            call.path,
-            call.body,
-            content_headers=call.content_headers,
-            headers=headers,
-            timeout=timeout,
+            config.retry_policy,
             retryable=call.retryable,
             retry_statuses=call.retry_statuses,
+            clock=clock,
+            total=tmo.total,
+        )
+        default = self._default_budget if timeout is None else None
+        return Prepared(call, head, send_body, target, extra, drop, tmo, default, state, state.begin(tmo, default))
+
+    # The driver's interface (inferkit._transport.driver): one attempt, and the retry loop after the first.
+    def attempt(self, prep: Prepared, todo: Attempt | None) -> Any:
+        """Send ``prep`` once; the reply, or the failure (:class:`AttemptFailed`, ``BodyTooLarge``) it met."""
+        budget, fresh = (prep.budget, False) if todo is None else todo
+        scope = current_scope()
+        try:
+            if scope is not None and scope.cancelled:
+                raise self._cancelled(prep)
+            if self.direct:
+                return self._direct_attempt(prep.call.method, prep.head, prep.body, budget, fresh, scope)
+            body = prep.body
+            assert not isinstance(body, BodyParts)  # joined by prepare_call() off the direct path
+            items = self._items(prep.extra, prep.drop)
+            return self._session_attempt(prep.call.method, prep.target, body, items, budget)
+        except (AttemptFailed, BodyTooLarge) as failure:
+            if scope is not None and scope.cancelled:
+                raise self._cancelled(prep) from None
+            return failure
+
+    def _cancelled(self, prep: Prepared) -> errors.CancelledError:
+        call = prep.call
+        return errors.CancelledError(
+            f"{call.method} {self.base_url}{call.path}: cancelled by the caller (its connection was closed)",
+            model_name=call.model_name,
+            request_id=call.request_id,
+        )
+
+    def settled(self, prep: Prepared, outcome: Any) -> bool:
+        """A first attempt answered 2xx needs no retry loop (unless every attempt is logged)."""
+        return type(outcome) is Reply and outcome.status < 300 and not self._verbose
+
+    def result(self, prep: Prepared, outcome: Reply) -> Reply:
+        return outcome
+
+    def retries(self, prep: Prepared, first: Any) -> Generator[Attempt | float, Any, Any]:
+        call = prep.call
+        return rest_exchange(
+            prep.state,
+            prep.timeout,
+            prep.default,
+            prep.budget,
+            first,
+            where=f"{call.method} {self.base_url}{call.path}",
+            pool_maxsize=self.config.pool_maxsize,
             raise_for_status=call.raise_for_status,
             model_name=call.model_name,
             request_id=call.request_id,
+            log=self._logger(call.method, prep.target, prep.extra, prep.drop, prep.body) if self._verbose else None,
         )
 
     def _items(self, extra: list[tuple[str, str]], drop: frozenset[str]) -> list[tuple[str, str]]:
@@ -512,19 +391,20 @@ class SyncTransport:
         """A connection from the adapter's pool (and that pool, to put it back into), waiting up to
         ``pool_timeout`` for one to be free (``AttemptFailed("pool")`` then)."""
         pool = self._pool
-        if pool is None or pool.pool is None:
+        if pool is None or not pools.is_open(pool):
             pool = self._resolve_pool()
+        expiry = self._keepalive_expiry
         try:
-            return pool, pool._get_conn(timeout=pool_timeout)
-        except EmptyPoolError as exc:
+            return pool, pools.checkout(pool, pool_timeout, expiry)
+        except pools.PoolExhausted as exc:
             raise AttemptFailed("pool", exc, timeout=pool_timeout) from None
-        except ClosedPoolError:
+        except pools.PoolClosed:
             # The session's PoolManager evicted (and closed) our pool: take the current one.
             self._pool = None
             pool = self._resolve_pool()
             try:
-                return pool, pool._get_conn(timeout=pool_timeout)
-            except (EmptyPoolError, ClosedPoolError) as exc:
+                return pool, pools.checkout(pool, pool_timeout, expiry)
+            except (pools.PoolExhausted, pools.PoolClosed) as exc:
                 raise AttemptFailed("pool", exc, timeout=pool_timeout) from None
 
     def _direct_attempt(
@@ -534,12 +414,15 @@ class SyncTransport:
         body: bytes | BodyParts | None,
         budget: Budget,
         fresh: bool,
+        scope: CancelScope | None = None,
     ) -> HTTPResponse:
         pool, conn = self._checkout(budget.pool)
         keep = False
         try:
             reused = ready_conn(conn, fresh, budget.connect)
             sock = conn.sock
+            if scope is not None and not scope.attach(sock):
+                raise AttemptFailed("dropped", ConnectionAbortedError("cancelled"))
             got_status = False
             sent = False
             try:
@@ -548,7 +431,7 @@ class SyncTransport:
                     and budget.remaining is None
                     and type(sock) is socket.socket
                     and (body is None or (type(body) is bytes and len(body) <= _COALESCE_LIMIT))
-                    and len(pool.pool.queue) < pool.pool.maxsize - 1  # another connection of the pool is busy
+                    and pools.others_busy(pool)  # threads share the client
                 ):
                     # A small call on plain TCP while other threads use the client: the socket stays in blocking
                     # mode and the kernel enforces the timeouts (SO_SNDTIMEO / SO_RCVTIMEO), so each send and
@@ -592,15 +475,18 @@ class SyncTransport:
             except _DROPPED as exc:
                 kind = closed_kind(reused=reused, got_status=got_status, tls_without_client_cert=self._tls_no_cert)
                 raise AttemptFailed(kind, exc) from None
+            except http.client.BadStatusLine as exc:
+                raise AttemptFailed("dropped", NotHTTPError(exc.line)) from exc
             except (http.client.HTTPException, OSError) as exc:
                 raise AttemptFailed("dropped", exc) from None
             keep = complete and not raw.will_close
             return HTTPResponse(status, raw.msg, data)
         finally:
+            if scope is not None and not scope.attach(None):
+                keep = False  # cancelled meanwhile: its socket may be shut down
             if not keep:
                 conn.close()
-            # Always exactly one put per get, so the blocking pool never loses a slot.
-            pool._put_conn(conn)
+            pools.checkin(pool, conn)
 
     # -- session path: requests does the request, inferkit the retries and mapping -----------------------------
     def _session_attempt(
@@ -633,7 +519,7 @@ class SyncTransport:
             raise AttemptFailed("connect", exc) from None
         except requests.exceptions.ConnectionError as exc:
             inner = exc.args[0] if exc.args else None
-            if isinstance(inner, EmptyPoolError) or "Pool is empty" in str(exc):
+            if isinstance(inner, pools.PoolExhausted) or "Pool is empty" in str(exc):
                 raise AttemptFailed("pool", exc, timeout=budget.pool) from None
             reason = getattr(inner, "reason", inner)
             if isinstance(reason, urllib3.exceptions.NewConnectionError) or isinstance(
@@ -668,34 +554,31 @@ class SyncTransport:
         return attempt_logger(method, self._origin + target, self._items(extra, drop), body)
 
 
-class Prepared(NamedTuple):
-    """A request built by :meth:`SyncTransport.prepare`."""
+class NotHTTPError(ConnectionError):
+    """The peer answered with something that is not an HTTP/1.x status line."""
 
-    method: str
+    def __init__(self, line: str) -> None:
+        grpc = line.startswith("\x00") or "PRI * HTTP/2" in line or line.startswith("\x00\x00")
+        hint = "this looks like a gRPC (HTTP/2) port: use InferenceGRPCClient" if grpc or not line else ""
+        super().__init__(
+            f"the reply is not HTTP (it began with {line[:40]!r}); "
+            + (hint or "check the URL's host and port: another kind of server answers there")
+        )
+
+
+class Prepared(NamedTuple):
+    """A request built by :meth:`SyncTransport.prepare_call`: what every attempt sends, and its retry state."""
+
+    call: RestCall
     head: bytes  # request line and header block (direct path; empty otherwise)
     body: bytes | BodyParts | None  # as sent (compressed when configured)
-    exchange: Generator[Attempt | float, Any, Any]  # its retry loop
     target: str  # path on the server (base path included)
     extra: list[tuple[str, str]]  # per-call headers (session path)
     drop: frozenset[str]  # client headers the call overrides (session path)
-
-
-def _drop_inherited(manager: Any) -> None:
-    """Close this process's copies of the sockets pooled in a urllib3 PoolManager inherited across fork()."""
-    try:
-        pools = list(manager.pools._container.values())  # noqa: SLF001 - urllib3 has no public iterator
-    except AttributeError:
-        return
-    for pool in pools:
-        queue = getattr(pool, "pool", None)
-        for conn in list(getattr(queue, "queue", ()) or ()):
-            sock = getattr(conn, "sock", None)
-            if sock is not None:
-                try:
-                    sock.close()  # this process's descriptor only: close() sends no TLS close_notify, no shutdown
-                except OSError:
-                    pass
-                conn.sock = None
+    timeout: Timeout
+    default: Budget | None  # the precomputed budget of the config's timeout, when the call uses it
+    state: RetryState
+    budget: Budget  # the first attempt's
 
 
 def wire_pieces(head: bytes, body: bytes | BodyParts | None) -> list[Any]:

@@ -1,0 +1,203 @@
+"""The one place where inferkit relies on urllib3's and requests' internals (pinned by tests/unit/test_pool_pins.py).
+
+Owns: the ``HTTPAdapter`` inferkit mounts on its session (pool sizing, a bounded wait for a free connection, a
+caller's ``ssl.SSLContext`` carried into every pool), taking a connection out of a urllib3 pool and giving it back
+(with keep-alive expiry), and dropping the pools a forked child inherited.
+Must not import: aiohttp, grpc, inferkit.aio, inferkit.grpc_client.
+
+Why private calls at all. urllib3's public request API (``pool.urlopen``) costs about 50 us of CPU more per call
+than driving a pooled ``HTTPConnection`` with the ``http.client`` primitives it inherits, which was measured at
+15-20% of inferkit's whole per-call cost on a small infer (docs/performance.md). Driving a connection needs it out
+of the pool and back: ``HTTPConnectionPool._get_conn(timeout)`` and ``_put_conn(conn)``, unchanged since urllib3
+1.x. Everything that touches them, or another private attribute, is here, and a unit test asserts each assumption
+so that a urllib3 or requests release that changes one fails there, not in a user's process.
+"""
+
+from __future__ import annotations
+
+import ssl
+import time
+from typing import Any
+
+import requests
+import requests.adapters
+import urllib3
+from urllib3.exceptions import ClosedPoolError, EmptyPoolError
+
+__all__ = [
+    "InferkitAdapter",
+    "make_adapter",
+    "ssl_context_pool_kwargs",
+    "checkout",
+    "checkin",
+    "others_busy",
+    "renew_after_fork",
+    "PoolExhausted",
+    "PoolClosed",
+]
+
+#: Raised by :func:`checkout` when no connection became free in time / when the pool was closed meanwhile.
+PoolExhausted = EmptyPoolError
+PoolClosed = ClosedPoolError
+
+
+class InferkitAdapter(requests.adapters.HTTPAdapter):
+    """An ``HTTPAdapter`` whose pools wait a bounded time for a free connection and can carry an SSLContext.
+
+    requests can only express ``verify`` as a bool or a path; a caller's SSLContext (custom ciphers, pinned CAs,
+    a client certificate loaded from memory) is passed to urllib3 as the pool's ``ssl_context`` instead.
+    """
+
+    def __init__(
+        self, *, ssl_context: ssl.SSLContext | None = None, pool_timeout: float | None = None, **kwargs: Any
+    ) -> None:
+        self._ssl_context = ssl_context
+        self._pool_classes = _bounded_pool_classes(pool_timeout)
+        super().__init__(**kwargs)
+
+    def init_poolmanager(self, connections: int, maxsize: int, block: bool = True, **pool_kwargs: Any) -> None:
+        super().init_poolmanager(connections, maxsize, block=block, **pool_kwargs)
+        self.poolmanager.pool_classes_by_scheme = self._pool_classes
+
+    def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
+        manager = super().proxy_manager_for(proxy, **proxy_kwargs)
+        manager.pool_classes_by_scheme = self._pool_classes
+        return manager
+
+    def build_connection_pool_key_attributes(
+        self, request: requests.PreparedRequest, verify: Any, cert: Any = None
+    ) -> Any:
+        host_params: Any
+        pool_kwargs: Any
+        host_params, pool_kwargs = super().build_connection_pool_key_attributes(request, verify, cert)
+        if self._ssl_context is not None and host_params.get("scheme") == "https":
+            pool_kwargs = ssl_context_pool_kwargs(self._ssl_context)
+        return host_params, pool_kwargs
+
+    def cert_verify(self, conn: Any, url: str, verify: Any, cert: Any) -> None:
+        if self._ssl_context is not None and url.lower().startswith("https"):
+            return  # everything is in the SSLContext
+        super().cert_verify(conn, url, verify, cert)  # type: ignore[no-untyped-call]
+
+
+class _BoundedHTTPPool(urllib3.HTTPConnectionPool):
+    default_pool_timeout: float | None = None
+
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        return super()._get_conn(timeout if timeout is not None else self.default_pool_timeout)
+
+
+class _BoundedHTTPSPool(urllib3.HTTPSConnectionPool):
+    default_pool_timeout: float | None = None
+
+    def _get_conn(self, timeout: float | None = None) -> Any:
+        return super()._get_conn(timeout if timeout is not None else self.default_pool_timeout)
+
+
+def _bounded_pool_classes(pool_timeout: float | None) -> dict[str, type]:
+    """Pool classes whose wait for a free connection defaults to ``pool_timeout`` instead of forever.
+
+    requests never passes ``pool_timeout`` to urllib3, so with ``pool_block=True`` a request on the session path
+    would wait forever for a connection; these pools bound that wait (the direct path passes it explicitly).
+    """
+    attrs = {"default_pool_timeout": pool_timeout}
+    return {
+        "http": type("InferkitHTTPConnectionPool", (_BoundedHTTPPool,), attrs),
+        "https": type("InferkitHTTPSConnectionPool", (_BoundedHTTPSPool,), attrs),
+    }
+
+
+def ssl_context_pool_kwargs(ctx: ssl.SSLContext) -> dict[str, Any]:
+    """urllib3 pool arguments for a caller's SSLContext."""
+    # cert_reqs mirrors the context so urllib3 does not overwrite its verify_mode; assert_hostname=False when the
+    # caller turned hostname checking off, so urllib3 does not turn it back on by itself.
+    kwargs: dict[str, Any] = {"ssl_context": ctx, "cert_reqs": ctx.verify_mode}
+    if not ctx.check_hostname:
+        kwargs["assert_hostname"] = False
+    return kwargs
+
+
+def make_adapter(
+    *, pool_connections: int, pool_maxsize: int, pool_timeout: float | None, ssl_context: ssl.SSLContext | None = None
+) -> InferkitAdapter:
+    """The adapter inferkit mounts on its own Session: pool sized from the config, blocking with a timeout.
+
+    ``pool_block=True`` makes ``pool_maxsize`` a hard limit on open connections per host (no "Connection pool is
+    full" churn); the wait for a free connection is bounded by ``Timeout.pool`` on every path. Retries are
+    driven by inferkit, so the adapter's own urllib3 ``Retry`` is off.
+    """
+    return InferkitAdapter(
+        ssl_context=ssl_context,
+        pool_timeout=pool_timeout,
+        pool_connections=pool_connections,
+        pool_maxsize=pool_maxsize,
+        max_retries=urllib3.Retry(0, read=False, redirect=False),
+        pool_block=True,
+    )
+
+
+def checkout(pool: Any, timeout: float | None, keepalive_expiry: float | None = None) -> Any:
+    """A connection of ``pool``, waiting up to ``timeout`` for one to be free (:data:`PoolExhausted` then;
+    :data:`PoolClosed` when the pool was closed). A kept-alive connection idle for longer than
+    ``keepalive_expiry`` seconds is closed first (the next use opens a new one): a server or a balancer may have
+    dropped it without a word."""
+    conn = pool._get_conn(timeout=timeout)
+    if keepalive_expiry is not None and conn.sock is not None:
+        idle_since = getattr(conn, "_inferkit_idle_since", None)
+        if idle_since is not None and time.monotonic() - idle_since > keepalive_expiry:
+            conn.close()
+    return conn
+
+
+def checkin(pool: Any, conn: Any) -> None:
+    """Give a connection back to its pool (exactly once per :func:`checkout`, so a blocking pool never loses a
+    slot), noting when it became idle."""
+    conn._inferkit_idle_since = time.monotonic()
+    pool._put_conn(conn)
+
+
+def others_busy(pool: Any) -> bool:
+    """Whether another connection of ``pool`` is checked out besides the caller's (threads share the client)."""
+    queue = pool.pool
+    return queue is not None and len(queue.queue) < queue.maxsize - 1
+
+
+def is_open(pool: Any) -> bool:
+    """Whether ``pool`` has not been closed (a PoolManager closes a pool it evicts)."""
+    return pool.pool is not None
+
+
+def renew_after_fork(session: requests.Session) -> None:
+    """In a forked child: new, empty pools for every adapter of ``session``.
+
+    The inherited connections are let go of by closing the child's copies of their sockets: ``close()`` only
+    drops this process's descriptor, while ``shutdown()`` (or a TLS close_notify) would end the parent's
+    connection too, so neither is used.
+    """
+    for adapter in list(session.adapters.values()):
+        if not isinstance(adapter, requests.adapters.HTTPAdapter):
+            continue
+        managers = [adapter.poolmanager, *adapter.proxy_manager.values()]
+        sizes: Any = adapter  # requests keeps the pool sizes as private attributes (for pickling)
+        adapter.init_poolmanager(sizes._pool_connections, sizes._pool_maxsize, block=sizes._pool_block)
+        adapter.proxy_manager = {}
+        for manager in managers:
+            _drop_inherited(manager)
+
+
+def _drop_inherited(manager: Any) -> None:
+    """Close this process's copies of the sockets pooled in a urllib3 PoolManager inherited across fork()."""
+    try:
+        pools = list(manager.pools._container.values())  # urllib3 has no public iterator
+    except AttributeError:
+        return
+    for pool in pools:
+        queue = getattr(pool, "pool", None)
+        for conn in list(getattr(queue, "queue", ()) or ()):
+            sock = getattr(conn, "sock", None)
+            if sock is not None:
+                try:
+                    sock.close()  # this process's descriptor only: close() sends no TLS close_notify, no shutdown
+                except OSError:
+                    pass
+                conn.sock = None
