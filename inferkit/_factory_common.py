@@ -6,7 +6,7 @@ class as classmethods. A factory class names its client modules in ``_client_mod
 imported only when a client of that kind is asked for, so the REST path never loads grpc and the async factory
 never loads a sync transport.
 Must not import: requests, urllib3, aiohttp, grpc, any client module (inferkit.rest_client, inferkit.grpc_client,
-inferkit._http, inferkit.aio.*).
+inferkit._transport, inferkit.aio.*).
 """
 
 from __future__ import annotations

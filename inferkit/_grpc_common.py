@@ -6,7 +6,7 @@ default deadline), each operation as a :class:`GRPCCall` (:class:`GRPCCalls`: RP
 reply, retry flags), the retry loop of one call as a sans-IO generator (:func:`grpc_exchange`), the mapping of a
 ``grpc.RpcError`` (sync or aio: both have ``code()``, ``details()``, ``trailing_metadata()``) to an inferkit error,
 the handling of stream replies, and the verbose log line. ``grpc`` itself is imported lazily (:func:`load_grpc`).
-Must not import: requests, urllib3, aiohttp, inferkit.rest_client, inferkit._http, inferkit.grpc_client,
+Must not import: requests, urllib3, aiohttp, inferkit.rest_client, inferkit._transport, inferkit.grpc_client,
 inferkit.aio; nor grpc / protobuf at module level.
 """
 
@@ -43,7 +43,7 @@ __all__ = [
     "LARGE_REQUEST_BYTES",
     "GRPCSettings",
     "GRPCClientBase",
-    "CallRun",
+    "call_logger",
     "StreamState",
     "GRPCCall",
     "GRPCCalls",
@@ -295,9 +295,9 @@ def normalize_metadata(headers: Headers, where: str = "headers") -> tuple[tuple[
     return tuple(out)
 
 
-def redact(metadata: Iterable[tuple[str, Any]]) -> list[tuple[str, Any]]:
+def redact(metadata: Iterable[tuple[str, Any]] | None) -> list[tuple[str, Any]]:
     """Metadata for logging, with credentials replaced by ``***``."""
-    return [(k, "***" if k in SENSITIVE_HEADERS else v) for k, v in metadata]
+    return [(k, "***" if k in SENSITIVE_HEADERS else v) for k, v in metadata or ()]
 
 
 class GRPCSettings:
@@ -559,38 +559,28 @@ def grpc_exchange(
     call: GRPCCall,
     total: float | None,
     policy: RetryPolicy,
+    first: tuple[bool, Any],
     *,
+    start: float,
     clock: Callable[[], float],
     log: Callable[[str, int, float], None] | None = None,
     tls_without_client_cert: bool = False,
-    start: float | None = None,
 ) -> Generator[Attempt | float, Any, Any]:
-    """The retry loop of one RPC, as a generator the client drives (sync or async).
+    """The retry loop of one RPC after its first attempt, as a generator the driver runs (sync or async).
 
-    It yields an :class:`Attempt` (the driver calls the stub with that timeout and sends back ``(True, reply)`` or
-    ``(False, exc)`` for an RpcError) or a float (the driver sleeps that long and sends back None). It returns the
-    parsed result, or raises the mapped error (``from`` the RpcError). Probes return False for a server error
-    other than an authentication failure. ``tls_without_client_cert`` is passed to :func:`map_rpc_error`.
-    ``start`` (a ``clock()`` value) says the driver already made the first attempt, which started then: it sends
-    that attempt's outcome to the first :class:`Attempt`, and the deadline counts from ``start``.
+    ``first`` is the first attempt's outcome, ``(True, reply)`` or ``(False, rpc_error)``; that attempt started
+    at ``start`` (a ``clock()`` value), from which the deadline ``total`` counts. The generator yields an
+    :class:`Attempt` (the driver calls the stub with that timeout and sends back the outcome) or a float (the driver
+    sleeps that long and sends back None). It returns the parsed result, or raises the mapped error (``from`` the
+    RpcError). Probes return False for a server error other than an authentication failure.
+    ``tls_without_client_cert`` is passed to :func:`map_rpc_error`.
     """
     state = RetryState(policy, retryable=call.retryable, retry_statuses=call.retry_server_codes, clock=clock)
-    made = start is not None
-    if start is not None:
-        state.start = start
+    state.start = start
+    state.attempt = 1
     ctx: dict[str, Any] = {"model_name": call.model_name, "request_id": call.request_id}
+    ok, value = first
     while True:
-        state.attempt += 1
-        remaining = None if total is None else total - state.elapsed()
-        if made:
-            made = False  # the driver's attempt, already over: nothing to check
-        elif remaining is not None and remaining <= 0:
-            raise DeadlineExceeded(
-                f"{call.rpc}: the {total:g} s deadline ran out before attempt {state.attempt}",
-                attempts=state.attempt - 1,
-                **ctx,
-            )
-        ok, value = yield Attempt(remaining)
         if ok:
             if log is not None:
                 log("OK", state.attempt, state.start)
@@ -608,7 +598,17 @@ def grpc_exchange(
                 return False
             raise state.final_error(err, call.rpc, total) from value
         logger.debug("retrying %s (attempt %d failed with %s) in %.3f s", call.rpc, state.attempt, err.grpc_code, wait)
+        del value, err
         yield wait
+        state.attempt += 1
+        remaining = None if total is None else total - state.elapsed()
+        if remaining is not None and remaining <= 0:
+            raise DeadlineExceeded(
+                f"{call.rpc}: the {total:g} s deadline ran out before attempt {state.attempt}",
+                attempts=state.attempt - 1,
+                **ctx,
+            )
+        ok, value = yield Attempt(remaining)
 
 
 def log_line(target: str, rpc: str, model: str | None, status: str, ms: float, attempts: int, md: Any) -> str:
@@ -627,51 +627,12 @@ def call_logger(target: str, call: GRPCCall, metadata: Any) -> Callable[[str, in
     return log
 
 
-class CallRun:
-    """One RPC in progress, for a client's driver loop: the stub, the metadata and the :func:`grpc_exchange`.
-
-    The driver reads :attr:`wait` (seconds to sleep, or None: send an attempt with :attr:`timeout`), does that
-    with its own I/O primitive and reports with :meth:`advance`; when :attr:`done`, :attr:`result` is the parsed
-    reply. The mapped error is raised by :meth:`advance`.
-    """
-
-    __slots__ = ("stub", "metadata", "request", "rpc_error", "wait", "timeout", "done", "result", "_exchange")
-
-    def __init__(self, stub: Any, metadata: Any, call: GRPCCall, exchange: Generator[Any, Any, Any], rpc_error: Any):
-        self.stub, self.metadata, self.request, self.rpc_error = stub, metadata or None, call.request, rpc_error
-        self.done, self.result = False, None
-        self.wait: float | None = None
-        self.timeout: float | None = None
-        self._exchange = exchange
-        self._next(next(exchange))
-
-    def payload(self, once: Callable[[Any], Any]) -> Any:
-        """What to pass to the stub: the request, or ``once(builder)`` for a request built per attempt."""
-        return once(self.request) if callable(self.request) else self.request
-
-    def advance(self, outcome: Any) -> None:
-        """Report ``(True, reply)`` or ``(False, rpc_error)`` after an attempt, None after a sleep."""
-        try:
-            self._next(self._exchange.send(outcome))
-        except StopIteration as done:
-            self.done, self.result = True, done.value
-
-    def _next(self, todo: Attempt | float) -> None:
-        if isinstance(todo, Attempt):
-            self.wait, self.timeout = None, todo.timeout
-        else:
-            self.wait = todo
-
-
 # -- the client base --------------------------------------------------------------------------------------------------
 
 
 class GRPCClientBase:
-    """The constructor, properties and call set-up of both gRPC clients (sync and async).
-
-    Subclasses provide :meth:`_stub` (the channel's callables, made with :func:`make_stubs`) and :meth:`_open`
-    (called last in the constructor), and drive :class:`CallRun` with their I/O primitive.
-    """
+    """The constructor and properties of both gRPC clients (sync and async); subclasses provide :meth:`_open`,
+    which makes the transport their calls run through."""
 
     _repr_prefix = ""
 
@@ -713,51 +674,17 @@ class GRPCClientBase:
         )
         self._grpc = load_grpc()
         self._calls = GRPCCalls(self._s.retry)
-        self._default_total = self._s.deadline(None)  # the deadline of a call without its own timeout
-        self._channel: Any = None
-        self._stubs: dict[str, Any] = {}
-        self._closed = False
-        self._open()
+        self._transport = self._open()
 
-    def _open(self) -> None:
+    def _open(self) -> Any:
+        """The client's transport (sync: :class:`inferkit._transport.grpc.GRPCTransport`, aio:
+        :class:`inferkit.aio._grpc.AsyncGRPCTransport`); called last in the constructor."""
         raise NotImplementedError
-
-    def _stub(self, name: str) -> Any:
-        raise NotImplementedError
-
-    def _closed_error(self) -> TransportError:
-        return TransportError(f"the gRPC client for {self._s.target} is closed")
-
-    def _begin(self, call: GRPCCall, headers: Headers, timeout: float | None, start: float | None = None) -> CallRun:
-        """Start one RPC: its stub, metadata, deadline and retry loop (``start``: see :func:`grpc_exchange`)."""
-        stub = self._stub(call.rpc)
-        metadata = self._s.call_metadata(headers)
-        log = call_logger(self._s.target, call, metadata) if self._s.verbose else None
-        exchange = grpc_exchange(
-            call,
-            self._s.deadline(timeout),
-            self._s.retry,
-            clock=time.monotonic,
-            log=log,
-            tls_without_client_cert=self._s.tls_without_client_cert,
-            start=start,
-        )
-        return CallRun(stub, metadata, call, exchange, self._grpc.RpcError)
-
-    def _first_args(
-        self, call: GRPCCall, headers: Headers, timeout: float | None, once: Callable[[Any], Any]
-    ) -> tuple[Any, Any, float | None, Any]:
-        """``(stub, payload, deadline, metadata)`` of a call's first attempt, made outside the retry machinery
-        (``once`` wraps a request built per attempt into the request iterator the stub takes)."""
-        s = self._s
-        request = call.request
-        total = self._default_total if timeout is None else s.deadline(timeout)
-        metadata = s.call_metadata(headers) if headers else s.wire_metadata
-        return self._stub(call.rpc), once(request) if callable(request) else request, total, metadata
 
     def _stream_args(self, timeout: float | None, headers: Headers) -> tuple[Any, float | None, Any]:
         """The ``ModelStreamInfer`` stub, the stream's deadline and its metadata."""
-        return self._stub("ModelStreamInfer"), self._s.stream_deadline(timeout), self._s.call_metadata(headers)
+        stub = self._transport.stub("ModelStreamInfer")
+        return stub, self._s.stream_deadline(timeout), self._s.call_metadata(headers)
 
     @property
     def host(self) -> str:

@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from typing import Any, Callable, Generator, NamedTuple
+from typing import Any, Callable, Generator, NamedTuple, Sized
 
 from inferkit import errors
 from inferkit.codec.http_wire import BodyTooLarge, log_line
@@ -346,7 +346,7 @@ class Attempt(NamedTuple):
     fresh: bool
 
 
-def attempt_logger(method: str, url: str, items: Any, body: bytes | None) -> Callable[[Any, int], None]:
+def attempt_logger(method: str, url: str, items: Any, body: Sized | None) -> Callable[[Any, int], None]:
     """The ``log`` callback of :func:`rest_exchange` for verbose clients: one INFO line per attempt, with the
     reply's status, sizes and time, or the failure (credentials in ``items`` redacted by ``log_line``)."""
     sent = len(body) if body is not None else 0

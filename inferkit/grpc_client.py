@@ -1,8 +1,9 @@
 """The sync gRPC client, :class:`InferenceGRPCClient` (grpcio).
 
-Owns: the grpcio channel and its re-creation in a forked child, driving the shared retry loop
-(:class:`inferkit._grpc_common.CallRun`) with blocking calls and ``time.sleep``, the large-request path (a request
-iterator), and the blocking stream API (a reader thread). Settings, channel options, call descriptions, the retry
+Owns: the public sync gRPC API, the start of ``infer_many``'s requests as gRPC futures, and the blocking stream
+API (a reader thread). Each unary method is a few lines: the call description
+(:class:`inferkit._grpc_common.GRPCCalls`) runs through the transport (:mod:`inferkit._transport.grpc`: the
+channel, re-created in a forked child; one attempt for the sync driver). Settings, channel options, the retry
 decisions, the mapping of ``grpc.RpcError`` to inferkit errors and stream reply handling are
 :mod:`inferkit._grpc_common`, shared with :mod:`inferkit.aio.grpc_client`; building and parsing messages is the
 codec's job (``inferkit.codec.grpc_v2``).
@@ -44,7 +45,6 @@ Design decisions (see also the class docstring):
 from __future__ import annotations
 
 import functools
-import os
 import queue
 import threading
 import time
@@ -59,32 +59,14 @@ from inferkit._grpc_common import (
     GRPCClientBase,
     Headers,
     StreamState,
-    make_stubs,
     map_rpc_error,
 )
+from inferkit._transport.grpc import GRPCTransport
 from inferkit.batching import BatchMixin, RebuildOnUnpickle, StartFn, no_cancel, settle
 from inferkit.codec.tensors import InferRequest, InferResponse
 from inferkit.errors import InferkitError, ReadTimeout, ServerError
 
 __all__ = ["InferenceGRPCClient", "InferStream", "DEFAULT_CHANNEL_OPTIONS", "LARGE_REQUEST_BYTES", "map_rpc_error"]
-
-# Bumped in a child process after fork(): clients compare it on every call (cheaper than os.getpid()).
-_fork_generation = 0
-
-
-def _after_fork_in_child() -> None:
-    global _fork_generation
-    _fork_generation += 1
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-_sleep = time.sleep  # one indirection so tests can record backoff waits without patching the time module
-
-
-def _once(build: Any) -> Iterator[bytes]:
-    yield build()
 
 
 class InferenceGRPCClient(RebuildOnUnpickle, BatchMixin, GRPCClientBase):
@@ -118,42 +100,18 @@ class InferenceGRPCClient(RebuildOnUnpickle, BatchMixin, GRPCClientBase):
         ...     resp = client.infer(InferRequest("m", [x]))
     """
 
-    # -- channel ----------------------------------------------------------------------------------------------
-    def _open(self) -> None:
-        self._lock = threading.Lock()
-        self._pid = -1
-        self._generation = -1
-        self._connect()
-
-    def _connect(self) -> None:
-        channel = self._s.channel(self._grpc)
-        self._channel, self._stubs = channel, make_stubs(channel)
-        self._pid, self._generation = os.getpid(), _fork_generation
-
-    def _stub(self, name: str) -> Any:
-        if self._generation != _fork_generation or self._closed:
-            with self._lock:
-                if self._closed:
-                    raise self._closed_error()
-                if self._generation != _fork_generation or self._pid != os.getpid():
-                    # A forked child cannot use the parent's channel (its threads and sockets are the
-                    # parent's); build a new one and leave the inherited object alone.
-                    self._connect()
-        return self._stubs[name]
+    # -- the transport ----------------------------------------------------------------------------------------
+    def _open(self) -> GRPCTransport:
+        return GRPCTransport(self._s, self._grpc)
 
     @property
     def channel(self) -> Any:
         """The underlying ``grpc.Channel`` (recreated after a fork)."""
-        self._stub("ServerLive")
-        return self._channel
+        return self._transport.channel
 
     def close(self) -> None:
         """Close the channel; later calls raise TransportError. Safe to call twice."""
-        with self._lock:
-            self._closed = True
-            channel, self._channel = self._channel, None
-        if channel is not None and self._pid == os.getpid():
-            channel.close()
+        self._transport.close()
 
     def __enter__(self) -> InferenceGRPCClient:
         return self
@@ -161,49 +119,8 @@ class InferenceGRPCClient(RebuildOnUnpickle, BatchMixin, GRPCClientBase):
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-    # -- the call path ---------------------------------------------------------------------------------------
     def _do(self, call: GRPCCall, headers: Headers, timeout: float | None) -> Any:
-        """One RPC with deadline, metadata and retries; the only place a ``grpc.RpcError`` is caught.
-
-        A request built per attempt (the large-request path) is fed from a one-item iterator, so nothing here
-        holds its bytes once gRPC has written them.
-        """
-        first: tuple[bool, Any] | None = None
-        start = None
-        if not self._s.verbose:
-            # The first attempt is made here, without the retry machinery (a generator, a CallRun and a few more
-            # objects per call: about half of inferkit's own CPU time on a small infer). On success its reply is
-            # parsed as grpc_exchange would; a failure starts grpc_exchange, fed with it (same as the aio client).
-            stub, payload, total, metadata = self._first_args(call, headers, timeout, _once)
-            start = time.monotonic()
-            try:
-                reply = stub(payload, timeout=total, metadata=metadata)
-            except self._grpc.RpcError as exc:
-                first = (False, exc)
-            else:
-                return call.parse(reply)
-        return self._retry(call, headers, timeout, start, first)
-
-    def _retry(self, call: GRPCCall, headers: Headers, timeout: float | None, start: float | None, first: Any) -> Any:
-        """The rest of :meth:`_do` after its first attempt (``first``: that attempt's failure, begun at ``start``),
-        or the whole call (``first`` None) with the retry machinery from the start."""
-        run = self._begin(call, headers, timeout, start)
-        if first is not None:
-            run.advance(first)
-            del first
-        while not run.done:
-            if run.wait is not None:
-                _sleep(run.wait)
-                run.advance(None)
-                continue
-            try:
-                reply = run.stub(run.payload(_once), timeout=run.timeout, metadata=run.metadata)
-            except run.rpc_error as exc:
-                run.advance((False, exc))
-            else:
-                run.advance((True, reply))
-                del reply
-        return run.result
+        return self._transport.call(call, headers, timeout)
 
     # -- health and metadata ---------------------------------------------------------------------------------
     def is_server_live(self, headers: Headers = None, timeout: float | None = None) -> bool:
@@ -368,6 +285,7 @@ class InferenceGRPCClient(RebuildOnUnpickle, BatchMixin, GRPCClientBase):
         One gRPC thread completing every call is what lets many calls in flight cost about what the aio client's
         event loop costs; a blocked thread per call pays a thread switch or two under the GIL for each.
         """
+        transport = self._transport
         try:
             call = self._calls.infer(request)
             if request.outputs is not None:
@@ -376,11 +294,10 @@ class InferenceGRPCClient(RebuildOnUnpickle, BatchMixin, GRPCClientBase):
                 # One log line per attempt: the blocking path, on the caller's thread.
                 defer(lambda: settle(done, lambda: self._do(call, headers, timeout)))
                 return no_cancel
-            stub, payload, total, metadata = self._first_args(call, headers, timeout, _once)
+            run = transport.prepare(call, headers, timeout)
         except BaseException as exc:  # noqa: BLE001 - a bad request is this item's outcome, like infer() raising
             done(False, exc)
             return no_cancel
-        start = time.monotonic()
         rpc_error = self._grpc.RpcError
 
         def finished(future: Any) -> None:
@@ -388,14 +305,14 @@ class InferenceGRPCClient(RebuildOnUnpickle, BatchMixin, GRPCClientBase):
                 reply = future.result()
             except rpc_error as exc:
                 failed = (False, exc)  # `exc` itself is unbound when the except block ends
-                defer(lambda: settle(done, lambda: self._retry(call, headers, timeout, start, failed)))
+                defer(lambda: settle(done, lambda: transport.retry(run, failed)))
             except BaseException as exc:  # noqa: BLE001 - reported, never lost on gRPC's thread
                 done(False, exc)
             else:
                 settle(done, lambda: call.parse(reply))
 
         try:
-            future = stub.future(payload, timeout=total, metadata=metadata)
+            future = run.stub.future(run.payload, timeout=run.total, metadata=run.metadata)
         except BaseException as exc:  # noqa: BLE001 - e.g. the channel was closed meanwhile: this item's outcome
             done(False, exc)
             return no_cancel

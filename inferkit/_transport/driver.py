@@ -27,7 +27,7 @@ import threading
 import time
 from typing import Any, Protocol
 
-__all__ = ["drive", "clock", "SyncCallRunner", "CancelScope", "current_scope"]
+__all__ = ["drive", "retry", "clock", "SyncCallRunner", "CancelScope", "current_scope"]
 
 _local = threading.local()
 
@@ -54,8 +54,13 @@ def drive(transport: SyncCallRunner, run: Any) -> Any:
     outcome = transport.attempt(run, None)
     if transport.settled(run, outcome):
         return transport.result(run, outcome)
-    steps = transport.retries(run, outcome)
-    outcome = None  # a failed attempt's reply or error is not held during backoff
+    return retry(transport, run, outcome)
+
+
+def retry(transport: SyncCallRunner, run: Any, first: Any) -> Any:
+    """The rest of a call after its first attempt failed (or must be decided by the retry loop): ``first``."""
+    steps = transport.retries(run, first)
+    first = outcome = None  # a failed attempt's reply or error is not held during backoff
     try:
         todo = next(steps)
         while True:

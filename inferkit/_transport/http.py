@@ -476,7 +476,7 @@ class SyncTransport:
                 kind = closed_kind(reused=reused, got_status=got_status, tls_without_client_cert=self._tls_no_cert)
                 raise AttemptFailed(kind, exc) from None
             except http.client.BadStatusLine as exc:
-                raise AttemptFailed("dropped", NotHTTPError(exc.line)) from exc
+                raise AttemptFailed("dropped", NotHTTPError(str(exc.args[0]) if exc.args else "")) from exc
             except (http.client.HTTPException, OSError) as exc:
                 raise AttemptFailed("dropped", exc) from None
             keep = complete and not raw.will_close
@@ -549,7 +549,12 @@ class SyncTransport:
         return BodyReader.for_reply(status, encoding, self.config.max_response_size)
 
     def _logger(
-        self, method: str, target: str, extra: list[tuple[str, str]], drop: frozenset[str], body: bytes | None
+        self,
+        method: str,
+        target: str,
+        extra: list[tuple[str, str]],
+        drop: frozenset[str],
+        body: bytes | BodyParts | None,
     ) -> Any:
         return attempt_logger(method, self._origin + target, self._items(extra, drop), body)
 

@@ -4,7 +4,7 @@
 constructors, parameters and errors as ``inferkit``, with awaitable methods, ``async with`` and ``await close()``.
 Importing this package imports neither aiohttp nor grpc: each client's module loads its library on first use and
 names the extra to install when it is missing.
-Must not import: the sync transports (``inferkit.rest_client``, ``inferkit._http``, ``inferkit.grpc_client``).
+Must not import: the sync transports (``inferkit.rest_client``, ``inferkit._transport``, ``inferkit.grpc_client``).
 """
 
 from __future__ import annotations

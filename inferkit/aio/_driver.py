@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any, Protocol
 
-__all__ = ["drive", "AsyncCallRunner"]
+__all__ = ["drive", "retry", "AsyncCallRunner"]
 
 
 class AsyncCallRunner(Protocol):
@@ -35,8 +35,13 @@ async def drive(transport: AsyncCallRunner, run: Any) -> Any:
     outcome = await transport.attempt(run, None)
     if transport.settled(run, outcome):
         return transport.result(run, outcome)
-    steps = transport.retries(run, outcome)
-    outcome = None  # a failed attempt's reply or error is not held during backoff
+    return await retry(transport, run, outcome)
+
+
+async def retry(transport: AsyncCallRunner, run: Any, first: Any) -> Any:
+    """The rest of a call after its first attempt failed (or must be decided by the retry loop): ``first``."""
+    steps = transport.retries(run, first)
+    first = outcome = None  # a failed attempt's reply or error is not held during backoff
     try:
         todo = next(steps)
         while True:

@@ -7,7 +7,7 @@ async REST client: every aiohttp / asyncio / ssl / OS exception of an attempt be
 :mod:`inferkit._retry`, and from there an inferkit error. The retry loop, headers, compression, body size limit and
 reply interpretation are the shared sans-IO pieces (:func:`inferkit._retry.rest_exchange`,
 :mod:`inferkit.codec.http_wire`, :mod:`inferkit.codec.rest_calls`), the same ones the sync transport drives.
-Must not import: requests, urllib3, grpc, inferkit.rest_client, inferkit._http, inferkit.grpc_client.
+Must not import: requests, urllib3, grpc, inferkit.rest_client, inferkit._transport, inferkit.grpc_client.
 
 How ``Timeout`` maps onto aiohttp:
 

@@ -1,17 +1,15 @@
 """The async gRPC client, :class:`InferenceGRPCClient` (grpc.aio), the mirror of :mod:`inferkit.grpc_client`.
 
-Owns: the grpc.aio channel, made lazily in the running event loop and again when the client is used from another
-loop; driving the shared retry loop (:func:`inferkit._grpc_common.grpc_exchange`) with ``await`` and
-``asyncio.sleep``; the async stream API. Settings, call descriptions, error mapping and stream reply handling are
-:mod:`inferkit._grpc_common`, shared with the sync client.
-Must not import: requests, urllib3, aiohttp, inferkit.rest_client, inferkit._http, inferkit.grpc_client; grpc is
+Owns: the public async gRPC API (each unary method runs its call description through the transport,
+:mod:`inferkit.aio._grpc`, and the async driver) and the async stream API. Settings, call descriptions, error
+mapping and stream reply handling are :mod:`inferkit._grpc_common`, shared with the sync client.
+Must not import: requests, urllib3, aiohttp, inferkit.rest_client, inferkit._transport, inferkit.grpc_client; grpc is
 imported on first use (an ImportError names ``pip install 'inferkit[grpc]'``).
 """
 
 from __future__ import annotations
 
 import asyncio
-import time
 from typing import Any, AsyncIterator, Iterable, Mapping
 
 from inferkit import _grpc_shm
@@ -22,18 +20,14 @@ from inferkit._grpc_common import (
     Headers,
     StreamState,
     load_grpc,
-    make_stubs,
 )
+from inferkit.aio._grpc import AsyncGRPCTransport
 from inferkit.aio.batching import AsyncBatchMixin
 from inferkit.batching import RebuildOnUnpickle
 from inferkit.codec.tensors import InferRequest, InferResponse
 from inferkit.errors import InferkitError, ServerError, TransportError
 
 __all__ = ["InferenceGRPCClient", "AsyncInferStream"]
-
-
-async def _once(build: Any) -> AsyncIterator[bytes]:
-    yield build()
 
 
 class InferenceGRPCClient(RebuildOnUnpickle, AsyncBatchMixin, GRPCClientBase):
@@ -46,43 +40,18 @@ class InferenceGRPCClient(RebuildOnUnpickle, AsyncBatchMixin, GRPCClientBase):
 
     _repr_prefix = "aio."
 
-    # -- channel ----------------------------------------------------------------------------------------------
-    def _open(self) -> None:
-        self._loop: asyncio.AbstractEventLoop | None = None
-
-    def _stub(self, name: str) -> Any:
-        loop = asyncio.get_running_loop()
-        if self._loop is not loop:
-            if self._closed:
-                raise self._closed_error()
-            old, old_loop = self._channel, self._loop
-            self._channel = self._s.channel(self._grpc.aio)
-            self._stubs = make_stubs(self._channel)
-            self._loop = loop
-            if old is not None and old_loop is not None and not old_loop.is_closed() and old_loop.is_running():
-                asyncio.run_coroutine_threadsafe(old.close(), old_loop)
-        return self._stubs[name]
+    # -- the transport ----------------------------------------------------------------------------------------
+    def _open(self) -> AsyncGRPCTransport:
+        return AsyncGRPCTransport(self._s, self._grpc)
 
     @property
     def channel(self) -> Any:
         """The ``grpc.aio.Channel`` of the running loop."""
-        self._stub("ServerLive")
-        return self._channel
+        return self._transport.channel
 
     async def close(self) -> None:
         """Close the channel; later calls raise TransportError. Safe to call twice."""
-        self._closed = True
-        channel, loop, self._channel, self._loop = self._channel, self._loop, None, None
-        if channel is None or loop is None:
-            return
-        try:
-            running = asyncio.get_running_loop()
-        except RuntimeError:
-            running = None
-        if loop is running:
-            await channel.close()
-        elif not loop.is_closed() and loop.is_running():
-            asyncio.run_coroutine_threadsafe(channel.close(), loop)
+        await self._transport.close()
 
     async def __aenter__(self) -> InferenceGRPCClient:
         return self
@@ -90,40 +59,8 @@ class InferenceGRPCClient(RebuildOnUnpickle, AsyncBatchMixin, GRPCClientBase):
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
-    # -- the call path ---------------------------------------------------------------------------------------
     async def _do(self, call: GRPCCall, headers: Headers, timeout: float | None) -> Any:
-        """One RPC with deadline, metadata and retries; the only place a grpc error is caught."""
-        first: tuple[bool, Any] | None = None
-        start = None
-        if not self._s.verbose:
-            # The first attempt is made here, without the retry machinery (a generator and a few objects per call,
-            # which under many concurrent calls cost more in garbage collections than they take to run): on
-            # success its reply is parsed as grpc_exchange would; a failure starts grpc_exchange, fed with it.
-            stub, payload, total, metadata = self._first_args(call, headers, timeout, _once)
-            start = time.monotonic()
-            try:
-                reply = await stub(payload, timeout=total, metadata=metadata)
-            except self._grpc.RpcError as exc:
-                first = (False, exc)
-            else:
-                return call.parse(reply)
-        run = self._begin(call, headers, timeout, start)
-        if first is not None:
-            run.advance(first)
-            del first
-        while not run.done:
-            if run.wait is not None:
-                await asyncio.sleep(run.wait)
-                run.advance(None)
-                continue
-            try:
-                reply = await run.stub(run.payload(_once), timeout=run.timeout, metadata=run.metadata)
-            except run.rpc_error as exc:
-                run.advance((False, exc))
-            else:
-                run.advance((True, reply))
-                del reply
-        return run.result
+        return await self._transport.call(call, headers, timeout)
 
     # -- health and metadata ---------------------------------------------------------------------------------
     async def is_server_live(self, headers: Headers = None, timeout: float | None = None) -> bool:

@@ -4,7 +4,7 @@ Owns: the public async REST API. Each method is the sync method with ``await``: 
 :class:`~inferkit.codec.rest_calls.RestCalls` describes the call, :class:`~inferkit.aio._transport.AsyncTransport`
 sends it, the call's parser reads the reply. Same constructor, methods, parameters, defaults and errors as the sync
 client (``tests/unit/test_parity.py`` checks it).
-Must not import: requests, urllib3, grpc, inferkit.rest_client, inferkit._http, inferkit.grpc_client.
+Must not import: requests, urllib3, grpc, inferkit.rest_client, inferkit._transport, inferkit.grpc_client.
 """
 
 from __future__ import annotations

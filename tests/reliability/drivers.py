@@ -164,9 +164,9 @@ class _Proxy(types.SimpleNamespace):
 _SLEEP_SITES: dict[str, tuple[tuple[str, str], ...]] = {
     "sync_rest": (("inferkit._transport.driver", "time"),),
     "sync_rest_many": (("inferkit._transport.driver", "time"),),
-    "sync_grpc": (("inferkit.grpc_client", "_sleep"), ("inferkit.grpc_client", "time")),
+    "sync_grpc": (("inferkit._transport.driver", "time"),),
     "aio_rest": (("inferkit.aio._driver", "asyncio"),),
-    "aio_grpc": (("inferkit.aio.grpc_client", "_sleep"), ("inferkit.aio.grpc_client", "asyncio")),
+    "aio_grpc": (("inferkit.aio._driver", "asyncio"),),
 }
 
 

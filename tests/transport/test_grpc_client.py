@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import threading
+import time
 
 import numpy as np
 import pytest
@@ -380,11 +381,18 @@ def test_invalid_argument_is_not_retried(client, server):
     assert server.count(route="infer", model="add_sub") == 1
 
 
-def test_retry_after_from_the_server_is_honoured(client, server, monkeypatch):
-    import inferkit.grpc_client as gc
+def record_backoff(monkeypatch, waits: list[float]) -> None:
+    """Backoff sleeps of the sync driver are recorded instead of slept."""
+    import types
 
+    import inferkit._transport.driver as driver
+
+    monkeypatch.setattr(driver, "time", types.SimpleNamespace(sleep=waits.append, monotonic=time.monotonic))
+
+
+def test_retry_after_from_the_server_is_honoured(client, server, monkeypatch):
     waits: list[float] = []
-    monkeypatch.setattr(gc, "_sleep", waits.append)
+    record_backoff(monkeypatch, waits)
     server.inject(Fault(route="infer", model="add_sub", action="status", status=429, retry_after=0.3, times=1))
     req, _, _ = _add_sub_request()
     client.infer(req)
@@ -393,10 +401,8 @@ def test_retry_after_from_the_server_is_honoured(client, server, monkeypatch):
 
 
 def test_backoff_follows_the_policy(server, monkeypatch):
-    import inferkit.grpc_client as gc
-
     waits: list[float] = []
-    monkeypatch.setattr(gc, "_sleep", waits.append)
+    record_backoff(monkeypatch, waits)
     server.reset()
     server.inject(Fault(route="infer", model="add_sub", action="grpc_status", code="UNAVAILABLE", times=3))
     policy = RetryPolicy(max_retries=3, backoff_initial=0.1, backoff_multiplier=2, jitter=0)

@@ -1,0 +1,124 @@
+"""The async gRPC transport under :class:`inferkit.aio.InferenceGRPCClient` (grpc.aio), the twin of
+:mod:`inferkit._transport.grpc`.
+
+Owns: the grpc.aio channel and its stubs, made lazily in the running event loop and again when the client is used
+from another loop, and one attempt of a unary RPC for the async driver (:func:`inferkit.aio._driver.drive`): the
+stub awaited with the attempt's deadline and metadata, its ``grpc.RpcError`` handed to the retry loop
+(:func:`inferkit._grpc_common.grpc_exchange`). Cancelling the task cancels the call.
+Must not import: requests, urllib3, aiohttp, inferkit._transport, inferkit.rest_client, inferkit.grpc_client; nor
+grpc at module level.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any, AsyncIterator, Callable, Generator, NamedTuple
+
+from inferkit._grpc_common import GRPCCall, GRPCSettings, Headers, call_logger, grpc_exchange, make_stubs
+from inferkit.aio._driver import drive
+from inferkit.errors import TransportError
+
+__all__ = ["AsyncGRPCTransport"]
+
+
+async def once(build: Callable[[], bytes]) -> AsyncIterator[bytes]:
+    """The request iterator of a request built per attempt (the large-request path)."""
+    yield build()
+
+
+class _Run(NamedTuple):
+    call: GRPCCall
+    stub: Any
+    total: float | None
+    metadata: Any
+    start: float
+
+
+class AsyncGRPCTransport:
+    """One server's grpc.aio channel (per event loop); the async driver's interface for unary RPCs."""
+
+    def __init__(self, settings: GRPCSettings, grpc: Any) -> None:
+        self._s = settings
+        self._grpc = grpc
+        self._rpc_error = grpc.RpcError
+        self._default_total = settings.deadline(None)
+        self._closed = False
+        self._channel: Any = None
+        self._stubs: dict[str, Any] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # -- the channel --------------------------------------------------------------------------------------------
+    def stub(self, name: str) -> Any:
+        """The callable of RPC ``name`` on the running loop's channel; TransportError once closed."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:
+            if self._closed:
+                raise TransportError(f"the gRPC client for {self._s.target} is closed")
+            old, old_loop = self._channel, self._loop
+            self._channel = self._s.channel(self._grpc.aio)
+            self._stubs = make_stubs(self._channel)
+            self._loop = loop
+            if old is not None and old_loop is not None and not old_loop.is_closed() and old_loop.is_running():
+                asyncio.run_coroutine_threadsafe(old.close(), old_loop)
+        return self._stubs[name]
+
+    @property
+    def channel(self) -> Any:
+        self.stub("ServerLive")
+        return self._channel
+
+    async def close(self) -> None:
+        self._closed = True
+        channel, loop, self._channel, self._loop = self._channel, self._loop, None, None
+        if channel is None or loop is None:
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is running:
+            await channel.close()
+        elif not loop.is_closed() and loop.is_running():
+            asyncio.run_coroutine_threadsafe(channel.close(), loop)
+
+    # -- one call -------------------------------------------------------------------------------------------------
+    async def call(self, call: GRPCCall, headers: Headers, timeout: float | None) -> Any:
+        """Run one RPC with deadline, metadata and retries; its parsed result or its typed error."""
+        s = self._s
+        total = self._default_total if timeout is None else s.deadline(timeout)
+        metadata = s.call_metadata(headers) if headers else s.wire_metadata
+        return await drive(self, _Run(call, self.stub(call.rpc), total, metadata, time.monotonic()))
+
+    # The driver's interface (inferkit.aio._driver).
+    async def attempt(self, run: _Run, todo: Any) -> tuple[bool, Any]:
+        """Await the stub once: ``(True, reply)``, or ``(False, rpc_error)``."""
+        request = run.call.request
+        try:
+            reply = await run.stub(
+                once(request) if callable(request) else request,
+                timeout=run.total if todo is None else todo.timeout,
+                metadata=run.metadata,
+            )
+        except self._rpc_error as exc:
+            return False, exc
+        return True, reply
+
+    def settled(self, run: _Run, outcome: tuple[bool, Any]) -> bool:
+        return outcome[0] and not self._s.verbose
+
+    def result(self, run: _Run, outcome: tuple[bool, Any]) -> Any:
+        return run.call.parse(outcome[1])
+
+    def retries(self, run: _Run, first: tuple[bool, Any]) -> Generator[Any, Any, Any]:
+        s = self._s
+        return grpc_exchange(
+            run.call,
+            run.total,
+            s.retry,
+            first,
+            start=run.start,
+            clock=time.monotonic,
+            log=call_logger(s.target, run.call, run.metadata) if s.verbose else None,
+            tls_without_client_cert=s.tls_without_client_cert,
+        )
