@@ -1,5 +1,5 @@
-"""The Ray Data adapter (``inferkit.integrations.ray``): picklable client specs, the predictor on its own, and the predictor
-inside ``Dataset.map_batches`` on a local Ray instance against the reference server (127.0.0.1).
+"""The Ray Data adapter (``inferkit.integrations.ray``): picklable client specs, the predictor on its own, and the
+predictor inside ``Dataset.map_batches`` on a local Ray instance against the reference server (127.0.0.1).
 
 Run with ``tox -e ray`` (Ray is not a test dependency of the main suite); the Ray-free tests run anywhere.
 """
