@@ -11,7 +11,6 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 from inferkit._version import __version__
-from inferkit.batching import ItemError
 from inferkit.codec.datatypes import DATATYPES
 from inferkit.codec.tensors import (
     InferInput,
@@ -28,6 +27,7 @@ from inferkit.errors import (
     InferkitError,
     InferTimeoutError,
     InvalidInputError,
+    ItemError,
     NotFoundError,
     ServerError,
     TransportError,

@@ -37,6 +37,14 @@ never needs ``grpc``.
     │   └── CancelledError                   499  CANCELLED
     └── UnsupportedOperationError            a call the protocol or server in use does not offer
 
+    ItemError                                not an exception: infer_many(return_exceptions=True) yields it in
+                                             place of a failed request; .exception holds what the client raised
+
+:class:`ItemError` is a result marker, outside the tree and outside ``__all__`` (whose classes are all
+:class:`InferkitError`): it cannot be raised by mistake while iterating, and it is falsy, so ``if not result:``
+finds the failures. It lives here, beside the exceptions it carries, so that ``import inferkit`` need not import
+the batching package.
+
 A status that has no class of its own maps to the nearest family: any other 4xx to :class:`ClientRequestError`
 (a :class:`ServerError`), any other 5xx to :class:`ServerError` itself.
 """
@@ -301,6 +309,34 @@ class GatewayTimeoutError(ServerError, TimeoutError):
 
 class UnsupportedOperationError(InferkitError):
     """The call is not offered by the protocol in use (e.g. model config on a KServe v1 client)."""
+
+
+# -- result marker (not an exception) --------------------------------------------------------------------------
+class ItemError:
+    """The record of one failed request, yielded in its place when ``return_exceptions=True``.
+
+    It is not an exception (so it cannot be raised by mistake while iterating); ``raise item.exception`` re-raises
+    what the client raised.
+
+    Attributes:
+        index: The request's position in the input iterable (0-based).
+        exception: What the client raised for it (after its own retries).
+        request: The request itself, so it can be sent again.
+    """
+
+    __slots__ = ("index", "exception", "request")
+
+    def __init__(self, index: int, exception: BaseException, request: Any = None) -> None:
+        self.index = index
+        self.exception = exception
+        self.request = request
+
+    def __bool__(self) -> bool:
+        # ``if result:`` reads as "did it work"; responses are always truthy.
+        return False
+
+    def __repr__(self) -> str:
+        return f"ItemError(index={self.index}, exception={self.exception!r})"
 
 
 def _registry() -> tuple[dict[int, type[ServerError]], dict[str, type[ServerError]]]:

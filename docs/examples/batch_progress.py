@@ -17,8 +17,7 @@ from typing import Iterator, Optional, Sequence
 
 import numpy as np
 
-from inferkit import InferenceClientFactory, InferInput, InferRequest, InferRequestedOutput, RESTConfig
-from inferkit.batching import ItemError
+from inferkit import InferenceClientFactory, InferInput, InferRequest, InferRequestedOutput, ItemError, RESTConfig
 
 
 def rows(count: int, seed: int = 0) -> Iterator[np.ndarray]:

@@ -21,7 +21,7 @@ import numpy as np
 import ray
 
 from inferkit import RESTConfig
-from inferkit.ray import ClientSpec, infer_dataset
+from inferkit.integrations.ray import ClientSpec, infer_dataset
 from inferkit.testing import ReferenceServer
 from inferkit.testing.models import add_sub_model
 

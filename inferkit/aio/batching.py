@@ -2,7 +2,11 @@
 
 Owns: :class:`AsyncBatchMixin` and the asyncio driver of the shared scheduler. Everything that is not I/O
 (what to send next, the reorder buffer, hedging, splitting and stitching, error records) lives in
-:mod:`inferkit.batching` and is the same for sync and async.
+:mod:`inferkit.batching` (``results``, ``scheduler``, ``batched``) and is the same for sync and async.
+
+Why here and not in ``inferkit/batching/``: the ``inferkit.aio`` namespace owns every asyncio code path (one
+driver per I/O model, each in its own namespace), and the dependency points one way: this module imports the
+transport-free layers of :mod:`inferkit.batching`, which never import ``inferkit.aio``.
 
 Must not import: the sync transports (requests, urllib3, ``inferkit.rest_client``, ``inferkit.grpc_client``),
 aiohttp or grpc (the work goes through ``self.infer``), nor tqdm at import time.
@@ -18,16 +22,11 @@ from typing import Any, AsyncIterable, AsyncIterator, Callable, Iterable, Mappin
 
 import numpy as np
 
-from inferkit.batching import (
-    BatchedJob,
-    HedgePolicy,
-    ItemError,
-    OutputSpec,
-    _many_options,
-    _Scheduler,
-    make_progress_bar,
-)
+from inferkit.batching.batched import BatchedJob, OutputSpec
+from inferkit.batching.results import make_progress_bar
+from inferkit.batching.scheduler import HedgePolicy, _many_options, _Scheduler
 from inferkit.codec.tensors import InferRequest, InferResponse
+from inferkit.errors import ItemError
 
 __all__ = ["AsyncBatchMixin", "AsyncInferManyIterator", "ItemError", "infer_many", "infer_batched"]
 

@@ -30,7 +30,7 @@ COVERED = {
     "async_fanout.py": "test_async_fanout",
     "mtls.py": "test_mtls",
     "grpc_stream.py": "test_grpc_stream, test_grpc_stream_script",
-    "ray_batch.py": "tests/ray (needs Ray)",
+    "ray_batch.py": "tests/integrations (needs Ray)",
 }
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from inferkit import bench
 from inferkit.bench import BenchError, BenchOptions, InputSpec, parse_levels, resolve_inputs, run_bench
+from inferkit.bench.progress import _Progress
 from inferkit.cli import main
 from inferkit.testing import Fault, ReferenceServer
 
@@ -94,8 +95,8 @@ def test_every_step_must_be_bounded():
 
 
 def test_progress_choice_without_a_terminal():
-    assert bench._Progress.choose("auto", io.StringIO()) == "none"
-    assert bench._Progress.choose("plain", io.StringIO()) == "plain"
+    assert _Progress.choose("auto", io.StringIO()) == "none"
+    assert _Progress.choose("plain", io.StringIO()) == "plain"
 
 
 # -- runs against the reference server -------------------------------------------------------------------------

@@ -214,7 +214,7 @@ class InferencePredictor:
         if rows == 0:
             return result
         wanted = None if self.outputs is None else list(self.outputs)
-        from inferkit.batching import infer_batched  # noqa: PLC0415 - keeps `import inferkit.ray` light
+        from inferkit.batching import infer_batched  # noqa: PLC0415 - keeps `import inferkit.integrations.ray` light
 
         method = getattr(self.client, "infer_batched", None)
         call = method if method is not None else (lambda *a, **k: infer_batched(self.client.infer, *a, **k))

@@ -1,5 +1,5 @@
-"""The Ray Data adapter (``inferkit.ray``): picklable client specs, the predictor on its own, and the predictor
-inside ``Dataset.map_batches`` on a local Ray instance against the reference server (127.0.0.1).
+"""The Ray Data adapter (``inferkit.integrations.ray``): picklable client specs, the predictor on its own, and the
+predictor inside ``Dataset.map_batches`` on a local Ray instance against the reference server (127.0.0.1).
 
 Run with ``tox -e ray`` (Ray is not a test dependency of the main suite); the Ray-free tests run anywhere.
 """
@@ -18,7 +18,7 @@ import pytest
 import inferkit
 from inferkit import RESTConfig
 from inferkit.errors import DecodeError, EncodeError
-from inferkit.ray import ClientSpec, InferencePredictor, infer_dataset
+from inferkit.integrations.ray import ClientSpec, InferencePredictor, infer_dataset
 from inferkit.testing import ReferenceServer
 from inferkit.testing.models import add_sub_model, identity_model
 
@@ -45,7 +45,7 @@ def _rows(n: int) -> dict[str, np.ndarray]:
 
 # -- without Ray -------------------------------------------------------------------------------------------------
 def test_importing_the_adapter_does_not_import_ray() -> None:
-    code = "import sys, inferkit.ray; assert 'ray' not in sys.modules, 'ray imported'; print('ok')"
+    code = "import sys, inferkit.integrations.ray; assert 'ray' not in sys.modules, 'ray imported'; print('ok')"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
     assert out.stdout.strip() == "ok", out.stderr
 
