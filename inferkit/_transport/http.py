@@ -587,7 +587,7 @@ class Prepared(NamedTuple):
 
 
 def wire_pieces(head: bytes, body: bytes | BodyParts | None) -> list[Any]:
-    """A request as written to the socket (the direct path and :mod:`inferkit._http_mux`): the header block with a
+    """A request as written to the socket by the direct path: the header block with a
     small body in the same piece (one segment), a large body after it, a large binary body as its parts (each
     tensor straight from the caller's array)."""
     if body is None:

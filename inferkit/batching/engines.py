@@ -168,7 +168,7 @@ class _ThreadEngine(_Engine):
 
 #: ``start(request, done, defer) -> cancel``: begin one request without blocking; ``done(ok, value)`` once it
 #: ended; ``defer(fn)`` runs ``fn`` where blocking is fine (a retry's sleeps). See ``InferenceGRPCClient`` (gRPC
-#: futures) and ``InferenceRESTClient`` (one I/O loop, :mod:`inferkit._http_mux`).
+#: futures) and ``InferenceRESTClient`` (worker threads, each request cancellable by closing its connection).
 StartFn = Callable[[Any, Callable[[bool, Any], None], Callable[[Callable[[], None]], None]], Callable[[], Any]]
 
 
@@ -212,8 +212,8 @@ def _end_started(run: Any, cancels: list[Callable[[], Any]], graceful: bool) -> 
 
 
 class _StartEngine(_Engine):
-    """Requests started without blocking (gRPC futures, the REST client's I/O loop): no thread per request in
-    flight. The thread that reports an answer (gRPC's, or the loop's) starts the next queued request, so the
+    """Requests started by the client's start function (gRPC futures, the REST client's cancellable workers).
+    The thread that reports an answer (gRPC's, or the worker's) starts the next queued request, so the
     consumer is only needed to refill."""
 
     def __init__(self, start: StartFn, shared: _Shared, lock: threading.Lock, concurrency: int) -> None:

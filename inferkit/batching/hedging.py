@@ -54,7 +54,7 @@ class _ThreadCopies:
 
 
 class _StartedCopies:
-    """How the hedging driver runs copies started without blocking (gRPC futures, the REST client's I/O loop):
+    """How the hedging driver runs copies started by the client (gRPC futures, the REST client's workers):
     the losing copy of a request is cancelled as soon as the request has its answer."""
 
     def __init__(self, start: StartFn, concurrency: int, done: queue.SimpleQueue[Any]) -> None:

@@ -155,7 +155,7 @@ class BatchMixin:
         """The client's non-blocking start, bound to the call's headers and timeout; None: worker threads.
 
         ``options`` come from :func:`_many_options`. The client's ``_many_starter(headers, timeout, concurrency)``
-        makes it: gRPC futures, or the REST client's I/O loop (:mod:`inferkit._http_mux`); it may return None
+        makes it: gRPC futures, or the REST client's cancellable worker threads; it may return None
         (threads), and a start with a ``close(graceful)`` is closed when the driver stops.
         """
         make = getattr(self, "_many_starter", None)

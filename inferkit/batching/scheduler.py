@@ -27,8 +27,8 @@ class HedgePolicy:
 
     After ``after`` seconds without an answer, a request gets one more copy, provided that the copies sent so far
     stay within ``budget`` of the requests sent (0.1: at most 10% extra) and a concurrency slot is free. The first
-    successful answer wins; the other copy is cancelled (async clients, and the sync ones, whose requests run on an
-    I/O loop or as gRPC futures), or, on worker threads (a sync REST client behind a proxy), its answer is
+    successful answer wins; the other copy is cancelled (async clients; sync gRPC cancels its future, sync REST
+    closes the copy's connection), or, for a plain function given to :func:`infer_many`, its answer is
     discarded: a blocking call cannot be interrupted, so it keeps its slot until it returns. A request fails only
     when every copy failed.
 

@@ -2,7 +2,7 @@
 RecursionError or MemoryError.
 
 REST replies come from a raw-socket server that sends exactly the bytes of each case (sync REST through `infer` and
-through `infer_many`, whose I/O loop has its own reply parser, and aio REST);
+through `infer_many`, on its worker threads, and aio REST);
 gRPC replies from a tiny grpcio server built from ``GRPC_METHODS`` whose ModelInfer returns hand-made
 ``ModelInferResponse`` bytes (sync and aio gRPC clients). Memory is measured with tracemalloc around the call.
 """

@@ -137,7 +137,7 @@ def test_aio_factory_never_loads_the_sync_transports() -> None:
         "from inferkit.aio import InferenceClientFactory as F\n"
         "F.get_inference_client('http://127.0.0.1:1')\n"
         "F.get_inference_client('grpcs://127.0.0.1:2', timeout=5)\n"
-        "bad = {'inferkit.rest_client', 'inferkit._http', 'inferkit.grpc_client'} & set(sys.modules)\n"
+        "bad = {'inferkit.rest_client', 'inferkit._transport', 'inferkit.grpc_client'} & set(sys.modules)\n"
         "print('LOADED', sorted(bad))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
