@@ -20,15 +20,11 @@ path"), still with inferkit's retry loop, timeouts and error mapping.
 from __future__ import annotations
 
 import http.client
-import io
 import logging
 import os
 import socket
 import ssl
-import struct
-import sys
 import threading
-import time
 from typing import Any, Generator, Mapping, NamedTuple, Sequence
 from urllib.parse import urlsplit
 
@@ -48,13 +44,12 @@ from inferkit._retry import (
     rest_exchange,
 )
 from inferkit._transport import pool as pools
+from inferkit._transport import wire
 from inferkit._transport.driver import CancelScope, clock, current_scope, drive
 from inferkit.codec.http_wire import (
-    READ_CHUNK,
     USER_AGENT,
     BodyReader,
     BodyTooLarge,
-    body_buffer_size,
     call_headers,
     compress_body,
     config_headers,
@@ -69,11 +64,6 @@ from inferkit.config import RESTConfig, Timeout
 __all__ = ["SyncTransport", "HTTPResponse", "Prepared", "make_adapter", "redact", "USER_AGENT"]
 
 logger = logging.getLogger("inferkit")
-
-_COALESCE_LIMIT = 1 << 16  # bodies up to this size are sent together with the headers, in one sendall()
-# A plain body up to this size is read with one read() of Content-Length bytes; a larger one in pieces that grow
-# with what arrived, because http.client (before Python 3.12) allocates the whole announced length up front.
-_ONE_READ_LIMIT = 1 << 20
 
 #: The reply type (shared with the async transport).
 HTTPResponse = Reply
@@ -92,10 +82,6 @@ def _after_fork_in_child() -> None:
 
 if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
-
-# Failures that mean "the peer closed or reset the connection"; on a reused keep-alive connection before any
-# byte of the reply arrived they mean the connection was stale (closed by the server while idle).
-_DROPPED = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 
 
 def make_adapter(config: RESTConfig, ssl_context: ssl.SSLContext | None = None) -> requests.adapters.HTTPAdapter:
@@ -419,7 +405,7 @@ class SyncTransport:
         pool, conn = self._checkout(budget.pool)
         keep = False
         try:
-            reused = ready_conn(conn, fresh, budget.connect)
+            reused = wire.ready_conn(conn, fresh, budget.connect)
             sock = conn.sock
             if scope is not None and not scope.attach(sock):
                 raise AttemptFailed("dropped", ConnectionAbortedError("cancelled"))
@@ -427,10 +413,10 @@ class SyncTransport:
             sent = False
             try:
                 if (
-                    _KERNEL_TIMEOUTS
+                    wire.KERNEL_TIMEOUTS
                     and budget.remaining is None
                     and type(sock) is socket.socket
-                    and (body is None or (type(body) is bytes and len(body) <= _COALESCE_LIMIT))
+                    and (body is None or (type(body) is bytes and len(body) <= wire.COALESCE_LIMIT))
                     and pools.others_busy(pool)  # threads share the client
                 ):
                     # A small call on plain TCP while other threads use the client: the socket stays in blocking
@@ -441,29 +427,29 @@ class SyncTransport:
                     # 32 threads: about 15% less, benchmarks/batch_bench.py --part profile). A thread alone keeps
                     # timeout mode: there the kernel path did not measure cheaper (14-19 us slower per call in
                     # interleaved tests, within that harness's noise).
-                    _kernel_timeouts(conn, sock, budget.write, budget.read)
-                    for piece in wire_pieces(head, body):  # one piece
+                    wire.kernel_timeouts(conn, sock, budget.write, budget.read)
+                    for piece in wire.wire_pieces(head, body):  # one piece
                         sock.sendall(piece)
                     sent = True
-                    source: Any = _KernelTimeoutSocket(sock)
+                    source: Any = wire.KernelTimeoutSocket(sock)
                 else:
                     sock.settimeout(budget.write)
                     # The request is written here rather than through http.client's putrequest/putheader: the
                     # constant header block is prebuilt bytes, and a small body leaves in the same segment.
-                    for piece in wire_pieces(head, body):
+                    for piece in wire.wire_pieces(head, body):
                         sock.sendall(piece)
                     sent = True
                     if budget.read != budget.write:
                         sock.settimeout(budget.read)
                     # Under an overall deadline every read of the reply is bounded by what is left of it, so a
                     # reply trickling in faster than the read timeout cannot outlive the deadline.
-                    source = sock if budget.remaining is None else _DeadlineSocket(sock, budget)
+                    source = sock if budget.remaining is None else wire.DeadlineSocket(sock, budget)
                 raw = http.client.HTTPResponse(source, method=method)
                 try:
                     raw.begin()
                     got_status = True
                     status = raw.status
-                    data, complete = _read_body(raw, self._reader(status, raw.getheader("Content-Encoding")))
+                    data, complete = wire.read_body(raw, self._reader(status, raw.getheader("Content-Encoding")))
                 finally:
                     raw.close()
             except (socket.timeout, TimeoutError, BlockingIOError) as exc:  # BlockingIOError: SO_SNDTIMEO ran out
@@ -472,11 +458,11 @@ class SyncTransport:
                 raise AttemptFailed("write_timeout", exc, timeout=budget.write) from None
             except ssl.SSLError as exc:
                 raise AttemptFailed("tls" if not got_status else "dropped", exc) from None
-            except _DROPPED as exc:
+            except wire.DROPPED as exc:
                 kind = closed_kind(reused=reused, got_status=got_status, tls_without_client_cert=self._tls_no_cert)
                 raise AttemptFailed(kind, exc) from None
             except http.client.BadStatusLine as exc:
-                raise AttemptFailed("dropped", NotHTTPError(str(exc.args[0]) if exc.args else "")) from exc
+                raise AttemptFailed("dropped", wire.NotHTTPError(str(exc.args[0]) if exc.args else "")) from exc
             except (http.client.HTTPException, OSError) as exc:
                 raise AttemptFailed("dropped", exc) from None
             keep = complete and not raw.will_close
@@ -531,7 +517,7 @@ class SyncTransport:
             raise AttemptFailed("dropped", exc) from None
         try:
             raw = resp.raw
-            data = _read_urllib3_body(raw, self._reader(resp.status_code, resp.headers.get("Content-Encoding")))
+            data = wire.read_urllib3_body(raw, self._reader(resp.status_code, resp.headers.get("Content-Encoding")))
         except urllib3.exceptions.ReadTimeoutError as exc:
             resp.close()
             raise AttemptFailed("read_timeout", exc, timeout=budget.read) from None
@@ -559,18 +545,6 @@ class SyncTransport:
         return attempt_logger(method, self._origin + target, self._items(extra, drop), body)
 
 
-class NotHTTPError(ConnectionError):
-    """The peer answered with something that is not an HTTP/1.x status line."""
-
-    def __init__(self, line: str) -> None:
-        grpc = line.startswith("\x00") or "PRI * HTTP/2" in line or line.startswith("\x00\x00")
-        hint = "this looks like a gRPC (HTTP/2) port: use InferenceGRPCClient" if grpc or not line else ""
-        super().__init__(
-            f"the reply is not HTTP (it began with {line[:40]!r}); "
-            + (hint or "check the URL's host and port: another kind of server answers there")
-        )
-
-
 class Prepared(NamedTuple):
     """A request built by :meth:`SyncTransport.prepare_call`: what every attempt sends, and its retry state."""
 
@@ -584,182 +558,3 @@ class Prepared(NamedTuple):
     default: Budget | None  # the precomputed budget of the config's timeout, when the call uses it
     state: RetryState
     budget: Budget  # the first attempt's
-
-
-def wire_pieces(head: bytes, body: bytes | BodyParts | None) -> list[Any]:
-    """A request as written to the socket by the direct path: the header block with a
-    small body in the same piece (one segment), a large body after it, a large binary body as its parts (each
-    tensor straight from the caller's array)."""
-    if body is None:
-        return [head]
-    if isinstance(body, BodyParts):
-        return [head, *body.parts]
-    if len(body) <= _COALESCE_LIMIT:
-        return [head + body]
-    return [head, body]
-
-
-def ready_conn(conn: Any, fresh: bool, connect_timeout: float | None) -> bool:
-    """Make a pooled connection ready for an attempt: closed first when the attempt needs a fresh one, opened
-    when it is not. Returns whether it is a reused keep-alive connection (a failure on it may be "stale")."""
-    reused = conn.sock is not None
-    if fresh and reused:
-        conn.close()
-        reused = False
-    if conn.sock is None:
-        _connect(conn, connect_timeout)
-    return reused
-
-
-def _connect(conn: Any, timeout: float | None) -> None:
-    """Open (and for HTTPS, handshake) a pooled urllib3 connection, classifying the failure."""
-    conn.timeout = timeout
-    try:
-        conn.connect()
-    except (socket.timeout, TimeoutError) as exc:
-        raise AttemptFailed("connect_timeout", exc, timeout=timeout) from None
-    except ssl.SSLError as exc:
-        raise AttemptFailed("tls", exc) from None
-    except (OSError, urllib3.exceptions.HTTPError) as exc:
-        cause = exc.__cause__ if isinstance(exc, urllib3.exceptions.HTTPError) else exc
-        if isinstance(cause, ssl.SSLError) or isinstance(exc, urllib3.exceptions.SSLError):
-            raise AttemptFailed("tls", exc) from None
-        # NewConnectionError subclasses ConnectTimeoutError (urllib3 keeps that for compatibility): refused
-        # and DNS failures are connection errors, only a real timeout is a ConnectTimeout.
-        if isinstance(exc, urllib3.exceptions.NewConnectionError) and not isinstance(cause, socket.timeout):
-            raise AttemptFailed("connect", exc) from None
-        if isinstance(exc, urllib3.exceptions.ConnectTimeoutError) or isinstance(cause, socket.timeout):
-            raise AttemptFailed("connect_timeout", exc, timeout=timeout) from None
-        raise AttemptFailed("connect", exc) from None
-
-
-#: Whether the kernel can time out blocking sends and receives for us (the setsockopt struct below is a timeval).
-_KERNEL_TIMEOUTS = sys.platform.startswith(("linux", "darwin")) and hasattr(socket, "SO_RCVTIMEO")
-
-
-def _timeval(seconds: float | None) -> bytes:
-    if seconds is None:
-        return struct.pack("@ll", 0, 0)  # 0: no timeout
-    micros = max(1, int(seconds * 1_000_000))
-    return struct.pack("@ll", micros // 1_000_000, micros % 1_000_000)
-
-
-def _kernel_timeouts(conn: Any, sock: socket.socket, write: float | None, read: float | None) -> None:
-    """Put ``sock`` in blocking mode with the kernel enforcing ``write`` / ``read`` (no call when already so)."""
-    state = (sock, write, read)
-    if getattr(conn, "_inferkit_kernel_timeouts", None) != state or sock.gettimeout() is not None:
-        sock.settimeout(None)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, _timeval(write))
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, _timeval(read))
-        conn._inferkit_kernel_timeouts = state
-
-
-class _KernelTimeoutSocket:
-    """What ``http.client.HTTPResponse`` reads a reply from on a blocking socket with SO_RCVTIMEO: a receive that
-    runs out fails with EAGAIN, which this turns into ``socket.timeout`` (socket.makefile would return None
-    for it, which http.client would take for a closed connection)."""
-
-    __slots__ = ("_sock",)
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-
-    def makefile(self, mode: str = "rb", *args: Any, **kwargs: Any) -> io.BufferedReader:
-        return io.BufferedReader(_KernelTimeoutRaw(self._sock))
-
-
-class _KernelTimeoutRaw(io.RawIOBase):
-    def __init__(self, sock: socket.socket) -> None:
-        super().__init__()
-        self._sock = sock
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        try:
-            return self._sock.recv_into(buffer)
-        except BlockingIOError:
-            raise socket.timeout("timed out (SO_RCVTIMEO)") from None
-
-
-class _DeadlineSocket:
-    """What ``http.client.HTTPResponse`` reads the reply from when an overall deadline applies: each read waits at
-    most the read timeout and never past the deadline (then ``socket.timeout``, a read timeout past the deadline)."""
-
-    __slots__ = ("_sock", "_read", "_end")
-
-    def __init__(self, sock: socket.socket, budget: Budget) -> None:
-        assert budget.remaining is not None
-        self._sock = sock
-        self._read = budget.read
-        self._end = time.monotonic() + budget.remaining
-
-    def makefile(self, mode: str = "rb", *args: Any, **kwargs: Any) -> io.BufferedReader:
-        return io.BufferedReader(_DeadlineRaw(self._sock, self._read, self._end))
-
-
-class _DeadlineRaw(io.RawIOBase):
-    def __init__(self, sock: socket.socket, read: float | None, end: float) -> None:
-        super().__init__()
-        self._sock, self._read, self._end = sock, read, end
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        left = self._end - time.monotonic()
-        if left <= 0:
-            raise socket.timeout("the overall deadline ran out while reading the reply")
-        self._sock.settimeout(left if self._read is None or left < self._read else self._read)
-        return self._sock.recv_into(buffer)
-
-
-def _read_body(raw: http.client.HTTPResponse, reader: BodyReader) -> tuple[bytes | bytearray, bool]:
-    """Read the whole body of an http.client reply into one bytes object through ``reader`` (size limit,
-    decompression). Returns the body and whether it was read to its end (only then may the connection be reused).
-    """
-    length = raw.length
-    if reader.plain and length is not None:
-        wanted = reader.expect(length)
-        if wanted <= _ONE_READ_LIMIT:
-            if wanted < length:
-                return raw.read(wanted), False  # an error body cut at its limit
-            return raw.read(), True  # one allocation of exactly Content-Length bytes; a short body raises
-        return _read_exact(raw, wanted), wanted == length
-    while True:
-        chunk = raw.read(READ_CHUNK)
-        if not chunk or not reader.feed(chunk):
-            break
-    return reader.finish(), reader.complete
-
-
-def _read_exact(raw: http.client.HTTPResponse, wanted: int) -> bytearray:
-    """``wanted`` bytes of a large plain body, read into one buffer that grows with the bytes received
-    (:func:`~inferkit.codec.http_wire.body_buffer_size`): a hostile Content-Length costs about what the server
-    really sends, and a real large body is not copied again (no list of pieces to join). A short body raises
-    IncompleteRead. The buffer grows in place (realloc; for large buffers the C library remaps pages rather
-    than copying them)."""
-    buf = bytearray(body_buffer_size(0, wanted))
-    got = 0
-    while got < wanted:
-        if got == len(buf):
-            grow = body_buffer_size(got, wanted) - got
-            buf[got:] = bytes(grow)  # the temporary zeros are freed at once; the buffer itself grows in place
-        view = memoryview(buf)[got:]
-        try:
-            n = raw.readinto(view)
-        finally:
-            view.release()
-        if not n:
-            raise http.client.IncompleteRead(b"", wanted - got)
-        got += n
-    return buf
-
-
-def _read_urllib3_body(raw: Any, reader: BodyReader) -> bytes:
-    while True:
-        chunk = raw.read(READ_CHUNK, decode_content=False)
-        if not chunk or not reader.feed(chunk):
-            break
-    return reader.finish()

@@ -277,9 +277,9 @@ def test_calls_beside_others_use_a_blocking_socket_with_kernel_timeouts(srv: Ref
     import socket
     import struct
 
-    from inferkit._transport import http as _http
+    from inferkit._transport import wire as _http
 
-    if not _http._KERNEL_TIMEOUTS:
+    if not _http.KERNEL_TIMEOUTS:
         pytest.skip("SO_RCVTIMEO / SO_SNDTIMEO are only used on Linux and macOS")
 
     def timeouts(sock: Any) -> tuple[tuple[int, int], tuple[int, int]]:
