@@ -137,8 +137,50 @@ def raw_small(url: str) -> tuple[Callable[[], Any], Callable[[], None]]:
     return call, conn.close
 
 
+def urllib3_small(url: str) -> tuple[Callable[[], Any], Callable[[], None]]:
+    """The same POST through urllib3's public request API (``pool.urlopen``): what inferkit's sync transport would
+    pay per call without its direct path (inferkit._transport.pool explains the choice)."""
+    import urllib3
+
+    a, b = small_arrays()
+    x0 = InferInput("INPUT0", [1, 16], "INT32").set_data_from_numpy(a)
+    x1 = InferInput("INPUT1", [1, 16], "INT32").set_data_from_numpy(b)
+    encoded = rest_v2.encode_infer_request(InferRequest("add_sub", [x0, x1]), binary=True)
+    parts = urlsplit(url)
+    pool = urllib3.HTTPConnectionPool(parts.hostname, parts.port, maxsize=1, block=True)
+    path = parts.path.rstrip("/") + "/v2/models/add_sub/infer"
+    headers = dict(encoded.headers)
+    body = encoded.body
+    timeout = urllib3.Timeout(connect=10, read=60)
+
+    def call() -> Any:
+        resp = pool.urlopen(
+            "POST",
+            path,
+            body=body,
+            headers=headers,
+            retries=False,
+            redirect=False,
+            timeout=timeout,
+            preload_content=False,
+            pool_timeout=10,
+        )
+        data = resp.read()
+        resp.release_conn()
+        if resp.status != 200:
+            raise RuntimeError(resp.status)
+        return data
+
+    return call, pool.close
+
+
 def run_sequential(url: str, n: int, runs: int) -> dict[str, tuple[float, float]]:
-    makers = {"raw http.client": raw_small, "inferkit": inferkit_small, "tritonclient.http": triton_small}
+    makers = {
+        "raw http.client": raw_small,
+        "raw urllib3 urlopen": urllib3_small,
+        "inferkit": inferkit_small,
+        "tritonclient.http": triton_small,
+    }
     results: dict[str, list[tuple[float, float]]] = {k: [] for k in makers}
     for _ in range(runs):
         for name, maker in makers.items():  # interleaved so machine noise hits all stacks alike

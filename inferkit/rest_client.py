@@ -8,15 +8,14 @@ Must not import: aiohttp, grpc, inferkit.aio, inferkit.grpc_client.
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Callable, Mapping, Optional
+from typing import Any, Mapping, Optional
 
 import requests
 
 from inferkit import errors
 from inferkit._transport.driver import CancelScope
 from inferkit._transport.http import SyncTransport
-from inferkit.batching import BatchMixin, RebuildOnUnpickle, settle
+from inferkit.batching import BatchMixin, RebuildOnUnpickle, ThreadStart
 from inferkit.codec.rest_calls import RestCall, RestCalls
 from inferkit.codec.tensors import InferRequest, InferResponse
 from inferkit.config import RESTConfig, TimeoutLike
@@ -131,10 +130,10 @@ class InferenceRESTClient(RebuildOnUnpickle, BatchMixin):
         result: InferResponse = self._do(self._calls.infer(request, binary), headers, timeout)
         return result
 
-    def _many_starter(self, headers: Headers, timeout: TimeoutLike, concurrency: int) -> _ThreadStart:
+    def _many_starter(self, headers: Headers, timeout: TimeoutLike, concurrency: int) -> ThreadStart:
         """``infer_many``'s start function: each request on a worker thread sharing this client's pool, and
         cancellable (leaving early, a losing hedge copy) by closing its connection."""
-        return _ThreadStart(self, headers, timeout, concurrency)
+        return ThreadStart(lambda request: self.infer(request, headers, timeout), concurrency, CancelScope)
 
     def predict(
         self,
@@ -271,27 +270,3 @@ class InferenceRESTClient(RebuildOnUnpickle, BatchMixin):
     ) -> None:
         """Unregister a system shared memory region (None: every region); the region itself is not unlinked."""
         self._do(self._calls.shm_unregister(name), headers, timeout)
-
-
-class _ThreadStart:
-    """``infer_many``'s start function (see :data:`inferkit.batching.StartFn`): :meth:`InferenceRESTClient.infer`
-    on a worker thread, inside a :class:`~inferkit._transport.driver.CancelScope` whose ``cancel`` is the
-    request's cancel function."""
-
-    def __init__(self, client: InferenceRESTClient, headers: Headers, timeout: TimeoutLike, concurrency: int) -> None:
-        self._infer = client.infer
-        self._headers = headers
-        self._timeout = timeout
-        self._workers = ThreadPoolExecutor(concurrency, thread_name_prefix="inferkit-infer-many")
-
-    def __call__(self, request: Any, done: Callable[[bool, Any], None], defer: Any) -> Callable[[], None]:
-        scope = CancelScope()
-        self._workers.submit(self._run, scope, request, done)
-        return scope.cancel
-
-    def _run(self, scope: CancelScope, request: Any, done: Callable[[bool, Any], None]) -> None:
-        with scope:
-            settle(done, lambda: self._infer(request, self._headers, self._timeout))
-
-    def close(self, graceful: bool) -> None:
-        self._workers.shutdown(wait=graceful)

@@ -1,8 +1,9 @@
 """The sync driver with hedging: a copy of a slow request starts at once, and the first answer wins.
 
 Owns: ``_iterate_hedged`` (the consumer's thread keeps the hedging clock and hands each request over) and how it
-runs copies: ``_ThreadCopies`` (blocking calls on worker threads: a losing copy runs to its end, discarded) and
-``_StartedCopies`` (requests started without blocking: a losing copy is cancelled). When to hedge is the
+runs copies (``_StartedCopies``: each copy started by the client's start function, or by a
+:class:`~inferkit.batching.engines.ThreadStart` for a plain function; a losing copy is cancelled where the start
+function can cancel it). When to hedge is the
 scheduler's decision (:class:`~inferkit.batching.scheduler.HedgePolicy`), shared with the asyncio driver.
 
 Must not import: requests, urllib3, aiohttp, grpc (the work goes through ``infer`` or a
@@ -16,41 +17,13 @@ import itertools
 import queue
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable, Generator, Iterable
 
-from inferkit.batching.engines import StartFn, _Deferred, _end_started, _until_done, no_cancel
+from inferkit.batching.engines import StartFn, ThreadStart, _Deferred, _end_started, _until_done, no_cancel
 from inferkit.batching.results import make_progress_bar
 from inferkit.batching.scheduler import HedgePolicy, _Scheduler
 
 __all__: list[str] = []
-
-
-class _ThreadCopies:
-    """How the hedging driver runs copies on worker threads: one blocking ``infer`` each. A losing copy cannot
-    be interrupted; it keeps its thread until it returns, and its answer is discarded."""
-
-    def __init__(self, infer: Callable[[Any], Any], concurrency: int, done: queue.SimpleQueue[Any]) -> None:
-        self.infer = infer
-        self.done = done
-        # One worker per slot: at most `concurrency` requests run; leaving early cancels the ones still queued.
-        self.pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="inferkit-infer-many")
-
-    def send(self, index: int, request: Any) -> None:
-        self.pool.submit(self._attempt, index, request)
-
-    def _attempt(self, index: int, request: Any) -> None:
-        try:
-            outcome = (index, True, self.infer(request))
-        except BaseException as exc:  # noqa: BLE001 - every failure becomes this item's outcome
-            outcome = (index, False, exc)
-        self.done.put(outcome)
-
-    def cancel(self, index: int) -> None:
-        """Nothing to do: a blocking call cannot be interrupted."""
-
-    def stop(self, graceful: bool) -> None:
-        self.pool.shutdown(wait=graceful, cancel_futures=True)
 
 
 class _StartedCopies:
@@ -113,14 +86,14 @@ def _iterate_hedged(
     start: StartFn | None = None,
 ) -> Generator[Any, None, None]:
     """The driver with hedging: a copy of a slow request must start at once, so nothing queues ahead of the
-    engine and the consumer's thread, which also keeps the hedging clock, hands each request over: to worker
-    threads, or, given ``start``, to requests started without blocking (then a losing copy is cancelled)."""
+    engine and the consumer's thread, which also keeps the hedging clock, hands each request over to ``start``
+    (default: ``infer`` on worker threads); a losing copy is cancelled."""
     sched = _Scheduler(concurrency, ordered, hedge)
     bar = make_progress_bar(progress, total)
     source = iter(requests)
     done: queue.SimpleQueue[tuple[int, bool, Any]] = queue.SimpleQueue()
     clock = time.monotonic
-    copies = _ThreadCopies(infer, concurrency, done) if start is None else _StartedCopies(start, concurrency, done)
+    copies = _StartedCopies(start or ThreadStart(infer, concurrency), concurrency, done)
     with _until_done(bar, copies.stop):
         while True:
             sched.raise_failure(return_exceptions)
