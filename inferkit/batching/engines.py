@@ -259,7 +259,7 @@ class ThreadStart:
     def __call__(self, request: Any, done: Callable[[bool, Any], None], defer: Any) -> Callable[[], Any]:
         scope = self._scope() if self._scope is not None else None
         self._workers.submit(self._run, scope, request, done)
-        return no_cancel if scope is None else scope.cancel  # type: ignore[no-any-return]
+        return no_cancel if scope is None else scope.cancel
 
     def _run(self, scope: Any, request: Any, done: Callable[[bool, Any], None]) -> None:
         if scope is None:
