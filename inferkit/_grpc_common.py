@@ -556,27 +556,23 @@ class Attempt(NamedTuple):
 
 
 def grpc_exchange(
-    call: GRPCCall,
-    total: float | None,
-    policy: RetryPolicy,
-    first: tuple[bool, Any],
-    *,
-    start: float,
-    clock: Callable[[], float],
-    log: Callable[[str, int, float], None] | None = None,
-    tls_without_client_cert: bool = False,
+    run: Any, first: tuple[bool, Any], settings: GRPCSettings, *, clock: Callable[[], float]
 ) -> Generator[Attempt | float, Any, Any]:
     """The retry loop of one RPC after its first attempt, as a generator the driver runs (sync or async).
 
-    ``first`` is the first attempt's outcome, ``(True, reply)`` or ``(False, rpc_error)``; that attempt started
-    at ``start`` (a ``clock()`` value), from which the deadline ``total`` counts. The generator yields an
-    :class:`Attempt` (the driver calls the stub with that timeout and sends back the outcome) or a float (the driver
-    sleeps that long and sends back None). It returns the parsed result, or raises the mapped error (``from`` the
-    RpcError). Probes return False for a server error other than an authentication failure.
-    ``tls_without_client_cert`` is passed to :func:`map_rpc_error`.
+    ``run`` is the RPC a transport prepared: its ``call`` (a :class:`GRPCCall`), ``total`` deadline across
+    attempts, ``metadata`` and ``start`` (the ``clock()`` value when the first attempt started, from which the
+    deadline counts); ``first`` is that attempt's outcome, ``(True, reply)`` or ``(False, rpc_error)``. The
+    generator yields an :class:`Attempt` (the driver calls the stub with that timeout and sends back the outcome)
+    or a float (the driver sleeps that long and sends back None). It returns the parsed result, or raises the
+    mapped error (``from`` the RpcError). Probes return False for a server error other than an authentication
+    failure.
     """
+    call, total, policy = run.call, run.total, settings.retry
+    log = call_logger(settings.target, call, run.metadata) if settings.verbose else None
+    tls_without_client_cert = settings.tls_without_client_cert
     state = RetryState(policy, retryable=call.retryable, retry_statuses=call.retry_server_codes, clock=clock)
-    state.start = start
+    state.start = run.start
     state.attempt = 1
     ctx: dict[str, Any] = {"model_name": call.model_name, "request_id": call.request_id}
     ok, value = first

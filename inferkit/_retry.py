@@ -365,40 +365,28 @@ def attempt_logger(method: str, url: str, items: Any, body: Sized | None) -> Cal
 
 
 def rest_exchange(
-    state: RetryState,
-    timeout: Timeout,
-    default: Budget | None,
-    budget: Budget,
+    prep: Any,
     first: Any,
     *,
-    where: str,
+    base_url: str,
     pool_maxsize: int,
-    raise_for_status: bool = True,
-    model_name: str | None = None,
-    request_id: str | None = None,
     log: Callable[[Any, int], None] | None = None,
 ) -> Generator[Attempt | float, Any, Any]:
     """The retry loop of one REST request after its first attempt, as a generator the driver runs (sync or async).
 
-    ``first`` is the outcome of the first attempt, which the driver made with the budget of ``state.begin()``.
+    ``prep`` is the request a transport prepared: its ``call`` (a :class:`~inferkit.codec.rest_calls.RestCall`),
+    split ``timeout``, ``default`` budget (that of the config's timeout, used when no deadline applies), retry
+    ``state`` (first attempt begun) and the first attempt's ``budget``; ``first`` is that attempt's outcome.
     The generator yields an :class:`Attempt` (the transport sends once and the driver ``send()``\\ s back the
     :class:`Reply`-like result, or the :class:`AttemptFailed` / ``BodyTooLarge`` it caught), or a float (the
     driver sleeps that many seconds and sends back None). It returns the final reply (``StopIteration.value``) or
-    raises the typed error.
-
-    Args:
-        state: The request's retry state (policy, deadline, retryable, retry_statuses), first attempt begun.
-        timeout: The call's split timeouts.
-        default: The precomputed budget of ``timeout`` (used when no deadline applies).
-        budget: The first attempt's budget.
-        first: The first attempt's outcome.
-        where: ``"METHOD URL"`` for error messages.
-        pool_maxsize: For the pool-exhausted message.
-        raise_for_status: Raise the typed error of an error status (else return the reply).
-        model_name: For errors.
-        request_id: For errors.
-        log: Called with each reply or failure and the attempt number (verbose mode).
+    raises the typed error. ``base_url`` and ``pool_maxsize`` are for error messages; ``log`` is called with each
+    reply or failure and the attempt number (verbose mode).
     """
+    call, state, timeout, default, budget = prep.call, prep.state, prep.timeout, prep.default, prep.budget
+    where = f"{call.method} {base_url}{call.path}"
+    raise_for_status = call.raise_for_status
+    model_name, request_id = call.model_name, call.request_id
     ctx: dict[str, Any] = {"model_name": model_name, "request_id": request_id}
     outcome = first
     while True:

@@ -13,7 +13,7 @@ import os
 import threading
 from typing import Any, Callable, Generator, Iterator, NamedTuple
 
-from inferkit._grpc_common import GRPCCall, GRPCSettings, Headers, call_logger, grpc_exchange, make_stubs
+from inferkit._grpc_common import GRPCCall, GRPCSettings, Headers, grpc_exchange, make_stubs
 from inferkit._transport.driver import clock, drive, retry
 from inferkit.errors import TransportError
 
@@ -132,17 +132,7 @@ class GRPCTransport:
         return run.call.parse(outcome[1])
 
     def retries(self, run: GRPCRun, first: tuple[bool, Any]) -> Generator[Any, Any, Any]:
-        s = self._s
-        return grpc_exchange(
-            run.call,
-            run.total,
-            s.retry,
-            first,
-            start=run.start,
-            clock=clock,
-            log=call_logger(s.target, run.call, run.metadata) if s.verbose else None,
-            tls_without_client_cert=s.tls_without_client_cert,
-        )
+        return grpc_exchange(run, first, self._s, clock=clock)
 
 
 def closed_error(target: str) -> TransportError:

@@ -339,19 +339,8 @@ class SyncTransport:
 
     def retries(self, prep: Prepared, first: Any) -> Generator[Attempt | float, Any, Any]:
         call = prep.call
-        return rest_exchange(
-            prep.state,
-            prep.timeout,
-            prep.default,
-            prep.budget,
-            first,
-            where=f"{call.method} {self.base_url}{call.path}",
-            pool_maxsize=self.config.pool_maxsize,
-            raise_for_status=call.raise_for_status,
-            model_name=call.model_name,
-            request_id=call.request_id,
-            log=self._logger(call.method, prep.target, prep.extra, prep.drop, prep.body) if self._verbose else None,
-        )
+        log = self._logger(call.method, prep.target, prep.extra, prep.drop, prep.body) if self._verbose else None
+        return rest_exchange(prep, first, base_url=self.base_url, pool_maxsize=self.config.pool_maxsize, log=log)
 
     def _items(self, extra: list[tuple[str, str]], drop: frozenset[str]) -> list[tuple[str, str]]:
         if drop:

@@ -15,7 +15,7 @@ import asyncio
 import time
 from typing import Any, AsyncIterator, Callable, Generator, NamedTuple
 
-from inferkit._grpc_common import GRPCCall, GRPCSettings, Headers, call_logger, grpc_exchange, make_stubs
+from inferkit._grpc_common import GRPCCall, GRPCSettings, Headers, grpc_exchange, make_stubs
 from inferkit.aio._driver import drive
 from inferkit.errors import TransportError
 
@@ -111,14 +111,4 @@ class AsyncGRPCTransport:
         return run.call.parse(outcome[1])
 
     def retries(self, run: _Run, first: tuple[bool, Any]) -> Generator[Any, Any, Any]:
-        s = self._s
-        return grpc_exchange(
-            run.call,
-            run.total,
-            s.retry,
-            first,
-            start=run.start,
-            clock=time.monotonic,
-            log=call_logger(s.target, run.call, run.metadata) if s.verbose else None,
-            tls_without_client_cert=s.tls_without_client_cert,
-        )
+        return grpc_exchange(run, first, self._s, clock=time.monotonic)

@@ -341,22 +341,9 @@ class AsyncTransport:
 
     def retries(self, prep: _Prepared, first: Any) -> Any:
         call = prep.call
-        log = None
-        if self._verbose:
-            log = self._logger(call.method, self._origin + self.base_path + call.path, prep.items, prep.body)
-        return rest_exchange(
-            prep.state,
-            prep.timeout,
-            prep.default,
-            prep.budget,
-            first,
-            where=f"{call.method} {self.base_url}{call.path}",
-            pool_maxsize=self.config.pool_maxsize,
-            raise_for_status=call.raise_for_status,
-            model_name=call.model_name,
-            request_id=call.request_id,
-            log=log,
-        )
+        url = self._origin + self.base_path + call.path
+        log = self._logger(call.method, url, prep.items, prep.body) if self._verbose else None
+        return rest_exchange(prep, first, base_url=self.base_url, pool_maxsize=self.config.pool_maxsize, log=log)
 
     def _url(self, path: str) -> Any:
         """The request URL as a ``yarl.URL``, parsed once per path: aiohttp would parse a string on every request,
