@@ -520,15 +520,16 @@ def _message_and_raws(cls: Any, data: InferRequestLike, raw_field: int, what: st
 # -- messages -> tensors ----------------------------------------------------------------------------------
 
 
-def _typed_to_numpy(tensor: InferTensor, contents: Any, where: str) -> np.ndarray[Any, Any] | None:
-    field = TYPED_CONTENTS_FIELD.get(tensor.datatype)
-    count = shape_size(tensor.shape)
+def _typed_to_numpy(
+    name: str, datatype: str, shape: list[int], contents: Any, where: str
+) -> np.ndarray[Any, Any] | None:
+    field = TYPED_CONTENTS_FIELD.get(datatype)
+    count = shape_size(shape)
     if field is None:
         # FP16/BF16 only travel as raw contents; any typed field set is a protocol error.
         if _has_typed_values(contents):
             raise DecodeError(
-                f"{where}: tensor {tensor.name!r}: {tensor.datatype} has no typed contents; "
-                "it must be sent in raw contents"
+                f"{where}: tensor {name!r}: {datatype} has no typed contents; it must be sent in raw contents"
             )
         return None
     values = getattr(contents, field)
@@ -537,17 +538,17 @@ def _typed_to_numpy(tensor: InferTensor, contents: Any, where: str) -> np.ndarra
         return None
     if n != count:
         raise DecodeError(
-            f"{where}: tensor {tensor.name!r} has {n} values in contents.{field} but shape {tensor.shape} needs {count}"
+            f"{where}: tensor {name!r} has {n} values in contents.{field} but shape {shape} needs {count}"
         )
-    if tensor.datatype == "BYTES":
+    if datatype == "BYTES":
         arr = np.empty(count, dtype=object)
         arr[:] = list(values)
-        return arr.reshape(tensor.shape)
+        return arr.reshape(shape)
     try:
-        return np.array(values, dtype=datatype_to_dtype(tensor.datatype)).reshape(tensor.shape)
+        return np.array(values, dtype=datatype_to_dtype(datatype)).reshape(shape)
     except (OverflowError, ValueError) as exc:
         raise DecodeError(
-            f"{where}: tensor {tensor.name!r}: contents.{field} holds a value out of range for {tensor.datatype}"
+            f"{where}: tensor {name!r}: contents.{field} holds a value out of range for {datatype}"
         ) from exc
 
 
@@ -577,27 +578,19 @@ def _decode_tensors(
     tensors = []
     eager = _EAGER_DTYPES
     sizes = DATATYPES
+    new = factory._from_wire  # the public constructor would re-check what protobuf and the checks here guarantee
     for index, entry in enumerate(entries):
         name = entry.name
         shape = entry.shape[:]  # a list (slicing a repeated field is twice as fast as list())
         datatype = entry.datatype
         if not name or datatype not in sizes or (shape and min(shape) < 0):
             _bad_tensor(name, shape, datatype, index, where, kind)
-        # The public constructor re-checks what protobuf and the line above already guarantee: build directly.
-        tensor = factory.__new__(factory)
-        tensor.name = name
-        tensor._shape = shape
-        tensor.datatype = datatype
-        tensor.parameters = decode_parameters(entry.parameters) if entry.parameters else {}
-        tensor._array = None
-        tensor._json = None
-        tensor._binary = True
-        tensor._decoded = None
+        parameters = decode_parameters(entry.parameters) if entry.parameters else {}
         has_typed = entry.HasField("contents")
-        if (shared is not None or SHM_REGION in tensor.parameters) and _shm_tensor(
-            tensor, entry, raws[index] if raws else None, has_typed, shared, where, kind
+        if (shared is not None or SHM_REGION in parameters) and _in_shared_memory(
+            name, parameters, entry, raws[index] if raws else None, has_typed, shared, where, kind
         ):
-            tensors.append(tensor)
+            tensors.append(new(name, shape, datatype, parameters))  # no data: it is in the region
             continue
         if raws:
             if has_typed and _has_typed_values(entry.contents):
@@ -605,7 +598,7 @@ def _decode_tensors(
                     f"{where}: {kind} {name!r} has both typed contents and raw contents; use one or the other"
                 )
             raw = raws[index]
-            tensor._raw = raw  # zero-copy: a view of the received bytes (or the message's bytes object)
+            decoded = None
             item = sizes[datatype]
             if item is not None:
                 nbytes = len(raw)  # bytes, or a 1-D unsigned-byte memoryview: len is the byte count
@@ -618,23 +611,23 @@ def _decode_tensors(
                 dtype = eager.get(datatype)
                 if dtype is not None:
                     # Numeric outputs are wrapped right away (np.frombuffer: no copy); as_numpy() is a lookup.
-                    tensor._decoded = np.ndarray(shape, dtype, raw)
+                    decoded = np.ndarray(shape, dtype, raw)
+            # zero-copy: raw is a view of the received bytes (or the message's bytes object)
+            tensors.append(new(name, shape, datatype, parameters, raw, decoded))
         else:
-            tensor._raw = None
-            arr = _typed_to_numpy(tensor, entry.contents, where) if has_typed else None
+            arr = _typed_to_numpy(name, datatype, shape, entry.contents, where) if has_typed else None
             if arr is None:
-                if shape_size(tensor.shape) != 0:
+                if shape_size(shape) != 0:
                     raise DecodeError(f"{where}: {kind} {name!r} has no data (neither raw nor typed contents)")
-                arr = np.empty(tensor.shape, dtype=object if tensor.datatype == "BYTES" else _np_dtype(tensor))
-            tensor._decoded = arr
-            tensor._array = arr if tensor.datatype != "BF16" else None
-            tensor._binary = False
-        tensors.append(tensor)
+                arr = np.empty(shape, dtype=object if datatype == "BYTES" else _np_dtype(datatype))
+            array = arr if datatype != "BF16" else None
+            tensors.append(new(name, shape, datatype, parameters, None, arr, array=array, binary=False))
     return tensors
 
 
-def _shm_tensor(
-    tensor: InferTensor,
+def _in_shared_memory(
+    name: str,
+    parameters: dict[str, Any],
     entry: Any,
     raw: Buffer | None,
     has_typed: bool,
@@ -642,21 +635,20 @@ def _shm_tensor(
     where: str,
     kind: str,
 ) -> bool:
-    """Finish ``tensor`` as a shared memory tensor (no data) and return True, or return False if it is not one."""
+    """Whether the tensor is in shared memory (then it has no data), completing ``parameters`` from ``shared``."""
     has_raw = raw is not None and len(raw) > 0
     has_values = has_typed and _has_typed_values(entry.contents)
-    if SHM_REGION not in tensor.parameters:
-        if has_raw or has_values or shared is None or tensor.name not in shared:
+    if SHM_REGION not in parameters:
+        if has_raw or has_values or shared is None or name not in shared:
             return False
         # A server need not echo an output's shared memory parameters: take them from the request.
-        tensor.parameters.update(shared[tensor.name])
-    shared_memory_of(tensor.parameters, f"{where}: {kind} {tensor.name!r}")
+        parameters.update(shared[name])
+    shared_memory_of(parameters, f"{where}: {kind} {name!r}")
     if has_raw or has_values:
         raise DecodeError(
-            f"{where}: {kind} {tensor.name!r} is in shared memory region {tensor.parameters[SHM_REGION]!r} but also "
+            f"{where}: {kind} {name!r} is in shared memory region {parameters[SHM_REGION]!r} but also "
             "carries contents; use one or the other"
         )
-    tensor._raw = None
     return True
 
 
@@ -679,8 +671,8 @@ def _has_typed_values(contents: Any) -> bool:
 _TYPED_FIELDS = tuple(sorted(set(TYPED_CONTENTS_FIELD.values())))
 
 
-def _np_dtype(tensor: InferTensor) -> Any:
-    return np.dtype("<u2") if tensor.datatype == "BF16" else datatype_to_dtype(tensor.datatype)
+def _np_dtype(datatype: str) -> Any:
+    return np.dtype("<u2") if datatype == "BF16" else datatype_to_dtype(datatype)
 
 
 def decode_infer_response(
@@ -725,7 +717,7 @@ def _plain_response(msg: Any, model_name: str | None) -> InferResponse | None:
     if len(raws) != len(entries):
         return None
     eager = _EAGER_DTYPES
-    new = _new_output
+    new = _new_output  # the public constructor would re-check what was just checked
     outputs = []
     for entry, raw in zip(entries, raws):
         datatype = entry.datatype
@@ -736,17 +728,8 @@ def _plain_response(msg: Any, model_name: str | None) -> InferResponse | None:
         name = entry.name
         if not name or (shape and min(shape) < 0) or len(raw) != math.prod(shape) * dtype.itemsize:
             return None
-        tensor = new(InferOutput)  # the constructor would re-check what was just checked
-        tensor.name = name
-        tensor._shape = shape
-        tensor.datatype = datatype
-        tensor.parameters = {}
-        tensor._array = None
-        tensor._json = None
-        tensor._binary = True
-        tensor._raw = raw
-        tensor._decoded = np.ndarray(shape, dtype, raw)  # no copy: a view of the reply's bytes
-        outputs.append(tensor)
+        # np.ndarray over raw: no copy, a view of the reply's bytes
+        outputs.append(new(name, shape, datatype, {}, raw, np.ndarray(shape, dtype, raw)))
     response = _new_response(InferResponse)
     response.outputs = outputs
     response.model_name = msg.model_name or model_name or ""
@@ -756,7 +739,7 @@ def _plain_response(msg: Any, model_name: str | None) -> InferResponse | None:
     return response
 
 
-_new_output = InferOutput.__new__
+_new_output = InferOutput._from_wire
 _new_response = InferResponse.__new__
 
 
@@ -840,7 +823,7 @@ def _learn_layout(data: bytes, response: InferResponse) -> tuple[Any, ...] | Non
                 pos,
                 prefix,
                 pos + len(prefix),
-                size,
+                slice(pos + len(prefix), pos + len(prefix) + size),  # where the tensor's bytes are
                 tensor.name,
                 tuple(tensor._shape),
                 tensor.datatype,
@@ -855,20 +838,11 @@ def _from_layout(layout: tuple[Any, ...], data: bytes) -> InferResponse | None:
     view = memoryview(data)
     outputs = []
     new = _new_output
-    for pos, prefix, start, size, name, shape, datatype, dtype in layout[2]:
+    for pos, prefix, start, span, name, shape, datatype, dtype in layout[2]:
         if not data.startswith(prefix, pos):
             return None  # a raw contents entry of another size: the full parse reports what is wrong
-        tensor = new(InferOutput)
-        tensor.name = name
-        tensor._shape = list(shape)
-        tensor.datatype = datatype
-        tensor.parameters = {}
-        tensor._array = None
-        tensor._json = None
-        tensor._binary = True
-        tensor._raw = view[start : start + size]
-        tensor._decoded = np.ndarray(shape, dtype, data, start)  # no copy: a view of the reply's bytes
-        outputs.append(tensor)
+        # np.ndarray over data at start: no copy, a view of the reply's bytes
+        outputs.append(new(name, list(shape), datatype, {}, view[span], np.ndarray(shape, dtype, data, start)))
     response = _new_response(InferResponse)
     response.outputs = outputs
     response.model_name = layout[3]
