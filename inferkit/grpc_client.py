@@ -2,10 +2,10 @@
 
 Owns: the grpcio channel and its re-creation in a forked child, driving the shared retry loop
 (:class:`inferkit._grpc_common.CallRun`) with blocking calls and ``time.sleep``, the large-request path (a request
-iterator), and the blocking stream API (a reader thread). Settings, channel options, call descriptions, the retry
-decisions, the mapping of ``grpc.RpcError`` to inferkit errors and stream reply handling are
-:mod:`inferkit._grpc_common`, shared with :mod:`inferkit.aio.grpc_client`; building and parsing messages is the
-codec's job (``inferkit.codec.grpc_v2``).
+iterator), and the blocking stream API (a reader thread). Settings, channel options, the retry decisions, the
+mapping of ``grpc.RpcError`` to inferkit errors and stream reply handling are :mod:`inferkit._grpc_common`, shared
+with :mod:`inferkit.aio.grpc_client`; call descriptions (``inferkit.codec.grpc_calls``) and building and parsing
+messages (the other ``inferkit.codec.grpc_*`` modules) are the codec's job.
 Must not import at module level: grpc or protobuf (``import inferkit.grpc_client`` works without the
 ``grpc`` extra; the constructor raises an ImportError naming ``pip install 'inferkit[grpc]'``), requests,
 urllib3, aiohttp, or anything from ``inferkit.aio``.
@@ -37,7 +37,7 @@ Design decisions (see also the class docstring):
   :class:`~inferkit.errors.ResponseTooLargeError`) exceeded a message size limit.
 * **Streams**: :meth:`InferenceGRPCClient.stream` opens one ``ModelStreamInfer`` call; ``send()`` queues
   requests, iterating yields responses as they arrive; a reply carrying ``error_message`` raises the typed error
-  from :func:`inferkit.codec.grpc_v2.stream_error` at that point of the iteration and the stream stays usable.
+  from :func:`inferkit.codec.grpc_stream.stream_error` at that point of the iteration and the stream stays usable.
   Every wait is bounded by the stream's deadline.
 """
 
@@ -53,9 +53,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 from inferkit import _grpc_shm
 from inferkit._grpc_common import (
     DEFAULT_CHANNEL_OPTIONS,
-    LARGE_REQUEST_BYTES,
     UNSET,
-    GRPCCall,
     GRPCClientBase,
     Headers,
     StreamState,
@@ -63,6 +61,7 @@ from inferkit._grpc_common import (
     map_rpc_error,
 )
 from inferkit.batching import BatchMixin, RebuildOnUnpickle, StartFn, no_cancel, settle
+from inferkit.codec.grpc_calls import LARGE_REQUEST_BYTES, GRPCCall
 from inferkit.codec.tensors import InferRequest, InferResponse
 from inferkit.errors import InferkitError, ReadTimeout, ServerError
 
