@@ -2,11 +2,11 @@
 
 Owns: constructor validation and channel material (:class:`GRPCSettings`: target, TLS credentials from PEM bytes or
 paths, channel options merged over :data:`DEFAULT_CHANNEL_OPTIONS`, metadata, auth, compression, retry policy,
-default deadline), running the calls the codec describes (:class:`~inferkit.codec.grpc_calls.GRPCCall`, built by
-:class:`~inferkit.codec.grpc_calls.GRPCCalls`), the retry loop of one call as a sans-IO generator
-(:func:`grpc_exchange`), the mapping of a
-``grpc.RpcError`` (sync or aio: both have ``code()``, ``details()``, ``trailing_metadata()``) to an inferkit error,
-the handling of stream replies, and the verbose log line. ``grpc`` itself is imported lazily (:func:`load_grpc`).
+default deadline), the retry loop of one call as a sans-IO generator (:func:`grpc_exchange`; the calls themselves are
+described by the codec, :class:`~inferkit.codec.grpc_calls.GRPCCall` built by
+:class:`~inferkit.codec.grpc_calls.GRPCCalls`), the mapping of a ``grpc.RpcError`` (sync or aio: both have
+``code()``, ``details()``, ``trailing_metadata()``) to an inferkit error, the handling of stream replies, and the
+verbose log line. ``grpc`` itself is imported lazily (:func:`load_grpc`).
 Must not import: requests, urllib3, aiohttp, inferkit.rest_client, inferkit._http, inferkit.grpc_client,
 inferkit.aio; nor grpc / protobuf at module level.
 """
