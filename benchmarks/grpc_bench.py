@@ -139,7 +139,7 @@ def _worker(kind: str, client: str, port: int) -> dict[str, float]:
     if kind == "build":
         if client == "inferkit":
             from inferkit import InferInput, InferRequest
-            from inferkit.codec.grpc_v2 import serialize_infer_request
+            from inferkit.codec.grpc_infer_encode import serialize_infer_request
 
             def run() -> Any:
                 x = InferInput("INPUT0", [BIG_ELEMS], "FP32").set_data_from_numpy(arr)
@@ -158,7 +158,7 @@ def _worker(kind: str, client: str, port: int) -> dict[str, float]:
         return _measure(run)
 
     if kind == "decode":
-        from inferkit.codec.grpc_v2 import serialize_infer_response
+        from inferkit.codec.grpc_infer_encode import serialize_infer_response
         from inferkit.codec.tensors import InferOutput, InferResponse
 
         wire = serialize_infer_response(
@@ -166,7 +166,7 @@ def _worker(kind: str, client: str, port: int) -> dict[str, float]:
         )
         del arr
         if client == "inferkit":
-            from inferkit.codec.grpc_v2 import decode_infer_response
+            from inferkit.codec.grpc_infer_decode import decode_infer_response
 
             def run() -> Any:
                 return decode_infer_response(wire).as_numpy("OUTPUT0")

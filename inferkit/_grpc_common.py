@@ -1,11 +1,12 @@
-"""What the sync and async gRPC clients share: settings, call descriptions, the retry loop and error mapping.
+"""What the sync and async gRPC clients share: settings, the retry loop and error mapping.
 
 Owns: constructor validation and channel material (:class:`GRPCSettings`: target, TLS credentials from PEM bytes or
 paths, channel options merged over :data:`DEFAULT_CHANNEL_OPTIONS`, metadata, auth, compression, retry policy,
-default deadline), each operation as a :class:`GRPCCall` (:class:`GRPCCalls`: RPC name, request, how to read the
-reply, retry flags), the retry loop of one call as a sans-IO generator (:func:`grpc_exchange`), the mapping of a
-``grpc.RpcError`` (sync or aio: both have ``code()``, ``details()``, ``trailing_metadata()``) to an inferkit error,
-the handling of stream replies, and the verbose log line. ``grpc`` itself is imported lazily (:func:`load_grpc`).
+default deadline), the retry loop of one call as a sans-IO generator (:func:`grpc_exchange`; the calls themselves are
+described by the codec, :class:`~inferkit.codec.grpc_calls.GRPCCall` built by
+:class:`~inferkit.codec.grpc_calls.GRPCCalls`), the mapping of a ``grpc.RpcError`` (sync or aio: both have
+``code()``, ``details()``, ``trailing_metadata()``) to an inferkit error, the handling of stream replies, and the
+verbose log line. ``grpc`` itself is imported lazily (:func:`load_grpc`).
 Must not import: requests, urllib3, aiohttp, inferkit.rest_client, inferkit._transport, inferkit.grpc_client,
 inferkit.aio; nor grpc / protobuf at module level.
 """
@@ -19,6 +20,7 @@ from typing import Any, Callable, Generator, Iterable, Mapping, NamedTuple, Sequ
 
 from inferkit._retry import RetryState
 from inferkit._version import __version__
+from inferkit.codec.grpc_calls import GRPCCall, GRPCCalls, grpc_codec
 from inferkit.codec.tensors import InferRequest
 from inferkit.config import SENSITIVE_HEADERS, APIKey, BasicAuth, BearerToken, RetryPolicy
 from inferkit.errors import (
@@ -40,13 +42,10 @@ from inferkit.errors import (
 __all__ = [
     "UNSET",
     "DEFAULT_CHANNEL_OPTIONS",
-    "LARGE_REQUEST_BYTES",
     "GRPCSettings",
     "GRPCClientBase",
     "call_logger",
     "StreamState",
-    "GRPCCall",
-    "GRPCCalls",
     "grpc_exchange",
     "map_rpc_error",
     "load_grpc",
@@ -76,19 +75,12 @@ DEFAULT_CHANNEL_OPTIONS: Mapping[str, Any] = {
     "grpc.primary_user_agent": f"inferkit/{__version__}",
 }
 
-#: Requests whose tensors total at least this many bytes are sent from a request iterator (see the sync client).
-LARGE_REQUEST_BYTES = 16 * 1024 * 1024
-
 Headers = Union[Mapping[str, str], Sequence[tuple[str, str]], None]
-
-#: Model names whose infer reply parser a client keeps (see ``GRPCCalls.infer``).
-_PARSER_CACHE_SIZE = 256
 
 #: Default of ``stream(timeout=...)``: "the client's timeout" (None there means "no deadline").
 UNSET: Any = object()
 
 _GRPC: Any = None
-_CODEC: Any = None
 
 
 def load_grpc() -> Any:
@@ -106,13 +98,8 @@ def load_grpc() -> Any:
 
 
 def codec() -> Any:
-    """``inferkit.codec.grpc_v2`` (imports protobuf, part of the grpc extra)."""
-    global _CODEC
-    if _CODEC is None:
-        from inferkit.codec import grpc_v2  # noqa: PLC0415 - protobuf is optional
-
-        _CODEC = grpc_v2
-    return _CODEC
+    """The protobuf side of the codec, :func:`inferkit.codec.grpc_calls.grpc_codec` (protobuf is in the grpc extra)."""
+    return grpc_codec()
 
 
 # -- error mapping (the one boundary) -------------------------------------------------------------------------
@@ -427,123 +414,6 @@ def _accepts_registered_method(channel: Any) -> bool:
         return "_registered_method" in inspect.signature(channel.unary_unary).parameters
     except (TypeError, ValueError):  # a channel-like object without an introspectable signature
         return False
-
-
-# -- calls ------------------------------------------------------------------------------------------------------------
-
-
-def _same(reply: Any) -> Any:
-    return reply
-
-
-class GRPCCall(NamedTuple):
-    """One RPC ready to send: ``request`` is a message, bytes, or a zero-argument callable building the bytes
-    (called once per attempt, for the large-request path); ``parse(reply)`` is the result."""
-
-    rpc: str
-    request: Any
-    parse: Callable[[Any], Any] = _same
-    model_name: str | None = None
-    request_id: str | None = None
-    retryable: bool = True
-    retry_server_codes: bool = True
-    probe: bool = False
-
-
-_new_call = tuple.__new__
-assert GRPCCall._fields[-3:] == ("retryable", "retry_server_codes", "probe")
-
-
-class GRPCCalls:
-    """Builds the :class:`GRPCCall` of each client operation (the same for the sync and the async client)."""
-
-    def __init__(self, policy: RetryPolicy) -> None:
-        self.policy = policy
-        self._retry_infer = policy.allows_request(is_infer=True, is_sequence=False)
-        # model name -> the parser of its infer replies: made once, not per call (a closure per call is four
-        # more objects for the garbage collector to track under many concurrent calls).
-        self._infer_parsers: dict[str, Callable[[Any], Any]] = {}
-
-    def probe(self, rpc: str, request: Any, field: str, model_name: str | None = None) -> GRPCCall:
-        """A health probe: a server answer other than OK is False (not retried); auth errors and no answer raise."""
-        return GRPCCall(
-            rpc, request, lambda reply: bool(getattr(reply, field)), model_name, retry_server_codes=False, probe=True
-        )
-
-    def server_live(self) -> GRPCCall:
-        return self.probe("ServerLive", codec().pb.ServerLiveRequest(), "live")
-
-    def server_ready(self) -> GRPCCall:
-        return self.probe("ServerReady", codec().pb.ServerReadyRequest(), "ready")
-
-    def model_ready(self, model_name: str, model_version: str | None) -> GRPCCall:
-        return self.probe("ModelReady", codec().model_ready_request(model_name, model_version), "ready", model_name)
-
-    def server_metadata(self, as_message: bool) -> GRPCCall:
-        c = codec()
-        return GRPCCall(
-            "ServerMetadata", c.pb.ServerMetadataRequest(), _same if as_message else c.server_metadata_to_dict
-        )
-
-    def model_metadata(self, model_name: str, model_version: str | None, as_message: bool) -> GRPCCall:
-        c = codec()
-        parse = _same if as_message else c.model_metadata_to_dict
-        return GRPCCall("ModelMetadata", c.model_metadata_request(model_name, model_version), parse, model_name)
-
-    def model_config(self, model_name: str, model_version: str | None, as_message: bool) -> GRPCCall:
-        c = codec()
-        parse = _same if as_message else c.model_config_to_dict
-        return GRPCCall("ModelConfig", c.model_config_request(model_name, model_version), parse, model_name)
-
-    def model_statistics(self, model_name: str | None, model_version: str | None, as_message: bool) -> GRPCCall:
-        c = codec()
-        parse = _same if as_message else c.model_statistics_to_dict
-        return GRPCCall("ModelStatistics", c.model_statistics_request(model_name, model_version), parse, model_name)
-
-    def repository_index(self, as_message: bool) -> GRPCCall:
-        c = codec()
-        return GRPCCall(
-            "RepositoryIndex", c.repository_index_request(), _same if as_message else c.repository_index_to_list
-        )
-
-    def load_model(self, model_name: str, config: str | None, files: Mapping[str, bytes] | None) -> GRPCCall:
-        params: dict[str, Any] = dict(files or {})
-        if config is not None:
-            params["config"] = config
-        request = codec().repository_load_request(model_name, params)
-        return GRPCCall("RepositoryModelLoad", request, _none, model_name, retryable=False)
-
-    def unload_model(self, model_name: str, unload_dependents: bool) -> GRPCCall:
-        params = {"unload_dependents": True} if unload_dependents else None
-        request = codec().repository_unload_request(model_name, params)
-        return GRPCCall("RepositoryModelUnload", request, _none, model_name, retryable=False)
-
-    def infer(self, request: InferRequest) -> GRPCCall:
-        """``ModelInfer``: serialized once; from :data:`LARGE_REQUEST_BYTES` on, joined inside each attempt instead
-        (no copy held while the reply arrives). A request with a ``sequence_id`` is never retried."""
-        c = _CODEC or codec()
-        if type(request) is not InferRequest and not isinstance(request, InferRequest):
-            raise EncodeError(f"infer() needs an InferRequest, got {type(request).__name__}")
-        # policy.allows_request(is_infer=True, ...), inlined (the policy is immutable).
-        retryable = self._retry_infer and not (request.parameters and request.is_sequence)
-        wire, buffers = c.encode_request(request, LARGE_REQUEST_BYTES)
-        name = request.model_name
-        if buffers is None:
-            rpc = "ModelInfer"
-        else:
-            header = wire
-            rpc, wire = "ModelInfer/large", lambda: c.join_request_parts(header, buffers)
-        parse = self._infer_parsers.get(name)
-        if parse is None:
-            if len(self._infer_parsers) >= _PARSER_CACHE_SIZE:
-                self._infer_parsers.clear()
-            parse = self._infer_parsers[name] = c.ReplyReader(name)
-        # GRPCCall(rpc, wire, parse, name, request.request_id, retryable) without the Python-level __new__.
-        return _new_call(GRPCCall, (rpc, wire, parse, name, request.request_id, retryable, True, False))
-
-
-def _none(reply: Any) -> None:
-    return None
 
 
 # -- the call loop ----------------------------------------------------------------------------------------------------

@@ -1,8 +1,8 @@
 """gRPC call descriptions of Triton's system shared memory extension, shared by the sync and async gRPC clients.
 
-Owns: the :class:`~inferkit._grpc_common.GRPCCall` of ``SystemSharedMemoryStatus`` / ``Register`` / ``Unregister``
+Owns: the :class:`~inferkit.codec.grpc_calls.GRPCCall` of ``SystemSharedMemoryStatus`` / ``Register`` / ``Unregister``
 and the infer call variant whose reply may leave out the shared memory parameters of the outputs it wrote.
-Messages are built and read by the codec (``inferkit.codec.grpc_v2``). Must not import at module level: grpc,
+Messages are built and read by the codec (``inferkit.codec.grpc_messages``). Must not import at module level: grpc,
 protobuf, requests, urllib3, aiohttp, inferkit.aio.
 """
 
@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from inferkit._grpc_common import GRPCCall, codec
+from inferkit._grpc_common import codec
+from inferkit.codec.grpc_calls import GRPCCall
 from inferkit.codec.tensors import SHM_REGION, InferRequest
 
 __all__ = ["shm_status", "shm_register", "shm_unregister", "infer_call"]

@@ -1,12 +1,11 @@
 """The sync gRPC client, :class:`InferenceGRPCClient` (grpcio).
 
 Owns: the public sync gRPC API, the start of ``infer_many``'s requests as gRPC futures, and the blocking stream
-API (a reader thread). Each unary method is a few lines: the call description
-(:class:`inferkit._grpc_common.GRPCCalls`) runs through the transport (:mod:`inferkit._transport.grpc`: the
-channel, re-created in a forked child; one attempt for the sync driver). Settings, channel options, the retry
-decisions, the mapping of ``grpc.RpcError`` to inferkit errors and stream reply handling are
-:mod:`inferkit._grpc_common`, shared with :mod:`inferkit.aio.grpc_client`; building and parsing messages is the
-codec's job (``inferkit.codec.grpc_v2``).
+API (a reader thread). Each unary method is a few lines: the call description (``inferkit.codec.grpc_calls``)
+runs through the transport (:mod:`inferkit._transport.grpc`: the channel, re-created in a forked child; one
+attempt for the sync driver). Settings, channel options, the retry decisions, the mapping of ``grpc.RpcError``
+to inferkit errors and stream reply handling are :mod:`inferkit._grpc_common`, shared with
+:mod:`inferkit.aio.grpc_client`; building and parsing messages is the codec's job (``inferkit.codec.grpc_*``).
 Must not import at module level: grpc or protobuf (``import inferkit.grpc_client`` works without the
 ``grpc`` extra; the constructor raises an ImportError naming ``pip install 'inferkit[grpc]'``), requests,
 urllib3, aiohttp, or anything from ``inferkit.aio``.
@@ -38,7 +37,7 @@ Design decisions (see also the class docstring):
   :class:`~inferkit.errors.ResponseTooLargeError`) exceeded a message size limit.
 * **Streams**: :meth:`InferenceGRPCClient.stream` opens one ``ModelStreamInfer`` call; ``send()`` queues
   requests, iterating yields responses as they arrive; a reply carrying ``error_message`` raises the typed error
-  from :func:`inferkit.codec.grpc_v2.stream_error` at that point of the iteration and the stream stays usable.
+  from :func:`inferkit.codec.grpc_stream.stream_error` at that point of the iteration and the stream stays usable.
   Every wait is bounded by the stream's deadline.
 """
 
@@ -53,9 +52,7 @@ from typing import Any, Callable, Iterable, Iterator, Mapping
 from inferkit import _grpc_shm
 from inferkit._grpc_common import (
     DEFAULT_CHANNEL_OPTIONS,
-    LARGE_REQUEST_BYTES,
     UNSET,
-    GRPCCall,
     GRPCClientBase,
     Headers,
     StreamState,
@@ -63,6 +60,7 @@ from inferkit._grpc_common import (
 )
 from inferkit._transport.grpc import GRPCTransport
 from inferkit.batching import BatchMixin, RebuildOnUnpickle, StartFn, no_cancel, settle
+from inferkit.codec.grpc_calls import LARGE_REQUEST_BYTES, GRPCCall
 from inferkit.codec.tensors import InferRequest, InferResponse
 from inferkit.errors import InferkitError, ReadTimeout, ServerError
 

@@ -13,8 +13,9 @@ import os
 import threading
 from typing import Any, Callable, Generator, Iterator, NamedTuple
 
-from inferkit._grpc_common import GRPCCall, GRPCSettings, Headers, grpc_exchange, make_stubs
+from inferkit._grpc_common import GRPCSettings, Headers, grpc_exchange, make_stubs
 from inferkit._transport.driver import clock, drive, retry
+from inferkit.codec.grpc_calls import GRPCCall
 from inferkit.errors import TransportError
 
 __all__ = ["GRPCTransport", "GRPCRun", "once"]

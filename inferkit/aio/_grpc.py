@@ -15,8 +15,9 @@ import asyncio
 import time
 from typing import Any, AsyncIterator, Callable, Generator, NamedTuple
 
-from inferkit._grpc_common import GRPCCall, GRPCSettings, Headers, grpc_exchange, make_stubs
+from inferkit._grpc_common import GRPCSettings, Headers, grpc_exchange, make_stubs
 from inferkit.aio._driver import drive
+from inferkit.codec.grpc_calls import GRPCCall
 from inferkit.errors import TransportError
 
 __all__ = ["AsyncGRPCTransport"]

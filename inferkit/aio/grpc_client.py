@@ -15,7 +15,6 @@ from typing import Any, AsyncIterator, Iterable, Mapping
 from inferkit import _grpc_shm
 from inferkit._grpc_common import (
     UNSET,
-    GRPCCall,
     GRPCClientBase,
     Headers,
     StreamState,
@@ -24,6 +23,7 @@ from inferkit._grpc_common import (
 from inferkit.aio._grpc import AsyncGRPCTransport
 from inferkit.aio.batching import AsyncBatchMixin
 from inferkit.batching import RebuildOnUnpickle
+from inferkit.codec.grpc_calls import GRPCCall
 from inferkit.codec.tensors import InferRequest, InferResponse
 from inferkit.errors import InferkitError, ServerError, TransportError
 

@@ -15,8 +15,11 @@ never uses generated ``_pb2_grpc`` stubs: our messages live in the proto package
 share protobuf's default pool with ``tritonclient.grpc`` and ``kserve``), but the wire path of every call stays
 the protocol's, ``/inference.GRPCInferenceService/<Rpc>``, and only this module spells it.
 
-Must not import: anything but ``inferkit._proto`` and the standard library at run time (no grpc, no other
-inferkit module); ``google.protobuf`` is imported for type checking only.
+The table is built on first use of :data:`GRPC_METHODS` (a module ``__getattr__``), so importing this module loads
+no protobuf: ``SERVICE_NAME`` and :func:`method_path` cost nothing.
+Must not import: anything but the standard library at module level (no grpc, requests, urllib3, aiohttp, protobuf,
+no other inferkit module); ``inferkit._proto`` only inside the function that builds the table, and
+``google.protobuf`` for type checking only.
 """
 
 from __future__ import annotations
@@ -24,12 +27,12 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Mapping
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Final, Literal
-
-from inferkit._proto import service_pb2
+from typing import TYPE_CHECKING, Any, Final, Literal
 
 if TYPE_CHECKING:
     from google.protobuf.message import Message
+
+    GRPC_METHODS: Mapping[str, GRPCMethod]  # built on first use: see __getattr__
 
 __all__ = [
     "GRPC_METHODS",
@@ -82,67 +85,74 @@ def _unary(name: str, request_type: type[Message], response_type: type[Message])
     return GRPCMethod(name, method_path(name), request_type, response_type, UNARY_UNARY)
 
 
-_s = service_pb2
+def _build_methods() -> Mapping[str, GRPCMethod]:
+    from inferkit._proto import service_pb2 as _s  # noqa: PLC0415 - protobuf is optional (the grpc extra)
 
-GRPC_METHODS: Final[Mapping[str, GRPCMethod]] = MappingProxyType(
-    {
-        m.name: m
-        for m in (
-            # Core protocol: every v2 server (Triton, KServe, MLServer).
-            _unary("ServerLive", _s.ServerLiveRequest, _s.ServerLiveResponse),
-            _unary("ServerReady", _s.ServerReadyRequest, _s.ServerReadyResponse),
-            _unary("ModelReady", _s.ModelReadyRequest, _s.ModelReadyResponse),
-            _unary("ServerMetadata", _s.ServerMetadataRequest, _s.ServerMetadataResponse),
-            _unary("ModelMetadata", _s.ModelMetadataRequest, _s.ModelMetadataResponse),
-            _unary("ModelInfer", _s.ModelInferRequest, _s.ModelInferResponse),
-            # Triton extensions.
-            GRPCMethod(
-                "ModelStreamInfer",
-                method_path("ModelStreamInfer"),
-                _s.ModelInferRequest,
-                _s.ModelStreamInferResponse,
-                STREAM_STREAM,
-            ),
-            _unary("ModelConfig", _s.ModelConfigRequest, _s.ModelConfigResponse),
-            _unary("ModelStatistics", _s.ModelStatisticsRequest, _s.ModelStatisticsResponse),
-            _unary("RepositoryIndex", _s.RepositoryIndexRequest, _s.RepositoryIndexResponse),
-            _unary("RepositoryModelLoad", _s.RepositoryModelLoadRequest, _s.RepositoryModelLoadResponse),
-            _unary("RepositoryModelUnload", _s.RepositoryModelUnloadRequest, _s.RepositoryModelUnloadResponse),
-            _unary(
-                "SystemSharedMemoryStatus",
-                _s.SystemSharedMemoryStatusRequest,
-                _s.SystemSharedMemoryStatusResponse,
-            ),
-            _unary(
-                "SystemSharedMemoryRegister",
-                _s.SystemSharedMemoryRegisterRequest,
-                _s.SystemSharedMemoryRegisterResponse,
-            ),
-            _unary(
-                "SystemSharedMemoryUnregister",
-                _s.SystemSharedMemoryUnregisterRequest,
-                _s.SystemSharedMemoryUnregisterResponse,
-            ),
-            _unary(
-                "CudaSharedMemoryStatus",
-                _s.CudaSharedMemoryStatusRequest,
-                _s.CudaSharedMemoryStatusResponse,
-            ),
-            _unary(
-                "CudaSharedMemoryRegister",
-                _s.CudaSharedMemoryRegisterRequest,
-                _s.CudaSharedMemoryRegisterResponse,
-            ),
-            _unary(
-                "CudaSharedMemoryUnregister",
-                _s.CudaSharedMemoryUnregisterRequest,
-                _s.CudaSharedMemoryUnregisterResponse,
-            ),
-            _unary("TraceSetting", _s.TraceSettingRequest, _s.TraceSettingResponse),
-            _unary("LogSettings", _s.LogSettingsRequest, _s.LogSettingsResponse),
-        )
-    }
-)
-"""Every RPC of ``GRPCInferenceService``, keyed by RPC name. Read-only."""
+    return MappingProxyType(
+        {
+            m.name: m
+            for m in (
+                # Core protocol: every v2 server (Triton, KServe, MLServer).
+                _unary("ServerLive", _s.ServerLiveRequest, _s.ServerLiveResponse),
+                _unary("ServerReady", _s.ServerReadyRequest, _s.ServerReadyResponse),
+                _unary("ModelReady", _s.ModelReadyRequest, _s.ModelReadyResponse),
+                _unary("ServerMetadata", _s.ServerMetadataRequest, _s.ServerMetadataResponse),
+                _unary("ModelMetadata", _s.ModelMetadataRequest, _s.ModelMetadataResponse),
+                _unary("ModelInfer", _s.ModelInferRequest, _s.ModelInferResponse),
+                # Triton extensions.
+                GRPCMethod(
+                    "ModelStreamInfer",
+                    method_path("ModelStreamInfer"),
+                    _s.ModelInferRequest,
+                    _s.ModelStreamInferResponse,
+                    STREAM_STREAM,
+                ),
+                _unary("ModelConfig", _s.ModelConfigRequest, _s.ModelConfigResponse),
+                _unary("ModelStatistics", _s.ModelStatisticsRequest, _s.ModelStatisticsResponse),
+                _unary("RepositoryIndex", _s.RepositoryIndexRequest, _s.RepositoryIndexResponse),
+                _unary("RepositoryModelLoad", _s.RepositoryModelLoadRequest, _s.RepositoryModelLoadResponse),
+                _unary("RepositoryModelUnload", _s.RepositoryModelUnloadRequest, _s.RepositoryModelUnloadResponse),
+                _unary(
+                    "SystemSharedMemoryStatus",
+                    _s.SystemSharedMemoryStatusRequest,
+                    _s.SystemSharedMemoryStatusResponse,
+                ),
+                _unary(
+                    "SystemSharedMemoryRegister",
+                    _s.SystemSharedMemoryRegisterRequest,
+                    _s.SystemSharedMemoryRegisterResponse,
+                ),
+                _unary(
+                    "SystemSharedMemoryUnregister",
+                    _s.SystemSharedMemoryUnregisterRequest,
+                    _s.SystemSharedMemoryUnregisterResponse,
+                ),
+                _unary(
+                    "CudaSharedMemoryStatus",
+                    _s.CudaSharedMemoryStatusRequest,
+                    _s.CudaSharedMemoryStatusResponse,
+                ),
+                _unary(
+                    "CudaSharedMemoryRegister",
+                    _s.CudaSharedMemoryRegisterRequest,
+                    _s.CudaSharedMemoryRegisterResponse,
+                ),
+                _unary(
+                    "CudaSharedMemoryUnregister",
+                    _s.CudaSharedMemoryUnregisterRequest,
+                    _s.CudaSharedMemoryUnregisterResponse,
+                ),
+                _unary("TraceSetting", _s.TraceSettingRequest, _s.TraceSettingResponse),
+                _unary("LogSettings", _s.LogSettingsRequest, _s.LogSettingsResponse),
+            )
+        }
+    )
 
-del _s
+
+def __getattr__(name: str) -> Any:
+    """``GRPC_METHODS``: every RPC of ``GRPCInferenceService``, keyed by RPC name. Read-only; built on first use."""
+    if name == "GRPC_METHODS":
+        # Later reads find the global and never come here; setdefault keeps one table if two threads both build one.
+        methods: Mapping[str, GRPCMethod] = globals().setdefault("GRPC_METHODS", _build_methods())
+        return methods
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

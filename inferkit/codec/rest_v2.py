@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Sequence, Union
 
 from inferkit.codec import _json
-from inferkit.codec.datatypes import DATATYPES
+from inferkit.codec.datatypes import DATATYPES, check_datatype
 from inferkit.codec.tensors import (
     SHM_REGION,
     InferInput,
@@ -30,6 +30,7 @@ from inferkit.codec.tensors import (
     InferRequestedOutput,
     InferResponse,
     InferTensor,
+    check_shape,
     shape_size,
     shared_memory_of,
     validate_parameters,
@@ -241,6 +242,7 @@ def _decode_tensors(
         raise DecodeError(f"{where}: {key!r} must be a list, got {type(entries).__name__}")
     tensors = []
     size = len(body)
+    new = factory._from_wire  # name, shape, datatype and parameters are checked here
     for index, entry in enumerate(entries):
         if not isinstance(entry, dict):
             raise DecodeError(f"{where}: {key}[{index}] is not an object")
@@ -248,14 +250,14 @@ def _decode_tensors(
         if not isinstance(name, str) or not name:
             raise DecodeError(f"{where}: {key}[{index}] has no name")
         try:
-            tensor = factory(name, entry.get("shape", ()), entry.get("datatype", ""))
+            shape = check_shape(entry.get("shape", ()), name, EncodeError)
+            datatype = check_datatype(entry.get("datatype", ""))
         except EncodeError as exc:  # the peer's metadata, so a decode problem
             raise DecodeError(f"{where}: {exc.message}") from exc
         if "shape" not in entry or "datatype" not in entry:
             raise DecodeError(f"{where}: tensor {name!r} lacks its shape or datatype")
         params = validate_parameters(entry.get("parameters"), f"{where}: tensor {name!r}", DecodeError)
         binary_size = params.pop("binary_data_size", None)
-        tensor.parameters = params
         if binary_size is not None:
             if isinstance(binary_size, bool) or not isinstance(binary_size, int) or binary_size < 0:
                 raise DecodeError(f"{where}: tensor {name!r} has an invalid binary_data_size {binary_size!r}")
@@ -265,25 +267,26 @@ def _decode_tensors(
                     f"{where}: tensor {name!r} declares {binary_size} binary bytes at offset {offset}, "
                     f"but only {size - offset} remain in the body (truncated or inconsistent reply)"
                 )
-            item = DATATYPES[tensor.datatype]
-            expected = shape_size(tensor.shape) * item if item is not None else None
+            item = DATATYPES[datatype]
+            expected = shape_size(shape) * item if item is not None else None
             if expected is not None and expected != binary_size:
                 raise DecodeError(
-                    f"{where}: tensor {name!r} has shape {tensor.shape} of {tensor.datatype} "
+                    f"{where}: tensor {name!r} has shape {shape} of {datatype} "
                     f"({expected} bytes) but binary_data_size {binary_size}"
                 )
-            tensor._raw = body[offset:end]  # zero-copy view of the received body
+            tensors.append(new(name, shape, datatype, params, body[offset:end]))  # zero-copy view of the body
             offset = end
-        elif "data" in entry:
-            tensor._json = entry["data"]
-            tensor._binary = False
-        elif shared_memory_of(params, f"{where}: tensor {name!r}") is None:
+            continue
+        if "data" in entry:
+            tensors.append(new(name, shape, datatype, params, json=entry["data"], binary=False))
+            continue
+        if shared_memory_of(params, f"{where}: tensor {name!r}") is None:
             shm = shared.get(name) if shared else None
             if shm is None:
                 raise DecodeError(f"{where}: tensor {name!r} has neither data nor binary_data_size")
             # Servers need not echo the shared memory parameters of an output: take them from the request.
-            tensor.parameters.update(shm)
-        tensors.append(tensor)
+            params.update(shm)
+        tensors.append(new(name, shape, datatype, params))  # no data: it is in a shared memory region
     return tensors, offset
 
 

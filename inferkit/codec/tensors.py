@@ -43,6 +43,7 @@ __all__ = [
     "InferResponse",
     "validate_parameters",
     "shape_size",
+    "check_shape",
     "SHM_REGION",
     "SHM_BYTE_SIZE",
     "SHM_OFFSET",
@@ -59,6 +60,7 @@ SHM_BYTE_SIZE = "shared_memory_byte_size"
 SHM_OFFSET = "shared_memory_offset"
 _SHM_KEYS = (SHM_REGION, SHM_BYTE_SIZE, SHM_OFFSET)
 _T = TypeVar("_T", bound="InferTensor")
+_object_new = object.__new__
 
 
 def shared_memory_of(
@@ -116,7 +118,8 @@ def shape_size(shape: Sequence[int]) -> int:
 _SCALAR_TYPES = frozenset({bool, int, float, str})
 
 
-def _check_shape(shape: Any, tensor: str, error: type[EncodeError] | type[DecodeError]) -> list[int]:
+def check_shape(shape: Any, tensor: str, error: type[EncodeError] | type[DecodeError]) -> list[int]:
+    """``shape`` as a new list of ints >= 0; raises ``error`` naming ``tensor`` and the problem otherwise."""
     # Fast path for the common case (a list of plain non-negative ints, as JSON decoding yields): on every
     # decoded tensor of every response, so it is worth skipping the generic checks below.
     if type(shape) is list and all(type(d) is int and d >= 0 for d in shape):
@@ -178,7 +181,7 @@ class InferTensor:
         if not isinstance(name, str) or not name:
             raise EncodeError(f"tensor name must be a non-empty string, got {name!r}")
         self.name = name
-        self._shape = _check_shape(shape, name, EncodeError)
+        self._shape = check_shape(shape, name, EncodeError)
         self.datatype = check_datatype(datatype)
         self.parameters: dict[str, ParameterValue] = validate_parameters(parameters, f"tensor {name!r}")
         self._array: np.ndarray[Any, Any] | None = None
@@ -192,6 +195,48 @@ class InferTensor:
             else:
                 self.set_data_from_list(data)
 
+    @classmethod
+    def _from_wire(
+        cls: type[_T],
+        name: str,
+        shape: list[int],
+        datatype: str,
+        parameters: dict[str, ParameterValue],
+        raw: Buffer | None = None,
+        decoded: np.ndarray[Any, Any] | None = None,
+        array: np.ndarray[Any, Any] | None = None,
+        json: Any = None,
+        binary: bool = True,
+    ) -> _T:
+        """A tensor the codec has read from a message and checked: how every decoder builds a received tensor.
+
+        Codec-internal. Nothing is copied and nothing re-checked (on every tensor of every reply, that is what
+        the public constructor would cost): ``name`` must be non-empty, ``shape`` a list of ints >= 0 (the
+        tensor keeps this list), ``datatype`` a canonical name, ``parameters`` a dict of checked values (the
+        tensor keeps it), and data sizes must already agree with the shape. No data at all is a tensor in
+        shared memory.
+
+        Args:
+            raw: The received wire bytes, kept as given (a view of the reply: zero-copy).
+            decoded: What ``as_numpy()`` returns, when the decoder made it already (an ``np.frombuffer`` view of
+                ``raw``, or the array read from typed contents).
+            array: The data as an array in wire layout, for data that arrived in another form than raw bytes
+                (gRPC typed contents), so the tensor can be sent on.
+            json: JSON-decoded data (REST), converted and checked on first use.
+            binary: Whether the data travelled as binary (False for typed contents and JSON).
+        """
+        tensor = _object_new(cls)
+        tensor.name = name
+        tensor._shape = shape
+        tensor.datatype = datatype
+        tensor.parameters = parameters
+        tensor._raw = raw
+        tensor._decoded = decoded
+        tensor._array = array
+        tensor._json = json
+        tensor._binary = binary
+        return tensor
+
     # -- shape -----------------------------------------------------------------------------------------------
     @property
     def shape(self) -> list[int]:
@@ -204,7 +249,7 @@ class InferTensor:
 
     def set_shape(self, shape: Sequence[int]) -> None:
         """Set the shape (for example before reusing the input for another batch size)."""
-        self._shape = _check_shape(shape, self.name, EncodeError)
+        self._shape = check_shape(shape, self.name, EncodeError)
 
     @property
     def binary_data(self) -> bool:

@@ -2,7 +2,7 @@
 
 Owns: generic method handlers built from ``inferkit.codec.grpc_methods.GRPC_METHODS`` (no generated stubs),
 the RPC implementations, auth checks and the gRPC form of every fault. Infer messages are built and parsed only
-with ``inferkit.codec.grpc_v2`` (wire bytes in, wire bytes out: pass-through (de)serializers, no extra copies).
+with the codec's ``grpc_*`` modules (wire bytes in, wire bytes out: pass-through (de)serializers, no extra copies).
 Model configurations and statistics, which the server keeps as Triton's JSON, become messages with protobuf's
 ``json_format``. Must not import: aiohttp.
 """
@@ -15,8 +15,11 @@ from typing import Any, AsyncIterator, Awaitable, Callable
 import grpc
 from google.protobuf import json_format
 
-from inferkit.codec import grpc_v2
+from inferkit.codec.grpc_infer_decode import decode_infer_request
+from inferkit.codec.grpc_infer_encode import encode_infer_response, serialize_infer_response
 from inferkit.codec.grpc_methods import GRPC_METHODS, SERVICE_NAME, STREAM_STREAM
+from inferkit.codec.grpc_stream import serialize_stream_response
+from inferkit.codec.grpc_wire import pb
 from inferkit.codec.tensors import InferResponse
 from inferkit.errors import DecodeError, EncodeError, grpc_code_for_http_status
 from inferkit.testing._engine import Engine
@@ -25,8 +28,6 @@ from inferkit.testing._model import ModelError
 from inferkit.testing._shm import ALREADY_REGISTERED
 
 __all__ = ["start_grpc_server", "RPC_ROUTES"]
-
-pb = grpc_v2.pb
 
 #: RPC name -> the route name used by faults and counters (shared with REST).
 RPC_ROUTES = {
@@ -198,12 +199,12 @@ class _Service:
     async def ModelInfer(self, request: Any, fault: Fault | None) -> Any:  # noqa: N802
         response = await self.engine.infer(request)
         if fault is not None and fault.action == "lie_binary_size" and response.outputs:
-            message = grpc_v2.encode_infer_response(response)
+            message = encode_infer_response(response)
             extra = fault.value if fault.value is not None else 4
             first = message.raw_output_contents[0]
             message.raw_output_contents[0] = first + b"\0" * extra if extra > 0 else first[:extra]
             return message
-        return grpc_v2.serialize_infer_response(response)
+        return serialize_infer_response(response)
 
 
 def _unary_handler(
@@ -221,7 +222,7 @@ def _unary_handler(
         model = None
         if rpc == "ModelInfer":
             try:
-                request = grpc_v2.decode_infer_request(request)
+                request = decode_infer_request(request)
                 model = request.model_name
             except (DecodeError, EncodeError) as exc:
                 abort = _Abort("INVALID_ARGUMENT", str(exc))
@@ -272,10 +273,10 @@ def _stream_handler(
             )
         async for raw in requests:
             try:
-                request = grpc_v2.decode_infer_request(raw)
+                request = decode_infer_request(raw)
             except (DecodeError, EncodeError) as exc:
                 book.arrive("stream_infer", None, "grpc")
-                yield grpc_v2.serialize_stream_response(error=str(exc))
+                yield serialize_stream_response(error=str(exc))
                 continue
             fault = book.arrive("stream_infer", request.model_name, "grpc")
             if fault is not None:
@@ -296,7 +297,7 @@ def _stream_handler(
                 async for response in engine.stream(request):
                     if final_flag:
                         response.parameters["triton_final_response"] = False
-                    yield grpc_v2.serialize_stream_response(response)
+                    yield serialize_stream_response(response)
             except ModelError as exc:
                 yield _stream_error(request, exc.message)
                 continue
@@ -311,7 +312,7 @@ def _stream_handler(
                     id=request.request_id,
                     parameters={"triton_final_response": True},
                 )
-                yield grpc_v2.serialize_stream_response(final)
+                yield serialize_stream_response(final)
 
     return handle
 
@@ -319,7 +320,7 @@ def _stream_handler(
 def _stream_error(request: Any, message: str) -> bytes:
     """A stream reply carrying ``error_message`` and the request's id (so the client can match it)."""
     header = InferResponse(request.model_name, [], id=request.request_id)
-    return grpc_v2.serialize_stream_response(header, error=message)
+    return serialize_stream_response(header, error=message)
 
 
 async def start_grpc_server(

@@ -9,8 +9,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from inferkit.codec import grpc_v2
 from inferkit.codec.grpc_methods import GRPC_METHODS
+from inferkit.codec.grpc_wire import pb
 from inferkit.testing import ReferenceServer
 
 HEADER_LENGTH = "Inference-Header-Content-Length"
@@ -96,7 +96,7 @@ def grpc_stub(channel: Any, rpc: str) -> Any:
 
 def infer_message(model: str, arrays: Mapping[str, np.ndarray], **kwargs: Any) -> Any:
     """A ModelInferRequest with raw contents, built by hand (not with the codec) to test the server's parsing."""
-    msg = grpc_v2.pb.ModelInferRequest(model_name=model, **kwargs)
+    msg = pb.ModelInferRequest(model_name=model, **kwargs)
     for name, arr in arrays.items():
         datatype = {"int32": "INT32", "float32": "FP32", "int64": "INT64"}[arr.dtype.name]
         msg.inputs.add(name=name, datatype=datatype, shape=list(arr.shape))

@@ -6,11 +6,10 @@ import grpc
 import numpy as np
 import pytest
 
-from inferkit.codec import grpc_v2
 from inferkit.codec.grpc_methods import GRPC_METHODS
+from inferkit.codec.grpc_wire import model_config_pb, pb
 from tests.testing.helpers import grpc_stub, infer_message
 
-pb = grpc_v2.pb
 A = np.arange(16, dtype=np.int32).reshape(1, 16)
 B = np.full((1, 16), 3, dtype=np.int32)
 
@@ -75,7 +74,7 @@ def test_classification_over_grpc(channel):
 
 def test_config_statistics_repository(channel):
     config = rpc(channel, "ModelConfig", pb.ModelConfigRequest(name="add_sub")).config
-    assert config.name == "add_sub" and config.input[0].data_type == grpc_v2.model_config_pb.TYPE_INT32
+    assert config.name == "add_sub" and config.input[0].data_type == model_config_pb.TYPE_INT32
     assert list(config.input[0].dims) == [-1, 16]
     assert rpc(channel, "ModelConfig", pb.ModelConfigRequest(name="repeat")).config.model_transaction_policy.decoupled
     rpc(channel, "ModelInfer", infer_message("add_sub", {"INPUT0": A, "INPUT1": B}))

@@ -8,12 +8,14 @@ import grpc
 import numpy as np
 import pytest
 
-from inferkit.codec import grpc_v2, rest_v2
+from inferkit.codec import rest_v2
+from inferkit.codec.grpc_infer_decode import decode_infer_response
+from inferkit.codec.grpc_infer_encode import encode_infer_request, serialize_infer_request
+from inferkit.codec.grpc_wire import pb
 from inferkit.codec.tensors import InferInput, InferRequest, InferRequestedOutput
 from inferkit.shm import SharedMemoryRegion
 from tests.testing.helpers import call, grpc_stub
 
-pb = grpc_v2.pb
 A = np.arange(16, dtype=np.int32).reshape(1, 16)
 B = np.full((1, 16), 3, dtype=np.int32)
 
@@ -226,14 +228,14 @@ def test_grpc_infer_through_shm(reference_server, channel, regions):
             pb.SystemSharedMemoryRegisterRequest(name=region.name, key=region.key, byte_size=128),
         )
     request = shm_request(inputs, outputs, out1_in_shm=False)
-    wire = grpc_v2.serialize_infer_request(request)
-    assert not grpc_v2.pb.ModelInferRequest.FromString(wire).raw_input_contents  # nothing but parameters
+    wire = serialize_infer_request(request)
+    assert not pb.ModelInferRequest.FromString(wire).raw_input_contents  # nothing but parameters
     raw = channel.unary_unary(
         "/inference.GRPCInferenceService/ModelInfer", request_serializer=None, response_deserializer=None
     )(wire, timeout=10)
     message = pb.ModelInferResponse.FromString(raw)
     assert message.outputs[0].parameters["shared_memory_region"].string_param == outputs.name
-    response = grpc_v2.decode_infer_response(raw)
+    response = decode_infer_response(raw)
     np.testing.assert_array_equal(response.as_numpy("OUTPUT1"), A - B)
     with pytest.raises(ValueError, match="shared memory region"):
         response.as_numpy("OUTPUT0")
@@ -243,7 +245,7 @@ def test_grpc_infer_through_shm(reference_server, channel, regions):
 def test_grpc_infer_unknown_region(reference_server, channel, regions):
     inputs, outputs = regions
     with pytest.raises(grpc.RpcError) as info:
-        rpc(channel, "ModelInfer", grpc_v2.encode_infer_request(shm_request(inputs, outputs)))
+        rpc(channel, "ModelInfer", encode_infer_request(shm_request(inputs, outputs)))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "Unable to find shared memory region" in info.value.details()
 

@@ -352,7 +352,7 @@ def test_large_request_is_retried_by_the_client(client, server):
 
 
 def test_large_request_path_retries_and_rebuilds(client, server, monkeypatch):
-    import inferkit._grpc_common as common
+    import inferkit.codec.grpc_calls as common
 
     monkeypatch.setattr(common, "LARGE_REQUEST_BYTES", 1024)  # send from an iterator; rebuild the bytes per attempt
     server.inject(Fault(route="infer", model="id_fp32", action="grpc_status", code="UNAVAILABLE", times=2))

@@ -1,4 +1,4 @@
-"""inferkit.codec.grpc_v2: tensors <-> protobuf messages, both directions, both forms (messages and wire bytes)."""
+"""inferkit.codec.grpc_*: tensors <-> protobuf messages, both directions, both forms (messages and wire bytes)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,37 @@ import tracemalloc
 import numpy as np
 import pytest
 
-from inferkit.codec import grpc_v2 as g
+from inferkit.codec import grpc_infer_decode, grpc_reply_reader
+from inferkit.codec.grpc_infer_decode import (
+    _plain_response,
+    _response_from_message,
+    decode_infer_request,
+    decode_infer_response,
+)
+from inferkit.codec.grpc_infer_encode import (
+    buffers_size,
+    encode_infer_request,
+    encode_infer_response,
+    encode_request,
+    join_request_parts,
+    request_parts,
+    serialize_infer_request,
+    serialize_infer_response,
+)
+from inferkit.codec.grpc_messages import (
+    model_config_to_dict,
+    model_metadata_to_dict,
+    model_ready_request,
+    model_statistics_request,
+    model_statistics_to_dict,
+    repository_index_to_list,
+    repository_load_request,
+    repository_unload_request,
+    server_metadata_to_dict,
+)
+from inferkit.codec.grpc_reply_reader import ReplyReader
+from inferkit.codec.grpc_stream import decode_stream_response, encode_stream_response, serialize_stream_response
+from inferkit.codec.grpc_wire import model_config_pb, pb
 from inferkit.codec.tensors import InferInput, InferOutput, InferRequest, InferRequestedOutput, InferResponse
 from inferkit.errors import (
     DecodeError,
@@ -17,8 +47,6 @@ from inferkit.errors import (
     NotFoundError,
     ServiceUnavailableError,
 )
-
-pb = g.pb
 
 NUMERIC = {
     "BOOL": np.array([[True, False, True]]),
@@ -77,7 +105,7 @@ def _check(tensor, datatype: str) -> None:
 def split_mode(request, monkeypatch):
     """Run each decode through both paths: protobuf parses the whole reply, or raw contents are sliced out."""
     if request.param == "split":
-        monkeypatch.setattr(g, "_SPLIT_THRESHOLD", 0)
+        monkeypatch.setattr(grpc_infer_decode, "_SPLIT_THRESHOLD", 0)
     return request.param
 
 
@@ -87,10 +115,10 @@ def split_mode(request, monkeypatch):
 @pytest.mark.parametrize("datatype", ALL)
 def test_request_round_trip_raw_every_datatype(datatype, split_mode):
     req = InferRequest("m", [_input(datatype)], request_id="r-1", model_version="3")
-    wire = g.serialize_infer_request(req)
-    assert pb.ModelInferRequest.FromString(wire) == g.encode_infer_request(req)
-    for form in (wire, g.encode_infer_request(req)):
-        back = g.decode_infer_request(form)
+    wire = serialize_infer_request(req)
+    assert pb.ModelInferRequest.FromString(wire) == encode_infer_request(req)
+    for form in (wire, encode_infer_request(req)):
+        back = decode_infer_request(form)
         assert (back.model_name, back.request_id, back.model_version) == ("m", "r-1", "3")
         tensor = back.inputs[0]
         assert (tensor.name, tensor.shape, tensor.datatype) == ("X", [1, 3], datatype)
@@ -100,10 +128,10 @@ def test_request_round_trip_raw_every_datatype(datatype, split_mode):
 @pytest.mark.parametrize("datatype", ALL)
 def test_response_round_trip_raw_every_datatype(datatype, split_mode):
     resp = InferResponse("m", [_output(datatype), _output("INT32", "Z")], model_version="1", id="abc")
-    wire = g.serialize_infer_response(resp)
-    assert pb.ModelInferResponse.FromString(wire) == g.encode_infer_response(resp)
-    for form in (wire, g.encode_infer_response(resp)):
-        back = g.decode_infer_response(form)
+    wire = serialize_infer_response(resp)
+    assert pb.ModelInferResponse.FromString(wire) == encode_infer_response(resp)
+    for form in (wire, encode_infer_response(resp)):
+        back = decode_infer_response(form)
         assert (back.model_name, back.model_version, back.id) == ("m", "1", "abc")
         assert [t.name for t in back.outputs] == ["Y", "Z"]
         _check(back.outputs[0], datatype)
@@ -113,24 +141,24 @@ def test_response_round_trip_raw_every_datatype(datatype, split_mode):
 @pytest.mark.parametrize("datatype", TYPED)
 def test_typed_contents_round_trip(datatype):
     resp = InferResponse("m", [_output(datatype)])
-    msg = g.encode_infer_response(resp, raw=False)
+    msg = encode_infer_response(resp, raw=False)
     assert len(msg.raw_output_contents) == 0
     assert msg.outputs[0].HasField("contents")
-    _check(g.decode_infer_response(msg).outputs[0], datatype)
-    _check(g.decode_infer_response(msg.SerializeToString()).outputs[0], datatype)
-    req = g.encode_infer_request(InferRequest("m", [_input(datatype)]), raw=False)
-    _check(g.decode_infer_request(req.SerializeToString()).inputs[0], datatype)
+    _check(decode_infer_response(msg).outputs[0], datatype)
+    _check(decode_infer_response(msg.SerializeToString()).outputs[0], datatype)
+    req = encode_infer_request(InferRequest("m", [_input(datatype)]), raw=False)
+    _check(decode_infer_request(req.SerializeToString()).inputs[0], datatype)
 
 
 @pytest.mark.parametrize("datatype", ["FP16", "BF16"])
 def test_fp16_bf16_have_no_typed_contents(datatype):
     with pytest.raises(EncodeError, match="raw"):
-        g.encode_infer_request(InferRequest("m", [_input(datatype)]), raw=False)
+        encode_infer_request(InferRequest("m", [_input(datatype)]), raw=False)
     msg = pb.ModelInferResponse(model_name="m")
     out = msg.outputs.add(name="Y", datatype=datatype, shape=[1])
     out.contents.fp32_contents.append(1.0)
     with pytest.raises(DecodeError, match="'Y'.*raw contents"):
-        g.decode_infer_response(msg)
+        decode_infer_response(msg)
 
 
 def test_typed_contents_from_a_hand_built_reply():
@@ -141,7 +169,7 @@ def test_typed_contents_from_a_hand_built_reply():
     b.contents.bytes_contents.extend([b"x", b"yz"])
     c = msg.outputs.add(name="C", datatype="UINT8", shape=[1])
     c.contents.uint_contents.append(200)
-    resp = g.decode_infer_response(msg.SerializeToString())
+    resp = decode_infer_response(msg.SerializeToString())
     np.testing.assert_array_equal(resp.as_numpy("A"), np.array([[1, 2], [3, 4]], np.float32))
     assert resp.as_numpy("B").tolist() == [b"x", b"yz"]
     assert resp.as_numpy("C").dtype == np.uint8 and resp.as_numpy("C")[0] == 200
@@ -150,7 +178,7 @@ def test_typed_contents_from_a_hand_built_reply():
 def test_empty_tensor_without_contents_is_fine():
     msg = pb.ModelInferResponse(model_name="m")
     msg.outputs.add(name="E", datatype="FP32", shape=[0, 4])
-    assert g.decode_infer_response(msg).as_numpy("E").shape == (0, 4)
+    assert decode_infer_response(msg).as_numpy("E").shape == (0, 4)
 
 
 # -- parameters and requested outputs ------------------------------------------------------------------------
@@ -159,14 +187,14 @@ def test_empty_tensor_without_contents_is_fine():
 def test_parameters_map_each_type_and_back():
     params = {"b": True, "i": -5, "big": 2**63, "f": 0.25, "s": "text", "zero": 0}
     req = InferRequest("m", [_input("INT32")], parameters=params)
-    msg = g.encode_infer_request(req)
+    msg = encode_infer_request(req)
     assert msg.parameters["b"].WhichOneof("parameter_choice") == "bool_param"
     assert msg.parameters["i"].WhichOneof("parameter_choice") == "int64_param"
     assert msg.parameters["big"].WhichOneof("parameter_choice") == "uint64_param"
     assert msg.parameters["f"].WhichOneof("parameter_choice") == "double_param"
     assert msg.parameters["s"].WhichOneof("parameter_choice") == "string_param"
     assert msg.parameters["zero"].WhichOneof("parameter_choice") == "int64_param"
-    back = g.decode_infer_request(g.serialize_infer_request(req)).parameters
+    back = decode_infer_request(serialize_infer_request(req)).parameters
     assert back == params
     assert type(back["b"]) is bool and type(back["f"]) is float
 
@@ -174,16 +202,16 @@ def test_parameters_map_each_type_and_back():
 def test_parameter_out_of_range_is_an_encode_error():
     req = InferRequest("m", [_input("INT32")], parameters={"huge": 2**64})
     with pytest.raises(EncodeError, match="'huge'"):
-        g.serialize_infer_request(req)
+        serialize_infer_request(req)
 
 
 def test_tensor_and_response_parameters_travel():
     x = _input("INT32")
     x.parameters = {"p": 1}
     req = InferRequest("m", [x])
-    assert g.decode_infer_request(g.serialize_infer_request(req)).inputs[0].parameters == {"p": 1}
+    assert decode_infer_request(serialize_infer_request(req)).inputs[0].parameters == {"p": 1}
     resp = InferResponse("m", [_output("FP32")], parameters={"sequence_end": True})
-    assert g.decode_infer_response(g.serialize_infer_response(resp)).parameters == {"sequence_end": True}
+    assert decode_infer_response(serialize_infer_response(resp)).parameters == {"sequence_end": True}
 
 
 def test_requested_outputs_and_classification():
@@ -192,17 +220,17 @@ def test_requested_outputs_and_classification():
         [_input("FP32")],
         outputs=[InferRequestedOutput("A", class_count=3), InferRequestedOutput("B", parameters={"k": "v"})],
     )
-    msg = g.encode_infer_request(req)
+    msg = encode_infer_request(req)
     assert [o.name for o in msg.outputs] == ["A", "B"]
     assert msg.outputs[0].parameters["classification"].int64_param == 3
     assert "binary_data" not in msg.outputs[0].parameters  # a REST notion; gRPC is always binary
-    back = g.decode_infer_request(msg)
+    back = decode_infer_request(msg)
     assert back.outputs is not None
     assert [(o.name, o.class_count, o.parameters) for o in back.outputs] == [("A", 3, {}), ("B", 0, {"k": "v"})]
 
 
 def test_no_requested_outputs_means_none():
-    assert g.decode_infer_request(g.serialize_infer_request(InferRequest("m", [_input("FP32")]))).outputs is None
+    assert decode_infer_request(serialize_infer_request(InferRequest("m", [_input("FP32")]))).outputs is None
 
 
 # -- validation -----------------------------------------------------------------------------------------------
@@ -219,13 +247,13 @@ def _resp_msg(raws: list[bytes]) -> object:
 def test_raw_contents_count_must_match_outputs(split_mode):
     msg = _resp_msg([b"\0" * 8])
     with pytest.raises(DecodeError, match=r"1 raw output contents for 2 outputs \('A', 'B'\)"):
-        g.decode_infer_response(msg.SerializeToString(), model_name="m")
+        decode_infer_response(msg.SerializeToString(), model_name="m")
 
 
 def test_raw_size_must_match_shape(split_mode):
     msg = _resp_msg([b"\0" * 8, b"\0" * 4])
     with pytest.raises(DecodeError, match=r"output 'B' has shape \[3\] of INT8 \(3 bytes\) but 4 bytes"):
-        g.decode_infer_response(msg.SerializeToString())
+        decode_infer_response(msg.SerializeToString())
 
 
 def test_typed_count_must_match_shape():
@@ -233,7 +261,7 @@ def test_typed_count_must_match_shape():
     out = msg.outputs.add(name="A", datatype="INT32", shape=[3])
     out.contents.int_contents.extend([1, 2])
     with pytest.raises(DecodeError, match="'A' has 2 values in contents.int_contents but shape \\[3\\] needs 3"):
-        g.decode_infer_response(msg)
+        decode_infer_response(msg)
 
 
 def test_typed_value_out_of_range():
@@ -241,25 +269,25 @@ def test_typed_value_out_of_range():
     out = msg.outputs.add(name="A", datatype="INT8", shape=[1])
     out.contents.int_contents.append(1000)
     with pytest.raises(DecodeError, match="'A'.*out of range for INT8"):
-        g.decode_infer_response(msg)
+        decode_infer_response(msg)
 
 
 def test_missing_data_and_mixed_contents():
     msg = pb.ModelInferResponse(model_name="m")
     msg.outputs.add(name="A", datatype="INT32", shape=[1])
     with pytest.raises(DecodeError, match="'A' has no data"):
-        g.decode_infer_response(msg)
+        decode_infer_response(msg)
     msg.outputs[0].contents.int_contents.append(1)
     msg.raw_output_contents.append(b"\0" * 4)
     with pytest.raises(DecodeError, match="'A' has both typed contents and raw contents"):
-        g.decode_infer_response(msg)
+        decode_infer_response(msg)
 
 
 def test_bad_bytes_elements_name_the_tensor():
     msg = pb.ModelInferResponse(model_name="m")
     msg.outputs.add(name="S", datatype="BYTES", shape=[2])
     msg.raw_output_contents.append(b"\x05\0\0\0ab")
-    resp = g.decode_infer_response(msg)
+    resp = decode_infer_response(msg)
     with pytest.raises(DecodeError, match="'S'"):
         resp.as_numpy("S")
 
@@ -269,32 +297,32 @@ def test_unknown_datatype_from_the_peer_is_a_decode_error():
     msg.outputs.add(name="A", datatype="FP8", shape=[1])
     msg.raw_output_contents.append(b"\0")
     with pytest.raises(DecodeError, match="FP8"):
-        g.decode_infer_response(msg)
+        decode_infer_response(msg)
 
 
 @pytest.mark.parametrize("cut", [1, 5, 30])
 def test_truncated_wire_bytes(cut, split_mode):
     resp = InferResponse("m", [_output("FP64")])
-    wire = g.serialize_infer_response(resp)
+    wire = serialize_infer_response(resp)
     with pytest.raises(DecodeError):
-        g.decode_infer_response(wire[:-cut])
+        decode_infer_response(wire[:-cut])
 
 
 def test_garbage_is_a_decode_error(split_mode):
     with pytest.raises(DecodeError):
-        g.decode_infer_response(b"\xff" * 100)
+        decode_infer_response(b"\xff" * 100)
 
 
 def test_encode_errors_name_model_and_tensor():
     with pytest.raises(EncodeError, match="model 'm'.*at least one input"):
-        g.serialize_infer_request(InferRequest("m", []))
+        serialize_infer_request(InferRequest("m", []))
     with pytest.raises(EncodeError, match="'X' has no data"):
-        g.serialize_infer_request(InferRequest("m", [InferInput("X", [1], "FP32")]))
+        serialize_infer_request(InferRequest("m", [InferInput("X", [1], "FP32")]))
 
 
 def test_request_model_name_required():
     with pytest.raises(DecodeError, match="model_name"):
-        g.decode_infer_request(pb.ModelInferRequest())
+        decode_infer_request(pb.ModelInferRequest())
 
 
 # -- copies ---------------------------------------------------------------------------------------------------
@@ -302,10 +330,8 @@ def test_request_model_name_required():
 
 def test_decoding_wire_bytes_is_zero_copy():
     big = np.arange(1 << 18, dtype=np.float32)  # 1 MiB: above the split threshold
-    wire = g.serialize_infer_response(
-        InferResponse("m", [InferOutput("Y", [big.size], "FP32").set_data_from_numpy(big)])
-    )
-    resp = g.decode_infer_response(wire)
+    wire = serialize_infer_response(InferResponse("m", [InferOutput("Y", [big.size], "FP32").set_data_from_numpy(big)]))
+    resp = decode_infer_response(wire)
     arr = resp.as_numpy("Y")
     assert np.shares_memory(arr, np.frombuffer(wire, np.uint8))
     assert not arr.flags.writeable
@@ -318,7 +344,7 @@ def test_building_a_request_copies_the_tensor_once():
     req = InferRequest("m", [InferInput("X", [big.size], "FP32").set_data_from_numpy(big)])
     tracemalloc.start()
     try:
-        wire = g.serialize_infer_request(req)
+        wire = serialize_infer_request(req)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -331,11 +357,11 @@ def test_building_a_request_copies_the_tensor_once():
 
 def test_stream_response_round_trip(split_mode):
     resp = InferResponse("m", [_output("FP32")], id="s1")
-    for form in (g.serialize_stream_response(resp), g.encode_stream_response(resp)):
-        back = g.decode_stream_response(form, model_name="m")
+    for form in (serialize_stream_response(resp), encode_stream_response(resp)):
+        back = decode_stream_response(form, model_name="m")
         assert back.id == "s1"
         _check(back.outputs[0], "FP32")
-    assert pb.ModelStreamInferResponse.FromString(g.serialize_stream_response(resp)) == g.encode_stream_response(resp)
+    assert pb.ModelStreamInferResponse.FromString(serialize_stream_response(resp)) == encode_stream_response(resp)
 
 
 @pytest.mark.parametrize(
@@ -350,11 +376,11 @@ def test_stream_response_round_trip(split_mode):
 )
 def test_stream_error_is_typed(message, cls, code):
     for form in (
-        g.serialize_stream_response(InferResponse("m", [], id="rid"), error=message),
-        g.encode_stream_response(InferResponse("m", [], id="rid"), error=message),
+        serialize_stream_response(InferResponse("m", [], id="rid"), error=message),
+        encode_stream_response(InferResponse("m", [], id="rid"), error=message),
     ):
         with pytest.raises(cls) as info:
-            g.decode_stream_response(form, model_name="m")
+            decode_stream_response(form, model_name="m")
         assert info.value.grpc_code == code
         assert info.value.model_name == "m"
         assert info.value.request_id == "rid"
@@ -363,7 +389,7 @@ def test_stream_error_is_typed(message, cls, code):
 
 def test_stream_error_without_response():
     with pytest.raises(InternalServerError, match="boom"):
-        g.decode_stream_response(g.serialize_stream_response(error="boom"))
+        decode_stream_response(serialize_stream_response(error="boom"))
 
 
 # -- dicts ----------------------------------------------------------------------------------------------------
@@ -372,7 +398,7 @@ def test_stream_error_without_response():
 def test_model_metadata_dict_has_rest_shape():
     msg = pb.ModelMetadataResponse(name="m", versions=["1"], platform="python")
     msg.inputs.add(name="X", datatype="FP32", shape=[-1, 16])
-    assert g.model_metadata_to_dict(msg) == {
+    assert model_metadata_to_dict(msg) == {
         "name": "m",
         "versions": ["1"],
         "platform": "python",
@@ -383,14 +409,14 @@ def test_model_metadata_dict_has_rest_shape():
 
 def test_server_metadata_dict():
     msg = pb.ServerMetadataResponse(name="s", version="2", extensions=["a", "b"])
-    assert g.server_metadata_to_dict(msg) == {"name": "s", "version": "2", "extensions": ["a", "b"]}
+    assert server_metadata_to_dict(msg) == {"name": "s", "version": "2", "extensions": ["a", "b"]}
 
 
 def test_model_config_dict_keeps_int64_as_int_and_proto_names():
-    cfg = g.model_config_pb.ModelConfig(name="m", max_batch_size=8, backend="python")
-    inp = cfg.input.add(name="X", data_type=g.model_config_pb.TYPE_FP32, dims=[-1, 16])
+    cfg = model_config_pb.ModelConfig(name="m", max_batch_size=8, backend="python")
+    inp = cfg.input.add(name="X", data_type=model_config_pb.TYPE_FP32, dims=[-1, 16])
     del inp
-    d = g.model_config_to_dict(pb.ModelConfigResponse(config=cfg))
+    d = model_config_to_dict(pb.ModelConfigResponse(config=cfg))
     assert d["name"] == "m" and d["max_batch_size"] == 8
     assert d["input"][0]["dims"] == [-1, 16]
     assert d["input"][0]["data_type"] == "TYPE_FP32"
@@ -403,7 +429,7 @@ def test_statistics_dict():
     s = stats.model_stats.add(name="m", version="1", inference_count=2**40, execution_count=3)
     s.inference_stats.success.count = 5
     s.inference_stats.success.ns = 123
-    d = g.model_statistics_to_dict(stats)
+    d = model_statistics_to_dict(stats)
     entry = d["model_stats"][0]
     assert entry["inference_count"] == 2**40 and isinstance(entry["inference_count"], int)
     assert entry["inference_stats"]["success"] == {"count": 5, "ns": 123}
@@ -413,20 +439,20 @@ def test_repository_index_list():
     msg = pb.RepositoryIndexResponse()
     msg.models.add(name="a", version="1", state="READY")
     msg.models.add(name="b", state="UNAVAILABLE", reason="unloaded")
-    assert g.repository_index_to_list(msg) == [
+    assert repository_index_to_list(msg) == [
         {"name": "a", "version": "1", "state": "READY"},
         {"name": "b", "state": "UNAVAILABLE", "reason": "unloaded"},
     ]
 
 
 def test_small_request_builders():
-    assert g.model_ready_request("m", "2") == pb.ModelReadyRequest(name="m", version="2")
-    assert g.model_statistics_request() == pb.ModelStatisticsRequest()
-    load = g.repository_load_request("m", {"config": "{}", "flag": True, "n": 3, "file:1/model.py": b"x"})
+    assert model_ready_request("m", "2") == pb.ModelReadyRequest(name="m", version="2")
+    assert model_statistics_request() == pb.ModelStatisticsRequest()
+    load = repository_load_request("m", {"config": "{}", "flag": True, "n": 3, "file:1/model.py": b"x"})
     assert load.parameters["config"].string_param == "{}"
     assert load.parameters["file:1/model.py"].bytes_param == b"x"
     with pytest.raises(EncodeError):
-        g.repository_unload_request("m", {"x": 1.5})
+        repository_unload_request("m", {"x": 1.5})
 
 
 # -- cross-check with tritonclient's messages ------------------------------------------------------------------
@@ -450,7 +476,7 @@ def test_tritonclient_request_parses_with_ours(datatype):
     theirs = tc_request(
         "m", [x], "2", "rid", [tc.InferRequestedOutput("Y", class_count=2)], 5, True, False, 0, None, {"p": 1.5}
     )
-    ours = g.decode_infer_request(theirs.SerializeToString())
+    ours = decode_infer_request(theirs.SerializeToString())
     assert (ours.model_name, ours.model_version, ours.request_id) == ("m", "2", "rid")
     assert ours.parameters == {"sequence_id": 5, "sequence_start": True, "sequence_end": False, "p": 1.5}
     assert ours.outputs is not None and ours.outputs[0].class_count == 2
@@ -466,7 +492,7 @@ def test_our_request_parses_with_tritonclient(datatype):
         parameters={"priority": 3, "flag": False},
         outputs=[InferRequestedOutput("Y", class_count=4)],
     )
-    theirs = tc_pb.ModelInferRequest.FromString(g.serialize_infer_request(req))
+    theirs = tc_pb.ModelInferRequest.FromString(serialize_infer_request(req))
     assert theirs.model_name == "m" and theirs.id == "rid"
     assert theirs.inputs[0].name == "X" and theirs.inputs[0].datatype == datatype
     assert list(theirs.inputs[0].shape) == [1, 3]
@@ -479,7 +505,7 @@ def test_our_request_parses_with_tritonclient(datatype):
 @pytest.mark.parametrize("datatype", [dt for dt in ALL if dt != "BF16"])
 def test_our_response_reads_with_tritonclient(datatype):
     resp = InferResponse("m", [_output(datatype)], id="rid")
-    theirs = TCInferResult(tc_pb.ModelInferResponse.FromString(g.serialize_infer_response(resp)))
+    theirs = TCInferResult(tc_pb.ModelInferResponse.FromString(serialize_infer_response(resp)))
     got = theirs.as_numpy("Y")
     if datatype == "BYTES":
         assert got.tolist() == BYTES.tolist()
@@ -497,15 +523,15 @@ def test_tritonclient_style_response_reads_with_ours(raw, split_mode):
     else:
         out.contents.fp32_contents.extend(data.reshape(-1).tolist())
     msg.parameters["triton_final_response"].bool_param = True
-    resp = g.decode_infer_response(msg.SerializeToString())
+    resp = decode_infer_response(msg.SerializeToString())
     np.testing.assert_array_equal(resp.as_numpy("Y"), data)
     assert resp.parameters == {"triton_final_response": True}
     stream = tc_pb.ModelStreamInferResponse(error_message="", infer_response=msg)
-    np.testing.assert_array_equal(g.decode_stream_response(stream.SerializeToString()).as_numpy("Y"), data)
+    np.testing.assert_array_equal(decode_stream_response(stream.SerializeToString()).as_numpy("Y"), data)
 
 
 def test_decoded_response_has_every_slot_set():
-    resp = g.decode_infer_response(g.serialize_infer_response(InferResponse("m", [_output("INT32")])))
+    resp = decode_infer_response(serialize_infer_response(InferResponse("m", [_output("INT32")])))
     for name in InferResponse.__slots__:
         getattr(resp, name)
     assert resp.parameters == {} and resp.id is None and resp.model_version is None
@@ -515,8 +541,8 @@ def test_decoded_response_has_every_slot_set():
 def test_decoded_tensors_have_every_slot_set(raw):
     from inferkit.codec.tensors import InferTensor
 
-    msg = g.encode_infer_response(InferResponse("m", [_output("INT32"), _output("BYTES", "S")]), raw=raw)
-    for tensor in g.decode_infer_response(msg).outputs:
+    msg = encode_infer_response(InferResponse("m", [_output("INT32"), _output("BYTES", "S")]), raw=raw)
+    for tensor in decode_infer_response(msg).outputs:
         slots = {name for cls in type(tensor).__mro__ for name in getattr(cls, "__slots__", ())}
         assert slots == set(InferTensor.__slots__)
         for name in slots:
@@ -527,26 +553,26 @@ def test_negative_dimension_from_the_peer():
     msg = pb.ModelInferResponse(model_name="m")
     msg.outputs.add(name="A", datatype="FP32", shape=[-1])
     with pytest.raises(DecodeError, match="'A' has a negative dimension"):
-        g.decode_infer_response(msg)
+        decode_infer_response(msg)
 
 
 def test_request_parts_join_to_the_wire_form():
     req = InferRequest("m", [_input("FP32"), _input("BYTES", "S")], request_id="x")
-    header, buffers = g.request_parts(req)
-    assert g.join_request_parts(header, buffers) == g.serialize_infer_request(req)
-    assert g.buffers_size(buffers) == sum(len(bytes(b)) for b in buffers)
+    header, buffers = request_parts(req)
+    assert join_request_parts(header, buffers) == serialize_infer_request(req)
+    assert buffers_size(buffers) == sum(len(bytes(b)) for b in buffers)
 
 
 def test_encode_request_joins_small_requests_and_splits_large_ones():
     req = InferRequest("m", [_input("FP32"), _input("BYTES", "S")], request_id="x", model_version="2")
-    wire, rest = g.encode_request(req, 1 << 30)
-    assert rest is None and wire == g.serialize_infer_request(req)
-    header, buffers = g.encode_request(req, 1)  # 1 byte: everything counts as large
+    wire, rest = encode_request(req, 1 << 30)
+    assert rest is None and wire == serialize_infer_request(req)
+    header, buffers = encode_request(req, 1)  # 1 byte: everything counts as large
     assert (header, [bytes(b) for b in buffers]) == tuple(
-        [g.request_parts(req)[0], [bytes(b) for b in g.request_parts(req)[1]]]
+        [request_parts(req)[0], [bytes(b) for b in request_parts(req)[1]]]
     )
-    assert g.join_request_parts(header, buffers) == wire
-    parsed = g.decode_infer_request(wire)
+    assert join_request_parts(header, buffers) == wire
+    parsed = decode_infer_request(wire)
     assert parsed.model_version == "2" and parsed.request_id == "x"
     _check(parsed.get_input("X"), "FP32")
     _check(parsed.get_input("S"), "BYTES")
@@ -554,7 +580,7 @@ def test_encode_request_joins_small_requests_and_splits_large_ones():
 
 def _general_decode(wire: bytes) -> InferResponse:
     msg = pb.ModelInferResponse.FromString(wire)
-    return g._response_from_message(msg, msg.raw_output_contents, "m", "test")
+    return _response_from_message(msg, msg.raw_output_contents, "m", "test")
 
 
 def _same_response(a: InferResponse, b: InferResponse) -> None:
@@ -573,10 +599,10 @@ def test_plain_replies_take_the_fast_path_and_match_the_general_one():
     resp = InferResponse(
         "m", [_output(dt, f"O{i}") for i, dt in enumerate(numeric)], model_version="3", id="r1", parameters={"p": 1}
     )
-    wire = g.serialize_infer_response(resp)
+    wire = serialize_infer_response(resp)
     msg = pb.ModelInferResponse.FromString(wire)
-    assert g._plain_response(msg, "m") is not None  # every output numeric, raw, without parameters
-    fast = g.decode_infer_response(wire, model_name="m")
+    assert _plain_response(msg, "m") is not None  # every output numeric, raw, without parameters
+    fast = decode_infer_response(wire, model_name="m")
     _same_response(fast, _general_decode(wire))
     assert fast.parameters == {"p": 1} and fast.id == "r1" and fast.model_version == "3"
     for i, dt in enumerate(numeric):
@@ -607,13 +633,13 @@ def test_replies_that_are_not_plain_go_the_general_way(case):
     msg.raw_output_contents.append(raw)
     if case == "count":
         msg.raw_output_contents.append(raw)
-    assert g._plain_response(msg, "m") is None
+    assert _plain_response(msg, "m") is None
     wire = msg.SerializeToString()
     if case in ("typed_and_raw", "size_mismatch", "negative_dims", "count"):
         with pytest.raises(DecodeError, match="'Y'|raw output contents"):
-            g.decode_infer_response(wire, model_name="m")
+            decode_infer_response(wire, model_name="m")
         return
-    resp = g.decode_infer_response(wire, model_name="m")
+    resp = decode_infer_response(wire, model_name="m")
     _same_response(resp, _general_decode(wire))
     if case == "bytes":
         assert resp.as_numpy("Y").tolist() == [b"hi"]
@@ -625,7 +651,7 @@ def test_replies_that_are_not_plain_go_the_general_way(case):
 
 
 def _reply(outputs, **kwargs) -> bytes:
-    return g.serialize_infer_response(InferResponse("m", outputs, **kwargs))
+    return serialize_infer_response(InferResponse("m", outputs, **kwargs))
 
 
 def _int_outputs(a, b):
@@ -636,7 +662,7 @@ def _int_outputs(a, b):
 
 
 def test_reply_reader_learns_the_layout_and_reads_later_replies_without_protobuf(monkeypatch):
-    reader = g.ReplyReader("m")
+    reader = ReplyReader("m")
     first = _reply(
         _int_outputs(np.arange(16, dtype=np.int32).reshape(1, 16), np.ones(3, np.float32)),
         model_version="1",
@@ -645,7 +671,9 @@ def test_reply_reader_learns_the_layout_and_reads_later_replies_without_protobuf
     _same_response(reader(first), _general_decode(first))
     assert reader._layout is not None
     # From now on the layout serves: protobuf is not called at all.
-    monkeypatch.setattr(g, "_RESPONSE_FROM_STRING", lambda data: pytest.fail("protobuf parse on a learned layout"))
+    no_parse = lambda data: pytest.fail("protobuf parse on a learned layout")  # noqa: E731
+    for module in (grpc_reply_reader, grpc_infer_decode):  # the reader's own parse, and the full path's
+        monkeypatch.setattr(module, "_RESPONSE_FROM_STRING", no_parse)
     for k in range(3):
         a, b = np.arange(16, dtype=np.int32).reshape(1, 16) * k, np.full(3, k, np.float32)
         wire = _reply(_int_outputs(a, b), model_version="1", parameters={"k": "v"})
@@ -659,7 +687,7 @@ def test_reply_reader_learns_the_layout_and_reads_later_replies_without_protobuf
 
 
 def test_reply_reader_rejects_a_lying_reply_that_keeps_the_header_and_the_length():
-    reader = g.ReplyReader("m")
+    reader = ReplyReader("m")
     a, b = np.arange(16, dtype=np.int32).reshape(1, 16), np.ones(3, np.float32)
     good = _reply(_int_outputs(a, b))
     reader(good)
@@ -676,8 +704,8 @@ def test_reply_reader_rejects_a_lying_reply_that_keeps_the_header_and_the_length
 
 @pytest.mark.parametrize("case", ["id", "shapes_change", "raw_first", "not_plain", "truncated"])
 def test_reply_reader_matches_the_full_decode_on_every_other_reply(case):
-    reader = g.ReplyReader("m")
-    for k in range(1, 2 * g.ReplyReader.MAX_MISSES + 3):
+    reader = ReplyReader("m")
+    for k in range(1, 2 * ReplyReader.MAX_MISSES + 3):
         a, b = np.arange(16, dtype=np.int32).reshape(1, 16) + k, np.ones(3, np.float32) * k
         if case == "shapes_change":
             a = np.arange(k, dtype=np.int32).reshape(1, k)
@@ -702,4 +730,4 @@ def test_reply_reader_matches_the_full_decode_on_every_other_reply(case):
         if case in ("raw_first", "not_plain"):
             assert reader._layout is None
     if case == "shapes_change":
-        assert reader._misses == g.ReplyReader.MAX_MISSES  # stopped learning
+        assert reader._misses == ReplyReader.MAX_MISSES  # stopped learning
