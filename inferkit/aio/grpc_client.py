@@ -1,8 +1,9 @@
 """The async gRPC client, :class:`InferenceGRPCClient` (grpc.aio), the mirror of :mod:`inferkit.grpc_client`.
 
 Owns: the public async gRPC API (each unary method runs its call description through the transport,
-:mod:`inferkit.aio._grpc`, and the async driver) and the async stream API. Settings, call descriptions, error
-mapping and stream reply handling are :mod:`inferkit._grpc_common`, shared with the sync client.
+:mod:`inferkit.aio._grpc`, and the async driver) and the async stream API. Settings, the retry loop and stream
+reply handling are :mod:`inferkit._grpc_common`, shared with the sync client; call descriptions are the codec's
+(:mod:`inferkit.codec.grpc_calls`).
 Must not import: requests, urllib3, aiohttp, inferkit.rest_client, inferkit._transport, inferkit.grpc_client; grpc is
 imported on first use (an ImportError names ``pip install 'inferkit[grpc]'``).
 """
