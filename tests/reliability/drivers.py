@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 import pytest
 
-from inferkit import InferInput, InferRequest, RESTConfig, RetryPolicy, Timeout
+from inferkit import InferInput, InferRequest, RESTConfig, RetryPolicy
 
 KINDS = ("sync_rest", "sync_grpc", "aio_rest", "aio_grpc")
 
@@ -71,17 +71,16 @@ class Driver:
     def target(self, server: Any) -> str:
         return server.http_url if self.protocol == "rest" else server.grpc_address
 
-    def make(self, url: str, *, policy: RetryPolicy, timeout: float = 5.0, **kwargs: Any) -> Any:
-        """A client for ``url``. REST: every timeout phase is ``timeout``; gRPC: ``timeout`` is the call deadline."""
+    def make(self, url: str, *, policy: RetryPolicy, timeout: Any = 5.0, **kwargs: Any) -> Any:
+        """A client for ``url`` whose ``timeout`` is given as users give it: a plain number means the same on every
+        kind (the whole call, retries included); REST also takes a :class:`Timeout` of per-attempt limits."""
         cls = self.client_class()
         if self.protocol == "rest":
-            config = RESTConfig(
-                retry=policy, timeout=Timeout(timeout), binary_data=kwargs.pop("binary_data", True), **kwargs
-            )
+            config = RESTConfig(retry=policy, timeout=timeout, binary_data=kwargs.pop("binary_data", True), **kwargs)
             return cls(url, config)
         return cls(url, timeout=timeout, retry=policy, **kwargs)
 
-    def run(self, url: str, op: Callable[[Any], Any], *, policy: RetryPolicy, timeout: float = 5.0, **kw: Any) -> Any:
+    def run(self, url: str, op: Callable[[Any], Any], *, policy: RetryPolicy, timeout: Any = 5.0, **kw: Any) -> Any:
         """Make a client, run ``op(client)`` to completion, close the client; returns the op's result."""
         if not self.is_async:
             client = self.make(url, policy=policy, timeout=timeout, **kw)
