@@ -1,11 +1,11 @@
 """The client factories' dispatch, shared by :mod:`inferkit.factory` (sync) and :mod:`inferkit.aio.factory`.
 
 Owns: URL scheme parsing (one rule everywhere: a URL without a scheme means ``http://``, as
-``InferenceRESTClient`` and ``inferkit bench`` read it), scheme -> transport kind, checking that the options given suit that transport, and the
-``get_inference_client`` / ``get_rest_client`` / ``get_grpc_client`` methods themselves, bound into each factory
-class as classmethods. A factory class names its client modules in ``_client_modules`` (REST, gRPC); they are
-imported only when a client of that kind is asked for, so the REST path never loads grpc and the async factory
-never loads a sync transport.
+``InferenceRESTClient`` and ``inferkit bench`` read it), scheme -> transport kind, checking that the options
+given suit that transport, and the ``get_inference_client`` / ``get_rest_client`` / ``get_grpc_client`` methods
+themselves, bound into each factory class as classmethods. A factory class names its client modules in
+``_client_modules`` (REST, gRPC); they are imported only when a client of that kind is asked for, so the REST
+path never loads grpc and the async factory never loads a sync transport.
 Must not import: requests, urllib3, aiohttp, grpc, any client module (inferkit.rest_client, inferkit.grpc_client,
 inferkit._transport, inferkit.aio.*).
 """
@@ -18,7 +18,15 @@ from urllib.parse import urlsplit
 
 from inferkit.config import RESTConfig
 
-__all__ = ["ACCEPTED", "REST_SCHEMES", "GRPC_SCHEMES", "scheme_of", "get_inference_client", "get_rest_client", "get_grpc_client"]
+__all__ = [
+    "ACCEPTED",
+    "REST_SCHEMES",
+    "GRPC_SCHEMES",
+    "scheme_of",
+    "get_inference_client",
+    "get_rest_client",
+    "get_grpc_client",
+]
 
 REST_SCHEMES = ("http", "https")
 GRPC_SCHEMES = ("grpc", "grpcs")
