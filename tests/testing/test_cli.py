@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
 import pytest
 
 from inferkit._version import __version__
-from inferkit.cli import load_models, main, parse_tensor_spec
+from inferkit.cli import DEMO_CODE, load_models, main, parse_tensor_spec
 from inferkit.testing import ReferenceServer
 from inferkit.testing.models import demo_models
 from tests.testing.helpers import call
@@ -105,13 +107,88 @@ def test_serve_reports_a_bad_spec(capsys):
     assert "nonexistent_module_xyz" in capsys.readouterr().err
 
 
-def test_demo_runs_and_exits_0():
+@pytest.fixture(scope="module")
+def demo_output() -> str:
     result = subprocess.run(
         [sys.executable, "-m", "inferkit.cli", "demo"], cwd=ROOT, env=ENV, capture_output=True, text=True, timeout=120
     )
     print(result.stdout)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "reference server ready in" in result.stdout and "== sync REST" in result.stdout
+    return result.stdout
+
+
+def test_demo_runs_and_exits_0(demo_output: str) -> None:
+    assert "reference server ready in" in demo_output and "== sync REST" in demo_output
+
+
+def test_demo_explains_its_top1_line(demo_output: str) -> None:
+    lines = demo_output.splitlines()
+    (i,) = [n for n, line in enumerate(lines) if "infer iris top-1 (classification)" in line]
+    assert ":0:setosa'" in lines[i]  # score:index:label
+    assert lines[i + 1].strip().startswith("(one 'score:index:label' per sample: the probability, index and name")
+    assert "InferRequestedOutput('probabilities', class_count=1)" in lines[i + 2]
+
+
+def _demo_code(demo_output: str) -> str:
+    """The code the demo ends with: the indented lines between "in your code:" and "read on:"."""
+    tail = demo_output.split("in your code:\n", 1)[1].split("\nread on:", 1)[0]
+    return textwrap.dedent(tail).strip() + "\n"
+
+
+def test_demo_ends_with_the_code_of_its_rest_infer_and_where_to_read_on(demo_output: str) -> None:
+    assert "== your turn" in demo_output and "`inferkit serve` serves these models" in demo_output
+    assert _demo_code(demo_output) == DEMO_CODE
+    read_on = demo_output.split("\nread on:", 1)[1]
+    pages = re.findall(r"docs/(\w+)\.md", read_on)
+    assert {"quickstart", "rest", "grpc", "async", "cli"} <= set(pages)
+    assert all((ROOT / "docs" / f"{page}.md").is_file() for page in pages)
+
+
+def test_demo_code_is_the_one_on_the_cli_page_and_runs(reference_server: ReferenceServer, capsys) -> None:
+    page = (ROOT / "docs" / "cli.md").read_text()
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", page, re.S) if "InferenceRESTClient(" in b]
+    assert block == DEMO_CODE
+    code = block.replace("http://127.0.0.1:8000", reference_server.http_url)
+    exec(compile(code, "docs/cli.md", "exec"), {})  # noqa: S102 - our own documentation
+    assert capsys.readouterr().out.strip() == "[b'setosa' b'versicolor' b'virginica']"
+    assert reference_server.count(route="infer", model="iris") == 1
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--http-port", "99999"], "argument --http-port: '99999': expected a port number from 0"),
+        (["--grpc-port", "-1"], "argument --grpc-port: '-1': expected a port number from 0"),
+        (["--http-port", "http"], "argument --http-port: 'http': expected a port number from 0"),
+    ],
+)
+def test_serve_rejects_bad_ports(argv, message, capsys):
+    with pytest.raises(SystemExit) as info:
+        main(["serve", *argv])
+    assert info.value.code == 2 and message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("busy", ["--http-port", "--grpc-port"])
+def test_serve_on_a_port_in_use_is_one_line(busy):
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        other = "--grpc-port" if busy == "--http-port" else "--http-port"
+        # A subprocess: a grpc.aio server that failed to bind can crash a later one in the same process at exit.
+        result = subprocess.run(
+            [sys.executable, "-m", "inferkit.cli", "serve", busy, str(port), other, "0", "--duration", "0.1"],
+            cwd=ROOT,
+            env=ENV,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    line = result.stderr.strip().splitlines()[-1]  # grpc's C core may log its own bind error line before it
+    assert line.startswith("inferkit serve: cannot listen on 127.0.0.1 (REST port ") and str(port) in line
 
 
 # -- a client of the wrong protocol on the REST port: one line, no traceback ----------------------------------------
