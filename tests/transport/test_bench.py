@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import os
+import re
 import sys
 
 import pytest
@@ -366,3 +367,15 @@ def test_tqdm_progress_counts_requests_when_they_bound_the_step(reference_server
     run_bench(options, progress="tqdm", stream=stream)
     shown = stream.getvalue()
     assert "/2000" in shown and "req/s" in shown and "%/s" not in shown
+
+
+def test_the_python_example_of_the_bench_page_runs(reference_server, capsys):
+    pytest.importorskip("grpc")
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "bench.md").read_text()
+    (block,) = re.findall(r"```python\n(.*?)```", page, re.S)
+    namespace: dict = {}
+    exec(compile(block.replace("grpc://127.0.0.1:8001", reference_server.grpc_url), "bench.md", "exec"), namespace)  # noqa: S102
+    assert [s.ok for s in namespace["report"].steps] == [400, 400, 400] and namespace["best"].throughput > 0
+    assert "concurrency" in capsys.readouterr().out
