@@ -94,6 +94,17 @@ def load_models(
     return models
 
 
+def _port(text: str) -> int:
+    """A TCP port for ``--http-port`` / ``--grpc-port``: 0 (any free port) to 65535."""
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a port number from 0 (any free port) to 65535")
+    return port
+
+
 def _serve(args: argparse.Namespace) -> int:
     from inferkit.testing import ReferenceServer  # noqa: PLC0415
     from inferkit.testing.models import demo_models  # noqa: PLC0415
@@ -102,7 +113,11 @@ def _serve(args: argparse.Namespace) -> int:
     server = ReferenceServer(
         models, grpc=not args.no_grpc, host=args.host, http_port=args.http_port, grpc_port=args.grpc_port
     )
-    server.start()
+    try:
+        server.start()
+    except (OSError, RuntimeError) as exc:  # a port in use, a host that is not this machine's (grpc: RuntimeError)
+        ports = f"REST port {args.http_port}" + ("" if args.no_grpc else f", gRPC port {args.grpc_port}")
+        raise OSError(f"cannot listen on {args.host} ({ports}): {exc}") from None
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set()) if _main_thread() else None
     try:
@@ -128,6 +143,29 @@ def _main_thread() -> bool:
 # -- demo --------------------------------------------------------------------------------------------------
 
 IRIS_SAMPLES = np.array([[5.1, 3.5, 1.4, 0.2], [5.9, 3.0, 4.2, 1.5], [6.9, 3.1, 5.4, 2.1]], dtype=np.float32)
+
+TOP1_EXPLAINED = (
+    "    (one 'score:index:label' per sample: the probability, index and name of its most likely class; the\n"
+    "     server computes it when the request asks InferRequestedOutput('probabilities', class_count=1))"
+)
+
+#: The "infer iris" call of the demo as a user writes it (docs/cli.md shows the same code; a test runs it).
+DEMO_CODE = f"""\
+from inferkit import InferenceRESTClient, InferInput, InferRequest
+
+client = InferenceRESTClient("http://127.0.0.1:8000")
+x = InferInput("input", [3, 4], "FP32", data={IRIS_SAMPLES.astype(float).round(2).tolist()})
+print(client.infer(InferRequest("iris", [x])).as_numpy("label"))  # [b'setosa' b'versicolor' b'virginica']
+"""
+
+NEXT_STEPS = (
+    "\n== your turn\n"
+    "  `inferkit serve` serves these models on http://127.0.0.1:8000 (REST) and 127.0.0.1:8001 (gRPC);\n"
+    "  the 'infer iris' call above is then, in your code:\n\n"
+    + "".join(f"    {line}\n" if line else "\n" for line in DEMO_CODE.splitlines())
+    + "\nread on: docs/quickstart.md (first calls), docs/rest.md, docs/grpc.md and docs/async.md (the clients),\n"
+    "  docs/errors.md (what fails and how), docs/cli.md (serve your own models; `inferkit bench` to load-test)"
+)
 
 
 class _Demo:
@@ -227,6 +265,7 @@ def _demo(args: argparse.Namespace) -> int:
                 for i in range(2):
                     demo.timed(f"infer iris [3,4] (call {i + 1})", lambda: client.infer(_iris_request()), _labels)
                 demo.timed("infer iris top-1 (classification)", lambda: client.infer(_iris_request()), _top1)
+                demo.say(TOP1_EXPLAINED)
                 demo.timed(
                     "infer add_sub",
                     lambda: client.infer(_add_sub_request()),
@@ -284,6 +323,7 @@ def _demo(args: argparse.Namespace) -> int:
             demo.section("sync gRPC (inferkit.InferenceGRPCClient)", grpc_sync)
         demo.section("asyncio (inferkit.aio)", aio, is_async=True)
         demo.say(f"\nrequests served: {server.count()} ({server.count(route='infer')} infer)")
+    demo.say(NEXT_STEPS)
     if demo.failures:
         demo.say(f"{demo.failures} section(s) failed")
         return 1
@@ -316,8 +356,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("models", nargs="*", metavar="MODEL")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--http-port", type=int, default=8000, help="REST port (default 8000; 0: any free port)")
-    serve.add_argument("--grpc-port", type=int, default=8001, help="gRPC port (default 8001; 0: any free port)")
+    serve.add_argument("--http-port", type=_port, default=8000, help="REST port (default 8000; 0: any free port)")
+    serve.add_argument("--grpc-port", type=_port, default=8001, help="gRPC port (default 8001; 0: any free port)")
     serve.add_argument("--no-grpc", action="store_true", help="serve REST only")
     serve.add_argument("--name", help="model name for a plain function (default: the function's name)")
     serve.add_argument(
@@ -363,7 +403,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"inferkit serve: {exc}", file=sys.stderr)
             return 2
     if args.command == "demo":
-        return _demo(args)
+        try:
+            return _demo(args)
+        except KeyboardInterrupt:
+            print("inferkit demo: interrupted", file=sys.stderr)
+            return 130
     if args.command == "bench":
         from inferkit.bench import run_command  # noqa: PLC0415
 

@@ -1,6 +1,7 @@
 """InferenceClientFactory: the URL's scheme picks the REST or the gRPC client.
 
-Owns: the sync factory class. ``http://`` / ``https://`` -> :class:`~inferkit.rest_client.InferenceRESTClient`;
+Owns: the sync factory class. ``http://`` / ``https://`` -> :class:`~inferkit.rest_client.InferenceRESTClient`
+(a URL without a scheme, ``"localhost:8000"``, means ``http://``);
 ``grpc://`` / ``grpcs://`` -> :class:`~inferkit.grpc_client.InferenceGRPCClient`, imported only when asked for,
 so the REST path never loads grpc. Nothing is cached: every call returns a new client for the URL it was given.
 The dispatch itself (scheme parsing, option checks) is :mod:`inferkit._factory_common`, shared with
@@ -16,7 +17,10 @@ __all__ = ["InferenceClientFactory"]
 
 
 class InferenceClientFactory:
-    """Make the right client for a URL.
+    """Make the right client for a URL: ``http(s)://`` -> REST, ``grpc(s)://`` -> gRPC.
+
+    A URL without a scheme means ``http://`` (REST), the same rule as ``InferenceRESTClient("localhost:8000")``
+    and ``inferkit bench -u localhost:8000``; for gRPC, say ``grpc://host:port``.
 
     Usable on the class or on an instance (KServe-style ``InferenceClientFactory().get_inference_client(...)``).
     Unlike KServe's factory, which keeps the first client it made and returns it for every later URL, each

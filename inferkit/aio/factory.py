@@ -17,6 +17,8 @@ __all__ = ["InferenceClientFactory"]
 class InferenceClientFactory:
     """Make the right async client for a URL (``http(s)://`` -> REST, ``grpc(s)://`` -> gRPC).
 
+    A URL without a scheme means ``http://`` (REST), as for the sync factory and ``InferenceRESTClient``.
+
     Same methods, arguments and errors as :class:`inferkit.InferenceClientFactory`; usable on the class or on an
     instance. The caller owns the client (``async with`` or ``await client.close()``).
     """

@@ -32,6 +32,7 @@ from inferkit.bench.inputs import build_request, make_data, resolve_inputs
 from inferkit.bench.options import BenchError, BenchOptions, InputSpec, parse_levels
 from inferkit.bench.report import (
     BenchReport,
+    format_errors,
     format_header,
     format_table,
     system_info,
@@ -53,6 +54,7 @@ __all__ = [
     "StepResult",
     "add_arguments",
     "build_request",
+    "format_errors",
     "format_header",
     "format_table",
     "make_data",

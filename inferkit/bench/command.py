@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from typing import TextIO
 
@@ -21,12 +22,17 @@ __all__ = ["EXIT_ERRORS", "EXIT_OK", "EXIT_USAGE", "add_arguments", "options_fro
 
 EXIT_OK = 0
 EXIT_ERRORS = 1  # a step's error rate exceeded --max-error-rate
-EXIT_USAGE = 2  # bad options, server unreachable, model unknown: nothing was measured
+EXIT_USAGE = 2  # bad options, server unreachable, model unknown (nothing was measured), or a file not written
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``inferkit bench`` flags (perf_analyzer's names where they exist)."""
-    parser.add_argument("-u", "--url", default="http://127.0.0.1:8000", help="http(s)://host:port or grpc://host:port")
+    parser.add_argument(
+        "-u",
+        "--url",
+        default="http://127.0.0.1:8000",
+        help="http(s)://host:port (REST), grpc(s)://host:port (gRPC); no scheme means http:// (default %(default)s)",
+    )
     parser.add_argument("-m", "--model", required=True, help="model name")
     parser.add_argument("--model-version", help="model version (default: the server's policy)")
     load = parser.add_mutually_exclusive_group()
@@ -49,6 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-error-rate", type=float, default=0.0, help="fail (exit 1) when a step's error fraction exceeds this"
     )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random input data")
+    parser.add_argument(
+        "--keep-going",
+        action="store_true",
+        help="run every step even after one in which every request failed (default: stop there)",
+    )
     parser.add_argument("--json", dest="json_path", metavar="FILE", help="write the report as JSON")
     parser.add_argument("--csv", dest="csv_path", metavar="FILE", help="write one CSV row per step")
     parser.add_argument("--plot", dest="plot_path", metavar="FILE", help="PNG of latency vs throughput (plot extra)")
@@ -91,7 +102,24 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         retries=args.retries,
         max_error_rate=args.max_error_rate,
         seed=args.seed,
+        keep_going=args.keep_going,
     )
+
+
+_OUTPUTS = (("json_path", "--json", "JSON report"), ("csv_path", "--csv", "CSV"), ("plot_path", "--plot", "plot"))
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    """Each report file can be created: its directory exists and it is not a directory (before a long run)."""
+    for attr, flag, _ in _OUTPUTS:
+        path = getattr(args, attr, None)
+        if not path:
+            continue
+        if os.path.isdir(path):
+            raise BenchError(f"{flag} {path!r} is a directory; give a file name")
+        folder = os.path.dirname(os.path.abspath(path))
+        if not os.path.isdir(folder):
+            raise BenchError(f"{flag} {path!r}: the directory {folder!r} does not exist")
 
 
 def run_command(args: argparse.Namespace, out: TextIO | None = None, err: TextIO | None = None) -> int:
@@ -100,6 +128,7 @@ def run_command(args: argparse.Namespace, out: TextIO | None = None, err: TextIO
     err = err or sys.stderr
     try:
         options = options_from_args(args)
+        _check_outputs(args)
         if args.plot_path:  # fail before a long run, not after it
             try:
                 importlib.import_module("matplotlib")
@@ -114,12 +143,27 @@ def run_command(args: argparse.Namespace, out: TextIO | None = None, err: TextIO
         return 130
     print(format_header(report), file=out)
     print(format_table(report), file=out)
-    if args.json_path:
-        write_json(report, args.json_path)
-    if args.csv_path:
-        write_csv(report, args.csv_path)
-    if args.plot_path:
-        write_plot(report, args.plot_path)
+    status = EXIT_OK
+    if report.stopped_after is not None:
+        print(
+            f"inferkit bench: every request of step {report.stopped_after} failed, so the run stopped there "
+            "(--keep-going runs every step)",
+            file=err,
+        )
+    writers = {"json_path": write_json, "csv_path": write_csv, "plot_path": write_plot}
+    for attr, _, what in _OUTPUTS:
+        path = getattr(args, attr)
+        if not path:
+            continue
+        try:
+            writers[attr](report, path)
+        except BenchError as exc:  # nothing to plot: said, and the other files are still written
+            print(f"inferkit bench: {exc}", file=err)
+        except OSError as exc:
+            print(f"inferkit bench: cannot write the {what} to {path}: {exc.strerror or exc}", file=err)
+            status = EXIT_USAGE
+        else:
+            print(f"inferkit bench: wrote the {what} to {path}", file=err)
     failed = report.failed_steps
     if failed:
         labels = ", ".join(s.label for s in failed)
@@ -127,5 +171,5 @@ def run_command(args: argparse.Namespace, out: TextIO | None = None, err: TextIO
             f"inferkit bench: error rate above {options.max_error_rate:g} at step(s) {labels}",
             file=err,
         )
-        return EXIT_ERRORS
-    return EXIT_OK
+        return status or EXIT_ERRORS
+    return status

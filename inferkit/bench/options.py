@@ -53,6 +53,8 @@ class BenchOptions:
         retries: Client retries per request (0 by default, so that every failure is counted).
         max_error_rate: A step whose errors / requests exceeds this fails the run (exit status 1).
         seed: Seed of the random input data.
+        keep_going: Run every step even after one in which every request failed (by default the run stops
+            there: the next steps would fail the same way, for longer).
     """
 
     url: str
@@ -74,6 +76,7 @@ class BenchOptions:
     retries: int = 0
     max_error_rate: float = 0.0
     seed: int = 0
+    keep_going: bool = False
 
     @property
     def transport(self) -> str:

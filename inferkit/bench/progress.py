@@ -46,6 +46,9 @@ class _Progress:
         self._thread.start()
 
     def _loop(self, label: str, tickets: _Tickets, recorders: list[_Recorder]) -> None:
+        # The bar counts what bounds the step: requests (with --requests; tqdm's rate is then requests per
+        # second) or seconds (--duration only; no rate, "seconds per second" means nothing).
+        by_count = tickets.requests is not None
         bar: Any = None
         if self.kind == "tqdm":
             try:
@@ -53,23 +56,31 @@ class _Progress:
             except ImportError:
                 self.kind = "plain"
             else:
-                bar = tqdm(total=100, desc=label, unit="%", file=self.stream, leave=False, dynamic_ncols=True)
+                common = {"desc": label, "file": self.stream, "leave": False, "dynamic_ncols": True}
+                if by_count:
+                    bar = tqdm(total=tickets.requests, unit="req", **common)
+                else:
+                    fmt = "{l_bar}{bar}| {n:.1f}/{total:.1f} s{postfix}"
+                    bar = tqdm(total=tickets.duration, unit="s", bar_format=fmt, **common)
         try:
             while not self._stop.wait(0.2):
-                done = tickets.fraction_done(time.perf_counter())
+                now = time.perf_counter()
                 count = sum(len(r.latencies) + sum(r.errors.values()) for r in list(recorders))
-                status = "warm-up" if tickets.measure_start is None else f"{count} req"
+                started = tickets.measure_start
+                elapsed = 0.0 if started is None else min(now - started, tickets.duration or now - started)
                 if bar is not None:
-                    bar.n = round(done * 100)
-                    bar.set_postfix_str(status, refresh=True)
+                    bar.n = count if by_count else round(elapsed, 1)
+                    bar.set_postfix_str("warm-up" if started is None else ("" if by_count else f"{count} req"))
                 else:
-                    self.stream.write(f"\r{label}: {done * 100:5.1f}% {status:<16}")
+                    done = tickets.fraction_done(now)
+                    status = "warm-up" if started is None else f"{count} req in {elapsed:.1f} s"
+                    self.stream.write(f"\r{label}: {done * 100:5.1f}% {status:<24}")
                     self.stream.flush()
         finally:
             if bar is not None:
                 bar.close()
             else:
-                self.stream.write("\r" + " " * 60 + "\r")
+                self.stream.write("\r" + " " * 70 + "\r")
                 self.stream.flush()
 
     def done(self) -> None:

@@ -1,7 +1,7 @@
 """The results of ``inferkit bench``: the report of a run and its outputs (table, JSON, CSV, PNG plot).
 
 Owns: :func:`system_info` (the machine, printed with every report), :class:`BenchReport`, :func:`format_header`,
-:func:`format_table`, :func:`write_json`, :func:`write_csv` and :func:`write_plot`.
+:func:`format_table`, :func:`format_errors`, :func:`write_json`, :func:`write_csv` and :func:`write_plot`.
 
 Must not import: matplotlib at module level (the ``plot`` extra; it loads in :func:`write_plot`), grpc,
 aiohttp, tqdm, the clients.
@@ -16,14 +16,15 @@ import math
 import os
 import platform
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Optional
 
 from inferkit._version import __version__
-from inferkit.bench.options import BenchOptions, InputSpec
+from inferkit.bench.options import BenchError, BenchOptions, InputSpec
 from inferkit.bench.step import StepResult
 
 __all__ = [
     "BenchReport",
+    "format_errors",
     "format_header",
     "format_table",
     "system_info",
@@ -54,12 +55,17 @@ def system_info() -> dict[str, Any]:
 
 @dataclass
 class BenchReport:
-    """A whole run: the options, the machine, the inputs sent, and one StepResult per step."""
+    """A whole run: the options, the machine, the inputs sent, and one StepResult per step.
+
+    ``stopped_after`` is the label of the step after which the run stopped because every request of it failed
+    (None: every step ran).
+    """
 
     options: BenchOptions
     system: dict[str, Any]
     inputs: list[InputSpec]
     steps: list[StepResult] = field(default_factory=list)
+    stopped_after: Optional[str] = None
 
     @property
     def failed_steps(self) -> list[StepResult]:
@@ -76,6 +82,7 @@ class BenchReport:
             "inputs": [{"name": i.name, "datatype": i.datatype, "shape": list(i.shape)} for i in self.inputs],
             "steps": [{**asdict(s), "label": s.label} for s in self.steps],
             "failed_steps": [s.label for s in self.failed_steps],
+            "stopped_after": self.stopped_after,
         }
 
 
@@ -105,7 +112,7 @@ def format_header(report: BenchReport) -> str:
 
 
 def format_table(report: BenchReport) -> str:
-    """The results as a fixed-width table, one row per step."""
+    """The results as a fixed-width table, one row per step, then the first message of each error class."""
     first = "rate" if report.options.mode == "rate" else "concurrency"
     head = f"{first:>11} " + " ".join(f"{c:>9}" for c in _COLUMNS) + "  error classes"
     lines = [head, "-" * len(head)]
@@ -116,7 +123,22 @@ def format_table(report: BenchReport) -> str:
             f"{s.label:>11} {s.requests:>9} {s.ok:>9} {err:>9} {s.throughput:>9.1f} "
             f"{s.p50_ms:>9.2f} {s.p90_ms:>9.2f} {s.p99_ms:>9.2f} {s.max_ms:>9.2f}  {classes}".rstrip()
         )
-    return "\n".join(lines)
+    return "\n".join(lines + format_errors(report))
+
+
+def format_errors(report: BenchReport) -> list[str]:
+    """Each error class with its first message (what to fix is usually in it), and the steps it occurred in."""
+    seen: dict[tuple[str, str], list[str]] = {}
+    for s in report.steps:
+        for name in s.errors:
+            seen.setdefault((name, s.error_messages.get(name, "")), []).append(s.label)
+    if not seen:
+        return []
+    lines = ["errors (first message of each class):"]
+    for (name, message), labels in seen.items():
+        where = "step" if len(labels) == 1 else "steps"
+        lines.append(f"  {name} ({where} {', '.join(labels)}): {message}")
+    return lines
 
 
 def write_json(report: BenchReport, path: str) -> None:
@@ -175,17 +197,20 @@ def write_plot(report: BenchReport, path: str) -> None:
 
     Raises:
         ImportError: matplotlib is missing (names the ``plot`` extra).
+        BenchError: No step had a successful request: there is nothing to plot (no file is written).
     """
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg  # noqa: PLC0415 - optional (``plot`` extra)
         from matplotlib.figure import Figure  # noqa: PLC0415
     except ImportError as exc:
         raise ImportError("--plot needs matplotlib: pip install 'inferkit[plot]'") from exc
+    steps = [s for s in report.steps if s.ok]
+    if not steps:
+        raise BenchError("no plot written: no step had a successful request, so there is no latency to plot")
     # Figure + Agg canvas directly: no pyplot, so no global backend state in the caller's process.
     fig = Figure(figsize=(7, 4.5), dpi=100)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
-    steps = [s for s in report.steps if s.ok]
     x = [s.throughput for s in steps]
     ax.plot(x, [s.p50_ms for s in steps], marker="o", label="p50")
     ax.plot(x, [s.p99_ms for s in steps], marker="s", label="p99")

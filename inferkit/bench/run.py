@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import math
 import sys
 import time
 from typing import Any, Callable, TextIO
@@ -45,6 +46,8 @@ def _make_client(options: BenchOptions) -> Any:
         return factory.get_rest_client(options.url, config)
     except ImportError as exc:  # the client names the extra to install (grpc, aio)
         raise BenchError(str(exc)) from exc
+    except ValueError as exc:  # a URL the client cannot use (no host, a query...): the client's message says why
+        raise BenchError(f"--url {options.url!r}: {exc}") from None
 
 
 def _prepare(options: BenchOptions, client: Any, metadata: dict[str, Any] | None) -> tuple[list[InputSpec], Any]:
@@ -71,8 +74,25 @@ def _validate(options: BenchOptions) -> None:
         raise BenchError("--max-inflight must be >= 1")
     if not 0 <= options.max_error_rate <= 1:
         raise BenchError("--max-error-rate is a fraction between 0 and 1")
-    if "://" not in options.url:
-        raise BenchError(f"--url {options.url!r}: give a scheme, e.g. http://127.0.0.1:8000 or grpc://127.0.0.1:8001")
+    if not (math.isfinite(options.timeout) and options.timeout > 0):
+        raise BenchError(f"--timeout {options.timeout!r}: expected a number of seconds > 0")
+    if options.retries < 0:
+        raise BenchError(f"--retries {options.retries!r}: expected an integer >= 0")
+    if options.seed < 0:
+        raise BenchError(f"--seed {options.seed!r}: expected an integer >= 0")
+    _check_url(options.url)
+
+
+def _check_url(url: str) -> None:
+    """The factories' rule (no scheme means ``http://``); the message names the URL and what is accepted."""
+    from inferkit._factory_common import ACCEPTED, scheme_of  # noqa: PLC0415 - no client, no transport
+
+    try:
+        scheme_of(url)
+    except ValueError as exc:
+        raise BenchError(f"--url: {exc}") from None
+    if not url.split("://", 1)[-1].strip("/"):
+        raise BenchError(f"--url {url!r} has no host:port; use {ACCEPTED}, e.g. http://127.0.0.1:8000")
 
 
 def run_bench(
@@ -90,6 +110,9 @@ def run_bench(
             ``"none"``.
         stream: Where progress goes (default: stderr).
         on_step: Called with each step's result as soon as it is done.
+
+    A step in which every request failed ends the run (``report.stopped_after`` names it) unless
+    ``options.keep_going`` is set.
 
     Raises:
         BenchError: Bad options, or the model's metadata could not be read (server down, unknown model).
@@ -121,6 +144,9 @@ def run_bench(
             report.steps.append(step)
             if on_step is not None:
                 on_step(step)
+            if _all_failed(step) and not options.keep_going:
+                report.stopped_after = step.label
+                break
         return report
     finally:
         client.close()
@@ -151,9 +177,17 @@ async def _run_async(
             report.steps.append(step)
             if on_step is not None:
                 on_step(step)
+            if _all_failed(step) and not options.keep_going:
+                report.stopped_after = step.label
+                break
         return report
     finally:
         await client.close()
+
+
+def _all_failed(step: StepResult) -> bool:
+    """Every measured request of the step failed: the next steps would fail the same way, for longer."""
+    return step.requests > 0 and step.ok == 0
 
 
 def _metadata_error(options: BenchOptions, exc: Exception) -> str:

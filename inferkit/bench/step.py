@@ -16,7 +16,7 @@ import threading
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
@@ -41,6 +41,8 @@ class _Tickets:
         self._warm_until = clock() + options.warmup_seconds if options.warmup_seconds else None
         self._measure_left = options.requests
         self._duration = options.duration
+        self.requests = options.requests  # the step's bounds, for the progress display
+        self.duration = options.duration
         self.measure_start: float | None = None
         self.measure_end: float | None = None
         self.issued = 0  # measured requests handed out
@@ -90,11 +92,12 @@ class _Tickets:
 class _Recorder:
     """Results of one worker (no lock: each worker has its own; merged after the step)."""
 
-    __slots__ = ("latencies", "errors", "last_end", "lags")
+    __slots__ = ("latencies", "errors", "messages", "last_end", "lags")
 
     def __init__(self) -> None:
         self.latencies: list[float] = []
         self.errors: Counter[str] = Counter()
+        self.messages: dict[str, str] = {}  # error class -> its first message (what to fix is in it)
         self.last_end = 0.0
         self.lags: list[float] = []
 
@@ -105,7 +108,16 @@ class _Recorder:
         if error is None:
             self.latencies.append(end - start)
         else:
-            self.errors[type(error).__name__] += 1
+            name = type(error).__name__
+            self.errors[name] += 1
+            if name not in self.messages:
+                self.messages[name] = _one_line(error)
+
+
+def _one_line(error: BaseException, limit: int = 300) -> str:
+    """An error's message on one line, at most ``limit`` characters (the class name when it has none)."""
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass
@@ -118,6 +130,7 @@ class StepResult:
         requests: Measured requests completed (successes and errors).
         ok: Successful requests.
         errors: Error class name -> count.
+        error_messages: Error class name -> the first message of that class in the step (one line).
         seconds: Measured wall time, from the first measured request's start to the last one's end.
         throughput: Successful requests per second.
         p50_ms, p90_ms, p99_ms, max_ms, mean_ms: Latency percentiles.
@@ -139,6 +152,7 @@ class StepResult:
     mean_ms: float
     error_rate: float
     send_lag_p99_ms: Optional[float] = None
+    error_messages: dict[str, str] = field(default_factory=dict)
 
     @property
     def label(self) -> str:
@@ -150,8 +164,11 @@ class StepResult:
 def _summarize(options: BenchOptions, level: float, tickets: _Tickets, recorders: Sequence[_Recorder]) -> StepResult:
     lat = np.array([x for r in recorders for x in r.latencies], dtype=np.float64) * 1e3
     errors: Counter[str] = Counter()
+    messages: dict[str, str] = {}
     for r in recorders:
         errors.update(r.errors)
+        for name, message in r.messages.items():
+            messages.setdefault(name, message)
     n_err = sum(errors.values())
     ok = int(lat.size)
     total = ok + n_err
@@ -180,6 +197,7 @@ def _summarize(options: BenchOptions, level: float, tickets: _Tickets, recorders
         mean_ms=mean,
         error_rate=n_err / total if total else 0.0,
         send_lag_p99_ms=lag,
+        error_messages=dict(sorted(messages.items())),
     )
 
 

@@ -10,10 +10,13 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import gzip
+import logging
+import time
 import zlib
 from typing import Any, Awaitable, Callable, Mapping
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
 from inferkit.codec import _json, rest_v1, rest_v2
 from inferkit.errors import DecodeError, EncodeError, http_status_for_grpc_code
@@ -21,7 +24,9 @@ from inferkit.testing._engine import Engine
 from inferkit.testing._faults import Fault, FaultBook
 from inferkit.testing._model import ModelError
 
-__all__ = ["build_app"]
+__all__ = ["build_app", "RequestLog"]
+
+log = logging.getLogger("inferkit.testing")
 
 _JSON = rest_v2.JSON_CONTENT_TYPE
 _HL = rest_v2.HEADER_LENGTH
@@ -50,6 +55,50 @@ class Reply:
 
 
 Handler = Callable[[web.Request, "Fault | None"], Awaitable[Reply]]
+
+
+class RequestLog(logging.LoggerAdapter):  # type: ignore[type-arg]  # generic only in the stubs of 3.11+
+    """aiohttp's request-handler logger (``AppRunner(..., logger=RequestLog(...))``), minus the parse tracebacks.
+
+    aiohttp logs bytes it cannot parse as HTTP/1.1 (a gRPC client's HTTP/2 preface, TLS on a plain port) as an
+    "Error handling request" with a full traceback. That is a client's mistake, not the server's: it is logged
+    here as one WARNING line on ``inferkit.testing`` that says what probably happened (each line once a minute;
+    its repeats, such as a gRPC channel's reconnects, go to DEBUG). Every other record goes to aiohttp's logger
+    unchanged.
+    """
+
+    _QUIET_SECONDS = 60.0
+
+    def __init__(self, grpc_port: Callable[[], int | None]) -> None:
+        super().__init__(logging.getLogger("aiohttp.server"), {})
+        self._grpc_port = grpc_port
+        self._last: dict[str, float] = {}
+
+    def log(self, level: int, msg: object, *args: object, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info")
+        if not isinstance(exc, HttpProcessingError):
+            self.logger.log(level, msg, *args, **kwargs)
+            return
+        text = self._explain(f"a client at {args[0]}" if args else "a client", exc)
+        now = time.monotonic()
+        repeat = now - self._last.get(text, -self._QUIET_SECONDS) < self._QUIET_SECONDS
+        if len(self._last) > 1000:  # many client addresses: forget them rather than grow
+            self._last.clear()
+        self._last[text] = now
+        log.log(logging.DEBUG if repeat else logging.WARNING, "%s", text)
+
+    def _explain(self, who: str, exc: HttpProcessingError) -> str:
+        from aiohttp.http_exceptions import BadHttpMethod, BadStatusLine  # noqa: PLC0415
+
+        text = str(exc)
+        if "HTTPS" in text:
+            return f"{who} sent TLS to the REST port, which is plain HTTP (an https:// URL? use http://)"
+        if "PRI" in text or "HTTP/2" in text or isinstance(exc, (BadStatusLine, BadHttpMethod)):
+            port = self._grpc_port()
+            where = f"use the gRPC port {port}" if port else "this server serves no gRPC"
+            return f"{who} sent something that is not HTTP/1.1 to the REST port (a gRPC client? {where})"
+        detail = " ".join(str(exc.message).split())[:120]
+        return f"{who} sent a request that is not valid HTTP/1.1 ({detail}); answered 400"
 
 
 def build_app(engine: Engine, book: FaultBook, auth: tuple[str, str] | None) -> web.Application:

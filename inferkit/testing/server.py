@@ -268,10 +268,16 @@ class ReferenceServer:
                     raise ImportError(
                         "the reference server's REST front end needs aiohttp: pip install 'inferkit[aio]'"
                     ) from exc
-                from inferkit.testing._rest import build_app  # noqa: PLC0415
+                from inferkit.testing._rest import RequestLog, build_app  # noqa: PLC0415
 
                 app = build_app(self._engine, self._book, self.auth)
-                runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0, handle_signals=False)
+                runner = web.AppRunner(
+                    app,
+                    access_log=None,
+                    shutdown_timeout=1.0,
+                    handle_signals=False,
+                    logger=RequestLog(lambda: self.grpc_port),  # a gRPC client on the REST port: one line
+                )
                 await runner.setup()
                 ssl_context = self.tls.ssl_context() if self.tls else None
                 site = web.TCPSite(

@@ -9,6 +9,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import re
 import sys
 
 import pytest
@@ -200,9 +202,127 @@ def test_unknown_model_is_a_usage_error(reference_server, capsys):
     assert "cannot read the metadata of model 'nope'" in err and "--shape" in err
 
 
-def test_url_needs_a_scheme(capsys):
-    assert main(["bench", "-u", "127.0.0.1:8000", "-m", "m", "--requests", "1"]) == 2
-    assert "give a scheme" in capsys.readouterr().err
+def test_a_url_without_a_scheme_means_http(reference_server, capsys):
+    host_port = reference_server.http_url.split("://", 1)[1]
+    assert main(["bench", "-u", host_port, "-m", "add_sub", "--requests", "3", "--warmup", "0"]) == 0
+    assert reference_server.count(route="infer", model="add_sub") == 3
+    assert "rest via threads" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["-u", "htp://127.0.0.1:1"], "unsupported URL scheme 'htp' in 'htp://127.0.0.1:1': use http:// or https://"),
+        (["-u", "grpc://"], "--url 'grpc://' has no host:port"),
+        (["-u", "http://h:1/?q=1"], "--url 'http://h:1/?q=1': the server URL 'http://h:1/?q=1' must not carry"),
+        (["--timeout", "-1"], "--timeout -1.0: expected a number of seconds > 0"),
+        (["--timeout", "nan"], "--timeout nan: expected a number of seconds > 0"),
+        (["--retries", "-1"], "--retries -1: expected an integer >= 0"),
+        (["--seed", "-1"], "--seed -1: expected an integer >= 0"),
+        (["--concurrency", "0"], "--concurrency '0': every level must be > 0"),
+        (["--json", "/nonexistent-dir-xyz/r.json"], "--json '/nonexistent-dir-xyz/r.json': the directory"),
+        (["--csv", "."], "--csv '.' is a directory"),
+    ],
+)
+def test_user_mistakes_are_one_line_and_exit_2(flags, message, capsys):
+    argv = ["bench", "-u", "http://127.0.0.1:1", "-m", "m", "--requests", "1", "--warmup", "0"]
+    assert main(argv + flags) == 2  # nothing is sent: each is caught before the run
+    err = capsys.readouterr().err
+    assert err.startswith("inferkit bench: ") and message in err and err.count("\n") == 1
+
+
+def test_a_bad_url_shows_no_traceback():
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [sys.executable, "-m", "inferkit.cli", "bench", "-u", "htp://127.0.0.1:1", "-m", "m"],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines() == [
+        "inferkit bench: --url: unsupported URL scheme 'htp' in 'htp://127.0.0.1:1': use http:// or https:// (REST), "
+        "grpc:// or grpcs:// (gRPC); no scheme means http://"
+    ]
+
+
+def test_failed_requests_show_their_message_and_stop_the_run(reference_server, tmp_path, capsys):
+    argv = ["bench", "-u", reference_server.http_url, "-m", "add_sub", "--shape", "INPUT0:1,8"]
+    argv += ["--concurrency", "1,2,4", "--requests", "3", "--warmup", "0", "--json", str(tmp_path / "r.json")]
+    assert main(argv) == 1
+    assert reference_server.count(route="infer", model="add_sub") == 3  # step 1 only: the others would fail alike
+    captured = capsys.readouterr()
+    message = "unexpected shape for input 'INPUT0' for model 'add_sub'"
+    assert "InvalidInputError x3" in captured.out
+    assert f"InvalidInputError (step 1): {message}" in captured.out
+    assert "every request of step 1 failed, so the run stopped there (--keep-going runs every step)" in captured.err
+    assert f"wrote the JSON report to {tmp_path / 'r.json'}" in captured.err
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["stopped_after"] == "1" and [s["label"] for s in report["steps"]] == ["1"]
+    assert message in report["steps"][0]["error_messages"]["InvalidInputError"]
+
+    reference_server.reset()
+    assert main(argv + ["--keep-going"]) == 1
+    assert reference_server.count(route="infer", model="add_sub") == 9
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["stopped_after"] is None and [s["label"] for s in report["steps"]] == ["1", "2", "4"]
+    assert "InvalidInputError (steps 1, 2, 4): " in capsys.readouterr().out
+
+
+def test_a_step_with_some_errors_does_not_stop_the_run(reference_server, tmp_path):
+    reference_server.inject(Fault(route="infer", model="add_sub", action="status", status=500, times=2))
+    options = BenchOptions(
+        url=reference_server.http_url, model="add_sub", concurrency=(1, 2), requests=4, duration=None
+    )
+    report = run_bench(options)
+    assert [s.errors for s in report.steps] == [{"InternalServerError": 2}, {}] and report.stopped_after is None
+    assert report.steps[0].error_messages["InternalServerError"]  # the server's reason, not just the class
+
+
+@pytest.fixture
+def fake_matplotlib(monkeypatch):
+    """matplotlib's Figure and Agg canvas as mocks (savefig writes a PNG signature): --plot without the extra."""
+    import types
+    from unittest import mock
+
+    def savefig(path, format):  # noqa: A002 - matplotlib's name
+        with open(path, "wb") as f:
+            f.write(b"\x89PNG\r\n\x1a\n")
+
+    figure = mock.MagicMock(name="Figure")
+    figure.return_value.savefig.side_effect = savefig
+    modules = {
+        "matplotlib": types.ModuleType("matplotlib"),
+        "matplotlib.figure": types.SimpleNamespace(Figure=figure),
+        "matplotlib.backends": types.ModuleType("matplotlib.backends"),
+        "matplotlib.backends.backend_agg": types.SimpleNamespace(FigureCanvasAgg=mock.MagicMock()),
+    }
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    return figure
+
+
+def test_plot_is_not_written_when_every_request_failed(reference_server, tmp_path, capsys, fake_matplotlib):
+    png = tmp_path / "p.png"
+    argv = ["bench", "-u", reference_server.http_url, "-m", "add_sub", "--shape", "INPUT0:1,8", "--requests", "2"]
+    assert main(argv + ["--warmup", "0", "--plot", str(png), "--csv", str(tmp_path / "r.csv")]) == 1
+    assert not png.exists() and not fake_matplotlib.called
+    err = capsys.readouterr().err
+    assert "no plot written: no step had a successful request" in err
+    assert f"wrote the CSV to {tmp_path / 'r.csv'}" in err
+
+
+def test_plot_written_is_said(reference_server, tmp_path, capsys, fake_matplotlib):
+    png = tmp_path / "p.png"
+    argv = ["bench", "-u", reference_server.http_url, "-m", "add_sub", "--requests", "2", "--warmup", "0"]
+    assert main(argv + ["--plot", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert f"wrote the plot to {png}" in capsys.readouterr().err
 
 
 def test_plot_writes_a_png(reference_server, tmp_path):
@@ -235,4 +355,27 @@ def test_progress_display(reference_server, kind):
     stream = io.StringIO()
     options = BenchOptions(url=reference_server.http_url, model="add_sub", duration=0.5, concurrency=(2,))
     run_bench(options, progress=kind, stream=stream)
-    assert "concurrency 2" in stream.getvalue()
+    shown = stream.getvalue()
+    assert "concurrency 2" in shown and " req" in shown
+    assert "%/s" not in shown and "s/s" not in shown  # a rate of percent or of seconds means nothing
+
+
+def test_tqdm_progress_counts_requests_when_they_bound_the_step(reference_server):
+    pytest.importorskip("tqdm")
+    stream = io.StringIO()
+    options = BenchOptions(url=reference_server.http_url, model="add_sub", requests=2000, duration=None)
+    run_bench(options, progress="tqdm", stream=stream)
+    shown = stream.getvalue()
+    assert "/2000" in shown and "req/s" in shown and "%/s" not in shown
+
+
+def test_the_python_example_of_the_bench_page_runs(reference_server, capsys):
+    pytest.importorskip("grpc")
+    from pathlib import Path
+
+    page = (Path(__file__).resolve().parents[2] / "docs" / "bench.md").read_text()
+    (block,) = re.findall(r"```python\n(.*?)```", page, re.S)
+    namespace: dict = {}
+    exec(compile(block.replace("grpc://127.0.0.1:8001", reference_server.grpc_url), "bench.md", "exec"), namespace)  # noqa: S102
+    assert [s.ok for s in namespace["report"].steps] == [400, 400, 400] and namespace["best"].throughput > 0
+    assert "concurrency" in capsys.readouterr().out

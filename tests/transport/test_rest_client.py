@@ -371,7 +371,7 @@ def test_factory_returns_a_client_per_url(srv: ReferenceServer) -> None:
         other.stop()
 
 
-@pytest.mark.parametrize("url", ["ftp://h:1", "h:1", "", "unix:///tmp/x"])
+@pytest.mark.parametrize("url", ["ftp://h:1", "htp://h:1", "", "unix:///tmp/x"])  # "h:1" means http://h:1
 def test_factory_rejects_unknown_schemes(url: str) -> None:
     with pytest.raises(ValueError, match="http|scheme|URL"):
         InferenceClientFactory.get_inference_client(url)
