@@ -8,6 +8,7 @@ Must not import: aiohttp, grpc, inferkit.aio, inferkit.grpc_client.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Mapping, Optional
 
 import requests
@@ -42,9 +43,12 @@ class InferenceRESTClient(RebuildOnUnpickle, BatchMixin):
 
     Binary tensors: with ``RESTConfig.binary_data=None`` (the default) the client asks the server once, on the
     first ``infer``, whether it lists the ``binary_tensor_data`` extension (Triton and KServe do, MLServer does
-    not) and uses binary framing only then. If the server answers that metadata request with an error, JSON is
-    used from then on (it works everywhere); if the server cannot be reached, the decision is postponed to the
-    next call.
+    not) and uses binary framing only then. That request is retried under the client's retry policy. If the
+    server answers it with a 4xx (e.g. 404: no ``/v2`` metadata), JSON is used from then on (it works
+    everywhere). If it still fails transiently after the retries (5xx, 429, or no answer), that call uses JSON
+    and the server is asked again on a later call, at most once per ``RestCalls.PROBE_RETRY_INTERVAL`` (30 s)
+    so that a server that always fails is not asked on every call. The probe runs under the call's
+    ``timeout``, before the infer itself: set ``binary_data`` to skip it.
     """
 
     def __init__(self, url: str, config: RESTConfig | None = None, session: requests.Session | None = None) -> None:
@@ -92,16 +96,22 @@ class InferenceRESTClient(RebuildOnUnpickle, BatchMixin):
         return call.parse(call, self._transport.send(call, headers, timeout))
 
     def _use_binary(self, headers: Headers, timeout: TimeoutLike) -> bool:
-        binary = self._calls.binary
-        if binary is not None:
-            return binary
+        calls = self._calls
+        if not calls.probe_due(time.monotonic()):
+            return False  # the last probe failed transiently a moment ago: JSON, without taking the lock
         with self._binary_lock:
-            if self._calls.binary is not None:
-                return self._calls.binary
+            if calls.binary is not None:
+                return calls.binary
+            if not calls.probe_due(time.monotonic()):
+                return False
             try:
-                return bool(self._do(self._calls.binary_probe(), headers, timeout))
+                answer = self._do(calls.binary_probe(), headers, timeout)
             except errors.TransportError:
-                return False  # unknown yet: JSON for this call, ask again next time
+                answer = None
+            if answer is None:  # no answer, or 5xx / 429 after the retries: JSON for this call, ask again later
+                calls.probe_failed(time.monotonic())
+                return False
+            return bool(answer)
 
     # -- inference ------------------------------------------------------------------------------------------------
     def infer(self, request: InferRequest, headers: Headers = None, timeout: TimeoutLike = None) -> InferResponse:

@@ -10,6 +10,7 @@ Must not import: requests, urllib3, grpc, inferkit.rest_client, inferkit._transp
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, Mapping, Optional
 
 from inferkit import errors
@@ -99,14 +100,25 @@ class InferenceRESTClient(RebuildOnUnpickle, AsyncBatchMixin):
         # One probe in flight per loop, shared by every task that needs the answer (a gather of first infers).
         probe = self._probe
         if probe is None or probe.get_loop() is not asyncio.get_running_loop() or probe.done():
+            calls = self._calls
+            if calls.binary is not None:
+                return calls.binary
+            if not calls.probe_due(time.monotonic()):
+                return False  # the last probe failed transiently a moment ago: JSON
             probe = self._probe = asyncio.ensure_future(self._ask_binary(headers, timeout))
         return await asyncio.shield(probe)
 
     async def _ask_binary(self, headers: Headers, timeout: TimeoutLike) -> bool:
+        """The binary probe, as in the sync client: retried under the policy; a transient failure means JSON for
+        this call and another probe after ``RestCalls.PROBE_RETRY_INTERVAL``."""
         try:
-            return bool(await self._do(self._calls.binary_probe(), headers, timeout))
+            answer = await self._do(self._calls.binary_probe(), headers, timeout)
         except errors.TransportError:
-            return False  # unknown yet: JSON for this call, ask again next time
+            answer = None
+        if answer is None:
+            self._calls.probe_failed(time.monotonic())
+            return False
+        return bool(answer)
 
     # -- inference ------------------------------------------------------------------------------------------------
     async def infer(self, request: InferRequest, headers: Headers = None, timeout: TimeoutLike = None) -> InferResponse:

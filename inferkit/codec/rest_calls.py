@@ -97,6 +97,10 @@ class RestCalls:
     Also holds the client's binary-tensor decision (:attr:`binary`): None until known.
     """
 
+    #: Seconds during which no new binary probe is sent after one failed transiently (5xx, 429 or no answer,
+    #: retries spent): calls in between use JSON. A server that always fails is asked at most once per interval.
+    PROBE_RETRY_INTERVAL = 30.0
+
     def __init__(self, config: RESTConfig) -> None:
         self.v2 = config.protocol == "v2"
         self._policy = config.retry_policy
@@ -104,6 +108,9 @@ class RestCalls:
         # v1 has no binary framing: nothing to decide.
         self.binary: bool | None = config.binary_data if self.v2 else False
         self._infer_paths: dict[tuple[str, str | None], str] = {}
+        # Monotonic time before which no new binary probe is sent (after a transient failure); the clients own
+        # the clock, this module none.
+        self._probe_after = 0.0
 
     # -- protocol guards -----------------------------------------------------------------------------------------
     def _require_v2(self, operation: str) -> None:
@@ -179,24 +186,24 @@ class RestCalls:
 
     # -- binary tensor detection -----------------------------------------------------------------------------
     def binary_probe(self) -> RestCall:
-        """Ask the server once whether it lists ``binary_tensor_data``; ``parse`` records and returns the answer.
+        """Ask the server whether it lists ``binary_tensor_data``; ``parse`` records and returns the answer.
 
-        Sent without retries and without raising: an error answer means JSON from then on (it works everywhere).
-        A transport failure raises, and the caller uses JSON for that call and asks again next time.
+        The probe is retried under the client's retry policy like any GET (a 5xx, 429 or lost connection is
+        transient). Its parse returns True / False for an answer, which is final: a 200 (binary if the extension
+        is listed) or another 4xx such as 404 (the server has no ``/v2`` metadata: JSON, which works everywhere,
+        from then on). It returns None when the server still answers 5xx or 429 once the retries are spent; the
+        client then uses JSON for that call and calls :meth:`probe_failed`, as it does when the probe raises a
+        TransportError (no answer at all).
         """
         route = v2.server_metadata()
-        return RestCall(
-            route.method,
-            route.path,
-            parse=self._record_binary,
-            retryable=False,
-            retry_statuses=False,
-            raise_for_status=False,
-        )
+        return RestCall(route.method, route.path, parse=self._record_binary, raise_for_status=False)
 
-    def _record_binary(self, call: RestCall, reply: Reply) -> bool:
+    def _record_binary(self, call: RestCall, reply: Reply) -> bool | None:
+        status = reply.status
+        if status == 429 or status >= 500:
+            return None  # transient: undecided, ask again later
         supported = False
-        if reply.status == 200:
+        if status == 200:
             try:
                 meta = _json.loads(reply.body, what="server metadata")
                 supported = isinstance(meta, dict) and rest_v2.supports_binary(meta)
@@ -204,6 +211,14 @@ class RestCalls:
                 supported = False
         self.binary = supported
         return supported
+
+    def probe_due(self, now: float) -> bool:
+        """Whether a binary probe may be sent at monotonic time ``now`` (see :attr:`PROBE_RETRY_INTERVAL`)."""
+        return now >= self._probe_after
+
+    def probe_failed(self, now: float) -> None:
+        """Record that the binary probe failed transiently at monotonic time ``now``: no new probe for a while."""
+        self._probe_after = now + self.PROBE_RETRY_INTERVAL
 
     # -- inference ---------------------------------------------------------------------------------------------
     def infer(self, request: InferRequest, binary: bool) -> RestCall:
