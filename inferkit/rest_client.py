@@ -271,7 +271,8 @@ class InferenceRESTClient(RebuildOnUnpickle, BatchMixin):
             byte_size: Bytes to map.
             offset: Byte offset of the mapped part in the shared memory object.
 
-        The server must run on the same host. Registering a name twice is a ConflictError (409 / ALREADY_EXISTS).
+        The server must run on the same host. Registering a name twice is a ConflictError (Triton answers REST
+        400 "... already in manager", recognised as such; gRPC ALREADY_EXISTS).
         """
         self._do(self._calls.shm_register(name, key, byte_size, offset), headers, timeout)
 

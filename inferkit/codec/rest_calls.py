@@ -44,16 +44,29 @@ class Reply:
         return None if value is None else str(value)
 
 
+#: Triton answers its ALREADY_EXISTS errors with HTTP 400 over REST (ALREADY_EXISTS over gRPC, a ConflictError); the
+#: only ones a client meets are its shared memory managers' "shared memory region '<name>' already in manager"
+#: (2.51's exact words, system and CUDA regions). Recognised so that REST raises ConflictError too: one meaning, one
+#: class on both protocols. ``status_code`` stays the 400 the server sent.
+_ALREADY_REGISTERED = "already in manager"
+
+
 def reply_error(reply: Reply, *, model_name: str | None = None, request_id: str | None = None) -> errors.ServerError:
     """The typed error of an error reply (status, the server's message, Retry-After, attempts)."""
     status = reply.status
+    message = rest_v2.decode_error_body(reply.body, default=f"HTTP {status}")
+    retry_after = parse_retry_after(reply.headers)
+    if status == 400 and _ALREADY_REGISTERED in message:
+        return errors.ConflictError(
+            message,
+            status_code=status,
+            retry_after=retry_after,
+            model_name=model_name,
+            request_id=request_id,
+            attempts=reply.attempts,
+        )
     return errors.error_for_http_status(
-        status,
-        rest_v2.decode_error_body(reply.body, default=f"HTTP {status}"),
-        retry_after=parse_retry_after(reply.headers),
-        model_name=model_name,
-        request_id=request_id,
-        attempts=reply.attempts,
+        status, message, retry_after=retry_after, model_name=model_name, request_id=request_id, attempts=reply.attempts
     )
 
 
