@@ -15,7 +15,7 @@ never needs ``grpc``.
     │   ├── ConnectError (ConnectionError)   refused, DNS failure, TLS handshake, reset, dropped mid-response
     │   │   └── TLSError                     certificate verification or handshake failure
     │   └── InferTimeoutError (TimeoutError)
-    │       ├── ConnectTimeout
+    │       ├── ConnectTimeout               also gRPC DEADLINE_EXCEEDED while the channel was still connecting
     │       ├── ReadTimeout                  also gRPC DEADLINE_EXCEEDED raised by the client's own deadline
     │       ├── WriteTimeout
     │       ├── PoolTimeout                  no pooled connection became free in time (pool exhausted)

@@ -3,7 +3,8 @@
 Owns: the grpcio channel and its stubs, made again in a forked child (a child cannot use its parent's channel),
 and one attempt of a unary RPC for the sync driver (:func:`inferkit._transport.driver.drive`): the stub called
 with the attempt's deadline and metadata, its ``grpc.RpcError`` caught and handed to the retry loop
-(:func:`inferkit._grpc_common.grpc_exchange`), which maps it (:func:`inferkit._grpc_common.map_rpc_error`).
+(:func:`inferkit._grpc_common.grpc_exchange`), which maps it (:func:`inferkit._grpc_common.map_rpc_error`), told
+by :meth:`GRPCTransport.channel_state` whether a deadline ran out while the channel was still connecting.
 Must not import: requests, urllib3, aiohttp, inferkit.aio, inferkit.rest_client; nor grpc at module level.
 """
 
@@ -133,7 +134,22 @@ class GRPCTransport:
         return run.call.parse(outcome[1])
 
     def retries(self, run: GRPCRun, first: tuple[bool, Any]) -> Generator[Any, Any, Any]:
-        return grpc_exchange(run, first, self._s, clock=clock)
+        return grpc_exchange(run, first, self._s, clock=clock, channel_state=self.channel_state)
+
+    def channel_state(self) -> str | None:
+        """The channel's connectivity (``"READY"``, ``"CONNECTING"``...), None when unknown: it tells a deadline that
+        ran out while connecting from one that ran out waiting for the reply (:func:`map_rpc_error`)."""
+        channel = self._channel
+        try:
+            # grpcio's sync Channel has no public getter (only subscribe(), which starts a polling thread per
+            # channel); its core channel's check_connectivity_state is what subscribe() itself polls.
+            value = channel._channel.check_connectivity_state(False)
+            for state in self._grpc.ChannelConnectivity:
+                if state.value[0] == value:
+                    return str(state.name)
+        except Exception:  # noqa: BLE001 - closed meanwhile, or another grpcio: unknown, the call stays ReadTimeout
+            return None
+        return None
 
 
 def closed_error(target: str) -> TransportError:

@@ -112,4 +112,13 @@ class AsyncGRPCTransport:
         return run.call.parse(outcome[1])
 
     def retries(self, run: _Run, first: tuple[bool, Any]) -> Generator[Any, Any, Any]:
-        return grpc_exchange(run, first, self._s, clock=time.monotonic)
+        return grpc_exchange(run, first, self._s, clock=time.monotonic, channel_state=self.channel_state)
+
+    def channel_state(self) -> str | None:
+        """The channel's connectivity (``"READY"``, ``"CONNECTING"``...), None when unknown: it tells a deadline that
+        ran out while connecting from one that ran out waiting for the reply (:func:`map_rpc_error`)."""
+        channel = self._channel
+        try:
+            return str(channel.get_state(try_to_connect=False).name)
+        except Exception:  # noqa: BLE001 - closed meanwhile: unknown, the call stays ReadTimeout
+            return None
