@@ -413,3 +413,41 @@ def registered_http_statuses() -> Mapping[int, type[ServerError]]:
 def registered_grpc_codes() -> Mapping[str, type[ServerError]]:
     """Read-only view of gRPC code name -> class (for docs and tests)."""
     return dict(_BY_GRPC_CODE)
+
+
+def argument_type_error(call: str, expected: str, value: Any, usage: str) -> TypeError:
+    """The error of a public method called with an argument of the wrong type, saying what to write instead.
+
+    A programming error found before any I/O, so a builtin :class:`TypeError` (as any Python API raises), not an
+    :class:`InferkitError`. ``call`` is the method (``"infer()"``), ``expected`` what it takes, ``usage`` the call
+    to write. An InferRequest given where a model name is expected is named with its model, since that is the
+    usual confusion.
+    """
+    if hasattr(value, "model_name") and hasattr(value, "inputs"):
+        model_name = getattr(value, "model_name", None)
+        got = f"an {type(value).__name__} (model_name={model_name!r})"
+        if isinstance(model_name, str):
+            usage = usage.replace("'my_model'", repr(model_name))
+    elif isinstance(value, str):
+        got = f"the string {value[:80]!r}"
+    else:
+        got = f"a {type(value).__name__}"
+    return TypeError(f"{call} takes {expected}, got {got}: write {usage}")
+
+
+def infer_argument_error(request: Any) -> TypeError:
+    """The error of ``infer()`` called without an InferRequest; a str first is tritonclient's
+    ``infer(model_name, inputs)`` habit, shown in inferkit's form."""
+    if isinstance(request, str):
+        return argument_type_error(
+            "infer()",
+            "one InferRequest, not a model name and inputs as tritonclient's infer() does",
+            request,
+            f"client.infer(InferRequest({request[:80]!r}, [x, ...])) with InferInput objects as inputs",
+        )
+    return argument_type_error(
+        "infer()",
+        "one InferRequest",
+        request,
+        "client.infer(InferRequest(model_name, [x, ...])) with InferInput inputs",
+    )

@@ -17,7 +17,7 @@ from inferkit import errors
 from inferkit._transport.driver import CancelScope
 from inferkit._transport.http import SyncTransport
 from inferkit.batching import BatchMixin, RebuildOnUnpickle, ThreadStart
-from inferkit.codec.rest_calls import RestCall, RestCalls
+from inferkit.codec.rest_calls import RestCall, RestCalls, check_infer_request
 from inferkit.codec.tensors import InferRequest, InferResponse
 from inferkit.config import RESTConfig, TimeoutLike
 
@@ -136,6 +136,7 @@ class InferenceRESTClient(RebuildOnUnpickle, BatchMixin):
         """
         binary = self._calls.binary
         if binary is None:
+            check_infer_request(request)  # before the probe, which would trip over tritonclient-style arguments
             binary = self._use_binary(headers, timeout)
         result: InferResponse = self._do(self._calls.infer(request, binary), headers, timeout)
         return result

@@ -17,7 +17,7 @@ from inferkit import errors
 from inferkit.aio._transport import AsyncTransport
 from inferkit.aio.batching import AsyncBatchMixin
 from inferkit.batching import RebuildOnUnpickle
-from inferkit.codec.rest_calls import RestCall, RestCalls
+from inferkit.codec.rest_calls import RestCall, RestCalls, check_infer_request
 from inferkit.codec.tensors import InferRequest, InferResponse
 from inferkit.config import RESTConfig, TimeoutLike
 
@@ -125,6 +125,7 @@ class InferenceRESTClient(RebuildOnUnpickle, AsyncBatchMixin):
         """Run inference (see :meth:`inferkit.InferenceRESTClient.infer`)."""
         binary = self._calls.binary
         if binary is None:
+            check_infer_request(request)  # before the probe, which would trip over tritonclient-style arguments
             binary = await self._use_binary(headers, timeout)
         result: InferResponse = await self._do(self._calls.infer(request, binary), headers, timeout)
         return result

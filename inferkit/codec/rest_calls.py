@@ -21,7 +21,7 @@ from inferkit.codec.routes import Route, v1, v2
 from inferkit.codec.tensors import InferRequest, InferRequestedOutput, check_shm_registration
 from inferkit.config import RESTConfig, parse_retry_after
 
-__all__ = ["Reply", "RestCall", "RestCalls", "reply_error"]
+__all__ = ["Reply", "RestCall", "RestCalls", "check_infer_request", "reply_error"]
 
 Parser = Callable[["RestCall", "Reply"], Any]
 
@@ -148,6 +148,7 @@ class RestCalls:
         return _probe(v2.server_ready() if self.v2 else v1.list_models())
 
     def model_ready(self, model_name: str, model_version: str | None) -> RestCall:
+        _model_name(model_name, "is_model_ready")
         if self.v2:
             return _probe(v2.model_ready(model_name, model_version), model_name)
         return _probe(v1.model_ready(model_name), model_name, _v1_ready)
@@ -159,14 +160,18 @@ class RestCalls:
 
     def model_metadata(self, model_name: str, model_version: str | None) -> RestCall:
         self._require_v2("get_model_metadata()")
+        _model_name(model_name, "get_model_metadata")
         return _get_json(v2.model_metadata(model_name, model_version), model_name)
 
     def model_config(self, model_name: str, model_version: str | None) -> RestCall:
         self._require_v2("get_model_config()")
+        _model_name(model_name, "get_model_config")
         return _get_json(v2.model_config(model_name, model_version), model_name)
 
     def model_statistics(self, model_name: str | None, model_version: str | None) -> RestCall:
         self._require_v2("get_model_statistics()")
+        if model_name is not None:
+            _model_name(model_name, "get_model_statistics")
         return _get_json(v2.model_statistics(model_name, model_version), model_name)
 
     def repository_index(self) -> RestCall:
@@ -175,10 +180,12 @@ class RestCalls:
 
     def load_model(self, model_name: str) -> RestCall:
         self._require_v2("load_model()")
+        _model_name(model_name, "load_model")
         return _post_json(v2.repository_load(model_name), model_name)
 
     def unload_model(self, model_name: str) -> RestCall:
         self._require_v2("unload_model()")
+        _model_name(model_name, "unload_model")
         return _post_json(v2.repository_unload(model_name), model_name)
 
     # -- system shared memory (Triton extension) ----------------------------------------------------------------
@@ -237,7 +244,7 @@ class RestCalls:
     def infer(self, request: InferRequest, binary: bool) -> RestCall:
         """An infer (v2), or on a v1 client a ``:predict`` with the request converted to instances."""
         if not isinstance(request, InferRequest):
-            raise errors.EncodeError(f"infer() needs an InferRequest, got {type(request).__name__}")
+            raise errors.infer_argument_error(request)
         name = request.model_name
         if not self.v2:
             body = _json.dumps(rest_v1.v2_request_to_v1_body(request))
@@ -257,11 +264,13 @@ class RestCalls:
 
     def predict(self, model_name: str, instances: Any, inputs: Any) -> RestCall:
         self._require_v1("predict()")
+        _model_name(model_name, "predict", _V1_USAGE.format(method="predict"))
         body = rest_v1.encode_predict_request(instances, inputs=inputs, model_name=model_name)
         return self._v1_call(v1.predict(model_name), body, model_name, _predict_reply)
 
     def explain(self, model_name: str, instances: Any, inputs: Any) -> RestCall:
         self._require_v1("explain()")
+        _model_name(model_name, "explain", _V1_USAGE.format(method="explain"))
         body = rest_v1.encode_predict_request(instances, inputs=inputs, model_name=model_name)
         return self._v1_call(v1.explain(model_name), body, model_name, _explain_reply)
 
@@ -291,6 +300,28 @@ class RestCalls:
             if len(self._infer_paths) < 4096:  # bounded: model names come from callers
                 self._infer_paths[key] = path
         return path
+
+
+# -- argument checks --------------------------------------------------------------------------------------------
+_V1_USAGE = (
+    "client.{method}('my_model', instances=[...]) (or inputs=...); to send an InferRequest to a v1 server, "
+    "use client.infer(request), which converts it to instances"
+)
+
+
+def _model_name(value: Any, method: str, usage: str | None = None) -> None:
+    """A TypeError saying what to pass when a model name is not a str (an InferRequest, a dict...)."""
+    if not isinstance(value, str):
+        raise errors.argument_type_error(
+            f"{method}()", "a model name (a str) first", value, usage or f"client.{method}('my_model', ...)"
+        )
+
+
+def check_infer_request(request: Any) -> None:
+    """The TypeError of :func:`~inferkit.errors.infer_argument_error` when ``request`` is not an InferRequest
+    (the REST clients check before their binary probe, which would otherwise fail on the misplaced arguments)."""
+    if not isinstance(request, InferRequest):
+        raise errors.infer_argument_error(request)
 
 
 # -- reply interpretation ----------------------------------------------------------------------------------------
