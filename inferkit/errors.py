@@ -451,3 +451,15 @@ def infer_argument_error(request: Any) -> TypeError:
         request,
         "client.infer(InferRequest(model_name, [x, ...])) with InferInput inputs",
     )
+
+
+def client_closed_error(target: str) -> ConnectError:
+    """The error of a call on a client after ``close()``: the same class on REST and gRPC, sync and aio.
+
+    A :class:`ConnectError` (no connection can be made; a :class:`TransportError`, so ``except TransportError`` and
+    ``except ConnectionError`` both catch it). It is never retried: nothing is sent.
+    """
+    return ConnectError(
+        f"the client for {target} is closed; create a new client (a closed client cannot be reopened: use "
+        "`with client:` / `async with client:` around the code that uses it, or close it only when done)"
+    )

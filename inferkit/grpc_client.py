@@ -109,7 +109,7 @@ class InferenceGRPCClient(RebuildOnUnpickle, BatchMixin, GRPCClientBase):
         return self._transport.channel
 
     def close(self) -> None:
-        """Close the channel; later calls raise TransportError. Safe to call twice."""
+        """Close the channel; later calls raise ConnectError (the client is closed). Safe to call twice."""
         self._transport.close()
 
     def __enter__(self) -> InferenceGRPCClient:

@@ -79,7 +79,8 @@ class InferenceRESTClient(RebuildOnUnpickle, BatchMixin):
 
     # -- lifecycle --------------------------------------------------------------------------------------------
     def close(self) -> None:
-        """Close pooled connections (a session passed in by the caller stays open)."""
+        """Close pooled connections (a session passed in by the caller stays open); later calls raise ConnectError
+        (the client is closed: make a new one)."""
         self._transport.close()
 
     def __enter__(self) -> InferenceRESTClient:

@@ -17,7 +17,7 @@ from typing import Any, Callable, Generator, Iterator, NamedTuple
 from inferkit._grpc_common import GRPCSettings, Headers, grpc_exchange, make_stubs
 from inferkit._transport.driver import clock, drive, retry
 from inferkit.codec.grpc_calls import GRPCCall
-from inferkit.errors import TransportError
+from inferkit.errors import ConnectError, client_closed_error
 
 __all__ = ["GRPCTransport", "GRPCRun", "once"]
 
@@ -74,7 +74,7 @@ class GRPCTransport:
         self._pid, self._generation = os.getpid(), _fork_generation
 
     def stub(self, name: str) -> Any:
-        """The callable of RPC ``name``; TransportError once closed."""
+        """The callable of RPC ``name``; ConnectError once closed."""
         if self._generation != _fork_generation or self._closed:
             with self._lock:
                 if self._closed:
@@ -152,5 +152,5 @@ class GRPCTransport:
         return None
 
 
-def closed_error(target: str) -> TransportError:
-    return TransportError(f"the gRPC client for {target} is closed")
+def closed_error(target: str) -> ConnectError:
+    return client_closed_error(target)

@@ -80,7 +80,7 @@ class InferenceRESTClient(RebuildOnUnpickle, AsyncBatchMixin):
 
     # -- lifecycle --------------------------------------------------------------------------------------------
     async def close(self) -> None:
-        """Close pooled connections."""
+        """Close pooled connections; later calls raise ConnectError (the client is closed: make a new one)."""
         await self._transport.close()
 
     async def __aenter__(self) -> InferenceRESTClient:
