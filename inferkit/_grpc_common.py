@@ -286,7 +286,12 @@ class Attempt(NamedTuple):
 
 
 def grpc_exchange(
-    run: Any, first: tuple[bool, Any], settings: GRPCSettings, *, clock: Callable[[], float]
+    run: Any,
+    first: tuple[bool, Any],
+    settings: GRPCSettings,
+    *,
+    clock: Callable[[], float],
+    channel_state: Callable[[], str | None] | None = None,
 ) -> Generator[Attempt | float, Any, Any]:
     """The retry loop of one RPC after its first attempt, as a generator the driver runs (sync or async).
 
@@ -296,7 +301,8 @@ def grpc_exchange(
     generator yields an :class:`Attempt` (the driver calls the stub with that timeout and sends back the outcome)
     or a float (the driver sleeps that long and sends back None). It returns the parsed result, or raises the
     mapped error (``from`` the RpcError). Probes return False for a server error other than an authentication
-    failure.
+    failure. ``channel_state`` is the transport's view of its channel's connectivity (see :func:`map_rpc_error`):
+    it tells a deadline that ran out while connecting (ConnectTimeout) from one that ran out waiting for the reply.
     """
     call, total, policy = run.call, run.total, settings.retry
     log = call_logger(settings.target, call, run.metadata) if settings.verbose else None
@@ -311,7 +317,13 @@ def grpc_exchange(
             if log is not None:
                 log("OK", state.attempt, state.start)
             return call.parse(value)
-        err = map_rpc_error(value, attempts=state.attempt, tls_without_client_cert=tls_without_client_cert, **ctx)
+        err = map_rpc_error(
+            value,
+            attempts=state.attempt,
+            tls_without_client_cert=tls_without_client_cert,
+            channel_state=channel_state,
+            **ctx,
+        )
         if log is not None:
             log(err.grpc_code or type(err).__name__, state.attempt, state.start)
         wait = state.on_error(err, total)

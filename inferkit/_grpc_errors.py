@@ -1,19 +1,20 @@
 """THE error boundary of both gRPC clients: a ``grpc.RpcError`` (sync or aio: both have ``code()``, ``details()``,
 ``trailing_metadata()``) becomes a typed inferkit error.
 
-Owns: telling a call that never reached a server (grpc-core's own connect / TLS texts: ConnectError, TLSError)
-from a server's answer (the class registered for its code, with the server's message), message-size limits
-(PayloadTooLargeError, ResponseTooLargeError), and the server's pushback (``grpc-retry-pushback-ms``,
-``retry-after``) as ``retry_after``.
+Owns: telling a call that never reached a server (grpc-core's own connect / TLS texts: ConnectError, TLSError; a
+deadline that ran out while the channel was still connecting: ConnectTimeout) from a server's answer (the class
+registered for its code, with the server's message), message-size limits (PayloadTooLargeError,
+ResponseTooLargeError), and the server's pushback (``grpc-retry-pushback-ms``, ``retry-after``) as ``retry_after``.
 Must not import: requests, urllib3, aiohttp, grpc (the error object is duck-typed), inferkit.aio, inferkit._transport.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from inferkit.errors import (
     ConnectError,
+    ConnectTimeout,
     InferkitError,
     PayloadTooLargeError,
     ResponseTooLargeError,
@@ -56,6 +57,10 @@ _TLS_MARKERS = (
 # A connection that could not be set up because the server closed it: with TLS 1.3 a server requiring a client
 # certificate rejects it only after the client's handshake finished, and grpc-core then just says "socket closed".
 _CLOSED_MARKERS = ("socket closed", "connection reset", "end of tcp stream", "broken pipe")
+# Channel connectivity states of a connection still being set up (grpc.ChannelConnectivity names): a deadline that
+# ran out in one of them is a connect timeout. IDLE, READY and SHUTDOWN are not: the call had a connection, or the
+# state says nothing about this call.
+_CONNECTING_STATES = frozenset({"CONNECTING", "TRANSIENT_FAILURE"})
 CLIENT_CERT_HINT = (
     "the server may require a client certificate (mTLS): pass certificate_chain and private_key "
     "(RESTConfig.cert for REST)"
@@ -108,6 +113,7 @@ def map_rpc_error(
     request_id: str | None = None,
     attempts: int = 1,
     tls_without_client_cert: bool = False,
+    channel_state: Callable[[], str | None] | None = None,
 ) -> InferkitError:
     """Turn a ``grpc.RpcError`` (or ``grpc.aio.AioRpcError``) into the matching inferkit error.
 
@@ -115,8 +121,12 @@ def map_rpc_error(
     handshake / certificate failures; with ``tls_without_client_cert``, also for a TLS connection the server
     closed while it was being set up, which is how a server requiring a client certificate rejects one).
     RESOURCE_EXHAUSTED "larger than max" is a size limit, not rate limiting: PayloadTooLargeError for the request,
-    ResponseTooLargeError for the reply. Everything else maps by code, with the server's pushback
-    (``grpc-retry-pushback-ms`` / ``retry-after``) as ``retry_after``.
+    ResponseTooLargeError for the reply. DEADLINE_EXCEEDED is ConnectTimeout when ``channel_state`` (the
+    transport's view of its channel: ``"READY"``, ``"CONNECTING"``... or None when unknown) says the connection was
+    still being set up (CONNECTING or TRANSIENT_FAILURE: a host that accepts no connection, or a port that never
+    completes the HTTP/2 handshake), as on REST; otherwise ReadTimeout (grpc-core's text is "Deadline Exceeded"
+    either way). Everything else maps by code, with the server's pushback (``grpc-retry-pushback-ms`` /
+    ``retry-after``) as ``retry_after``.
     """
     code_obj = exc.code() if hasattr(exc, "code") else None
     code = getattr(code_obj, "name", None) or "UNKNOWN"
@@ -134,6 +144,16 @@ def map_rpc_error(
                 **context,
             )
         return ConnectError(f"could not reach the gRPC server: {details}", grpc_code=code, **context)
+    if code == "DEADLINE_EXCEEDED" and channel_state is not None:
+        state = channel_state()
+        if state in _CONNECTING_STATES:
+            return ConnectTimeout(
+                f"could not connect to the gRPC server before the deadline ran out (the channel is {state}: it "
+                f"never became ready; {details or code}); is the server reachable from here, and serving gRPC on "
+                "this port?",
+                grpc_code=code,
+                **context,
+            )
     if code == "RESOURCE_EXHAUSTED" and "larger than max" in lowered:
         # Our own limit hit while sending, or the server's limit (its status arrives "from peer"), concern the
         # request; our limit hit while receiving, the reply.

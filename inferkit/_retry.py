@@ -224,7 +224,8 @@ class RetryState:
         A timeout after several attempts becomes DeadlineExceeded only when the call gave up because the deadline
         ran out (no time left for the next attempt); retries exhausted well within it keep the last error.
         """
-        if isinstance(err, errors.ReadTimeout) and self.attempt > 1 and total is not None and self._out_of_time:
+        timed_out = isinstance(err, (errors.ReadTimeout, errors.ConnectTimeout))
+        if timed_out and self.attempt > 1 and total is not None and self._out_of_time:
             return errors.DeadlineExceeded(
                 f"{where}: the {total:g} s deadline ran out after {self.attempt} attempts: {err.message}",
                 model_name=err.model_name,
@@ -240,6 +241,8 @@ def _is_retryable(err: errors.InferkitError, policy: RetryPolicy) -> bool:
         return False
     if isinstance(err, errors.ConnectError):
         return not isinstance(err, errors.TLSError)
+    if isinstance(err, errors.ConnectTimeout):
+        return True  # nothing reached the server (as on REST); the deadline still bounds the retries
     if isinstance(err, errors.ReadTimeout):
         return policy.retry_on_timeout
     return err.grpc_code is not None and policy.is_retryable_grpc_code(err.grpc_code)

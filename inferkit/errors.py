@@ -15,7 +15,7 @@ never needs ``grpc``.
     │   ├── ConnectError (ConnectionError)   refused, DNS failure, TLS handshake, reset, dropped mid-response
     │   │   └── TLSError                     certificate verification or handshake failure
     │   └── InferTimeoutError (TimeoutError)
-    │       ├── ConnectTimeout
+    │       ├── ConnectTimeout               also gRPC DEADLINE_EXCEEDED while the channel was still connecting
     │       ├── ReadTimeout                  also gRPC DEADLINE_EXCEEDED raised by the client's own deadline
     │       ├── WriteTimeout
     │       ├── PoolTimeout                  no pooled connection became free in time (pool exhausted)
@@ -413,3 +413,53 @@ def registered_http_statuses() -> Mapping[int, type[ServerError]]:
 def registered_grpc_codes() -> Mapping[str, type[ServerError]]:
     """Read-only view of gRPC code name -> class (for docs and tests)."""
     return dict(_BY_GRPC_CODE)
+
+
+def argument_type_error(call: str, expected: str, value: Any, usage: str) -> TypeError:
+    """The error of a public method called with an argument of the wrong type, saying what to write instead.
+
+    A programming error found before any I/O, so a builtin :class:`TypeError` (as any Python API raises), not an
+    :class:`InferkitError`. ``call`` is the method (``"infer()"``), ``expected`` what it takes, ``usage`` the call
+    to write. An InferRequest given where a model name is expected is named with its model, since that is the
+    usual confusion.
+    """
+    if hasattr(value, "model_name") and hasattr(value, "inputs"):
+        model_name = getattr(value, "model_name", None)
+        got = f"an {type(value).__name__} (model_name={model_name!r})"
+        if isinstance(model_name, str):
+            usage = usage.replace("'my_model'", repr(model_name))
+    elif isinstance(value, str):
+        got = f"the string {value[:80]!r}"
+    else:
+        got = f"a {type(value).__name__}"
+    return TypeError(f"{call} takes {expected}, got {got}: write {usage}")
+
+
+def infer_argument_error(request: Any) -> TypeError:
+    """The error of ``infer()`` called without an InferRequest; a str first is tritonclient's
+    ``infer(model_name, inputs)`` habit, shown in inferkit's form."""
+    if isinstance(request, str):
+        return argument_type_error(
+            "infer()",
+            "one InferRequest, not a model name and inputs as tritonclient's infer() does",
+            request,
+            f"client.infer(InferRequest({request[:80]!r}, [x, ...])) with InferInput objects as inputs",
+        )
+    return argument_type_error(
+        "infer()",
+        "one InferRequest",
+        request,
+        "client.infer(InferRequest(model_name, [x, ...])) with InferInput inputs",
+    )
+
+
+def client_closed_error(target: str) -> ConnectError:
+    """The error of a call on a client after ``close()``: the same class on REST and gRPC, sync and aio.
+
+    A :class:`ConnectError` (no connection can be made; a :class:`TransportError`, so ``except TransportError`` and
+    ``except ConnectionError`` both catch it). It is never retried: nothing is sent.
+    """
+    return ConnectError(
+        f"the client for {target} is closed; create a new client (a closed client cannot be reopened: use "
+        "`with client:` / `async with client:` around the code that uses it, or close it only when done)"
+    )

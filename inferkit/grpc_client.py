@@ -30,7 +30,8 @@ Design decisions (see also the class docstring):
   reset, DNS, socket closed) means the server never answered and becomes :class:`~inferkit.errors.ConnectError`
   (:class:`~inferkit.errors.TLSError` when the handshake or a certificate failed); an UNAVAILABLE sent by a
   server carries the server's own message and stays :class:`~inferkit.errors.ServiceUnavailableError`.
-  DEADLINE_EXCEEDED is :class:`~inferkit.errors.ReadTimeout`; a deadline that ran out across retries is
+  DEADLINE_EXCEEDED is :class:`~inferkit.errors.ReadTimeout`, or :class:`~inferkit.errors.ConnectTimeout` when the
+  channel was still connecting (never READY); a deadline that ran out across retries is
   :class:`~inferkit.errors.DeadlineExceeded`. RESOURCE_EXHAUSTED "message larger than max" is not rate
   limiting and is not retried: the request (our send limit, or the server's limit: 413,
   :class:`~inferkit.errors.PayloadTooLargeError`) or the reply (our receive limit,
@@ -108,7 +109,7 @@ class InferenceGRPCClient(RebuildOnUnpickle, BatchMixin, GRPCClientBase):
         return self._transport.channel
 
     def close(self) -> None:
-        """Close the channel; later calls raise TransportError. Safe to call twice."""
+        """Close the channel; later calls raise ConnectError (the client is closed). Safe to call twice."""
         self._transport.close()
 
     def __enter__(self) -> InferenceGRPCClient:

@@ -8,6 +8,7 @@ Must not import: aiohttp, grpc, inferkit.aio, inferkit.grpc_client.
 from __future__ import annotations
 
 import threading
+import time
 from typing import Any, Mapping, Optional
 
 import requests
@@ -16,7 +17,7 @@ from inferkit import errors
 from inferkit._transport.driver import CancelScope
 from inferkit._transport.http import SyncTransport
 from inferkit.batching import BatchMixin, RebuildOnUnpickle, ThreadStart
-from inferkit.codec.rest_calls import RestCall, RestCalls
+from inferkit.codec.rest_calls import RestCall, RestCalls, check_infer_request
 from inferkit.codec.tensors import InferRequest, InferResponse
 from inferkit.config import RESTConfig, TimeoutLike
 
@@ -42,9 +43,12 @@ class InferenceRESTClient(RebuildOnUnpickle, BatchMixin):
 
     Binary tensors: with ``RESTConfig.binary_data=None`` (the default) the client asks the server once, on the
     first ``infer``, whether it lists the ``binary_tensor_data`` extension (Triton and KServe do, MLServer does
-    not) and uses binary framing only then. If the server answers that metadata request with an error, JSON is
-    used from then on (it works everywhere); if the server cannot be reached, the decision is postponed to the
-    next call.
+    not) and uses binary framing only then. That request is retried under the client's retry policy. If the
+    server answers it with a 4xx (e.g. 404: no ``/v2`` metadata), JSON is used from then on (it works
+    everywhere). If it still fails transiently after the retries (5xx, 429, or no answer), that call uses JSON
+    and the server is asked again on a later call, at most once per ``RestCalls.PROBE_RETRY_INTERVAL`` (30 s)
+    so that a server that always fails is not asked on every call. The probe runs under the call's
+    ``timeout``, before the infer itself: set ``binary_data`` to skip it.
     """
 
     def __init__(self, url: str, config: RESTConfig | None = None, session: requests.Session | None = None) -> None:
@@ -75,7 +79,8 @@ class InferenceRESTClient(RebuildOnUnpickle, BatchMixin):
 
     # -- lifecycle --------------------------------------------------------------------------------------------
     def close(self) -> None:
-        """Close pooled connections (a session passed in by the caller stays open)."""
+        """Close pooled connections (a session passed in by the caller stays open); later calls raise ConnectError
+        (the client is closed: make a new one)."""
         self._transport.close()
 
     def __enter__(self) -> InferenceRESTClient:
@@ -92,16 +97,22 @@ class InferenceRESTClient(RebuildOnUnpickle, BatchMixin):
         return call.parse(call, self._transport.send(call, headers, timeout))
 
     def _use_binary(self, headers: Headers, timeout: TimeoutLike) -> bool:
-        binary = self._calls.binary
-        if binary is not None:
-            return binary
+        calls = self._calls
+        if not calls.probe_due(time.monotonic()):
+            return False  # the last probe failed transiently a moment ago: JSON, without taking the lock
         with self._binary_lock:
-            if self._calls.binary is not None:
-                return self._calls.binary
+            if calls.binary is not None:
+                return calls.binary
+            if not calls.probe_due(time.monotonic()):
+                return False
             try:
-                return bool(self._do(self._calls.binary_probe(), headers, timeout))
+                answer = self._do(calls.binary_probe(), headers, timeout)
             except errors.TransportError:
-                return False  # unknown yet: JSON for this call, ask again next time
+                answer = None
+            if answer is None:  # no answer, or 5xx / 429 after the retries: JSON for this call, ask again later
+                calls.probe_failed(time.monotonic())
+                return False
+            return bool(answer)
 
     # -- inference ------------------------------------------------------------------------------------------------
     def infer(self, request: InferRequest, headers: Headers = None, timeout: TimeoutLike = None) -> InferResponse:
@@ -126,6 +137,7 @@ class InferenceRESTClient(RebuildOnUnpickle, BatchMixin):
         """
         binary = self._calls.binary
         if binary is None:
+            check_infer_request(request)  # before the probe, which would trip over tritonclient-style arguments
             binary = self._use_binary(headers, timeout)
         result: InferResponse = self._do(self._calls.infer(request, binary), headers, timeout)
         return result
@@ -261,7 +273,8 @@ class InferenceRESTClient(RebuildOnUnpickle, BatchMixin):
             byte_size: Bytes to map.
             offset: Byte offset of the mapped part in the shared memory object.
 
-        The server must run on the same host. Registering a name twice is a ConflictError (409 / ALREADY_EXISTS).
+        The server must run on the same host. Registering a name twice is a ConflictError (Triton answers REST
+        400 "... already in manager", recognised as such; gRPC ALREADY_EXISTS).
         """
         self._do(self._calls.shm_register(name, key, byte_size, offset), headers, timeout)
 

@@ -3,7 +3,8 @@
 Owns: the grpcio channel and its stubs, made again in a forked child (a child cannot use its parent's channel),
 and one attempt of a unary RPC for the sync driver (:func:`inferkit._transport.driver.drive`): the stub called
 with the attempt's deadline and metadata, its ``grpc.RpcError`` caught and handed to the retry loop
-(:func:`inferkit._grpc_common.grpc_exchange`), which maps it (:func:`inferkit._grpc_common.map_rpc_error`).
+(:func:`inferkit._grpc_common.grpc_exchange`), which maps it (:func:`inferkit._grpc_common.map_rpc_error`), told
+by :meth:`GRPCTransport.channel_state` whether a deadline ran out while the channel was still connecting.
 Must not import: requests, urllib3, aiohttp, inferkit.aio, inferkit.rest_client; nor grpc at module level.
 """
 
@@ -16,7 +17,7 @@ from typing import Any, Callable, Generator, Iterator, NamedTuple
 from inferkit._grpc_common import GRPCSettings, Headers, grpc_exchange, make_stubs
 from inferkit._transport.driver import clock, drive, retry
 from inferkit.codec.grpc_calls import GRPCCall
-from inferkit.errors import TransportError
+from inferkit.errors import ConnectError, client_closed_error
 
 __all__ = ["GRPCTransport", "GRPCRun", "once"]
 
@@ -73,7 +74,7 @@ class GRPCTransport:
         self._pid, self._generation = os.getpid(), _fork_generation
 
     def stub(self, name: str) -> Any:
-        """The callable of RPC ``name``; TransportError once closed."""
+        """The callable of RPC ``name``; ConnectError once closed."""
         if self._generation != _fork_generation or self._closed:
             with self._lock:
                 if self._closed:
@@ -133,8 +134,23 @@ class GRPCTransport:
         return run.call.parse(outcome[1])
 
     def retries(self, run: GRPCRun, first: tuple[bool, Any]) -> Generator[Any, Any, Any]:
-        return grpc_exchange(run, first, self._s, clock=clock)
+        return grpc_exchange(run, first, self._s, clock=clock, channel_state=self.channel_state)
+
+    def channel_state(self) -> str | None:
+        """The channel's connectivity (``"READY"``, ``"CONNECTING"``...), None when unknown: it tells a deadline that
+        ran out while connecting from one that ran out waiting for the reply (:func:`map_rpc_error`)."""
+        channel = self._channel
+        try:
+            # grpcio's sync Channel has no public getter (only subscribe(), which starts a polling thread per
+            # channel); its core channel's check_connectivity_state is what subscribe() itself polls.
+            value = channel._channel.check_connectivity_state(False)
+            for state in self._grpc.ChannelConnectivity:
+                if state.value[0] == value:
+                    return str(state.name)
+        except Exception:  # noqa: BLE001 - closed meanwhile, or another grpcio: unknown, the call stays ReadTimeout
+            return None
+        return None
 
 
-def closed_error(target: str) -> TransportError:
-    return TransportError(f"the gRPC client for {target} is closed")
+def closed_error(target: str) -> ConnectError:
+    return client_closed_error(target)

@@ -227,7 +227,7 @@ class SyncTransport:
             if self._pool is not None and pools.is_open(self._pool):
                 return self._pool
             if self._closed:
-                raise errors.ConnectError(f"the client for {self.base_url} is closed")
+                raise errors.client_closed_error(self.base_url)
             adapter = self._adapter
             if self._ssl_context is not None and self.scheme == "https":
                 pool = adapter.poolmanager.connection_from_host(

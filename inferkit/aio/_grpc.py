@@ -18,7 +18,7 @@ from typing import Any, AsyncIterator, Callable, Generator, NamedTuple
 from inferkit._grpc_common import GRPCSettings, Headers, grpc_exchange, make_stubs
 from inferkit.aio._driver import drive
 from inferkit.codec.grpc_calls import GRPCCall
-from inferkit.errors import TransportError
+from inferkit.errors import client_closed_error
 
 __all__ = ["AsyncGRPCTransport"]
 
@@ -51,11 +51,11 @@ class AsyncGRPCTransport:
 
     # -- the channel --------------------------------------------------------------------------------------------
     def stub(self, name: str) -> Any:
-        """The callable of RPC ``name`` on the running loop's channel; TransportError once closed."""
+        """The callable of RPC ``name`` on the running loop's channel; ConnectError once closed."""
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             if self._closed:
-                raise TransportError(f"the gRPC client for {self._s.target} is closed")
+                raise client_closed_error(self._s.target)
             old, old_loop = self._channel, self._loop
             self._channel = self._s.channel(self._grpc.aio)
             self._stubs = make_stubs(self._channel)
@@ -112,4 +112,13 @@ class AsyncGRPCTransport:
         return run.call.parse(outcome[1])
 
     def retries(self, run: _Run, first: tuple[bool, Any]) -> Generator[Any, Any, Any]:
-        return grpc_exchange(run, first, self._s, clock=time.monotonic)
+        return grpc_exchange(run, first, self._s, clock=time.monotonic, channel_state=self.channel_state)
+
+    def channel_state(self) -> str | None:
+        """The channel's connectivity (``"READY"``, ``"CONNECTING"``...), None when unknown: it tells a deadline that
+        ran out while connecting from one that ran out waiting for the reply (:func:`map_rpc_error`)."""
+        channel = self._channel
+        try:
+            return str(channel.get_state(try_to_connect=False).name)
+        except Exception:  # noqa: BLE001 - closed meanwhile: unknown, the call stays ReadTimeout
+            return None

@@ -232,7 +232,7 @@ class AsyncTransport:
         if state is not None and state.loop is loop and not state.session.closed:
             return state
         if self._closed:
-            raise errors.ConnectError(f"the client for {self.base_url} is closed")
+            raise errors.client_closed_error(self.base_url)
         if state is not None:
             self._abandon(state)
         aiohttp = self.aiohttp

@@ -51,7 +51,7 @@ class InferenceGRPCClient(RebuildOnUnpickle, AsyncBatchMixin, GRPCClientBase):
         return self._transport.channel
 
     async def close(self) -> None:
-        """Close the channel; later calls raise TransportError. Safe to call twice."""
+        """Close the channel; later calls raise ConnectError (the client is closed). Safe to call twice."""
         await self._transport.close()
 
     async def __aenter__(self) -> InferenceGRPCClient:

@@ -10,13 +10,14 @@ Must not import: requests, urllib3, grpc, inferkit.rest_client, inferkit._transp
 from __future__ import annotations
 
 import asyncio
+import time
 from typing import Any, Mapping, Optional
 
 from inferkit import errors
 from inferkit.aio._transport import AsyncTransport
 from inferkit.aio.batching import AsyncBatchMixin
 from inferkit.batching import RebuildOnUnpickle
-from inferkit.codec.rest_calls import RestCall, RestCalls
+from inferkit.codec.rest_calls import RestCall, RestCalls, check_infer_request
 from inferkit.codec.tensors import InferRequest, InferResponse
 from inferkit.config import RESTConfig, TimeoutLike
 
@@ -79,7 +80,7 @@ class InferenceRESTClient(RebuildOnUnpickle, AsyncBatchMixin):
 
     # -- lifecycle --------------------------------------------------------------------------------------------
     async def close(self) -> None:
-        """Close pooled connections."""
+        """Close pooled connections; later calls raise ConnectError (the client is closed: make a new one)."""
         await self._transport.close()
 
     async def __aenter__(self) -> InferenceRESTClient:
@@ -99,20 +100,32 @@ class InferenceRESTClient(RebuildOnUnpickle, AsyncBatchMixin):
         # One probe in flight per loop, shared by every task that needs the answer (a gather of first infers).
         probe = self._probe
         if probe is None or probe.get_loop() is not asyncio.get_running_loop() or probe.done():
+            calls = self._calls
+            if calls.binary is not None:
+                return calls.binary
+            if not calls.probe_due(time.monotonic()):
+                return False  # the last probe failed transiently a moment ago: JSON
             probe = self._probe = asyncio.ensure_future(self._ask_binary(headers, timeout))
         return await asyncio.shield(probe)
 
     async def _ask_binary(self, headers: Headers, timeout: TimeoutLike) -> bool:
+        """The binary probe, as in the sync client: retried under the policy; a transient failure means JSON for
+        this call and another probe after ``RestCalls.PROBE_RETRY_INTERVAL``."""
         try:
-            return bool(await self._do(self._calls.binary_probe(), headers, timeout))
+            answer = await self._do(self._calls.binary_probe(), headers, timeout)
         except errors.TransportError:
-            return False  # unknown yet: JSON for this call, ask again next time
+            answer = None
+        if answer is None:
+            self._calls.probe_failed(time.monotonic())
+            return False
+        return bool(answer)
 
     # -- inference ------------------------------------------------------------------------------------------------
     async def infer(self, request: InferRequest, headers: Headers = None, timeout: TimeoutLike = None) -> InferResponse:
         """Run inference (see :meth:`inferkit.InferenceRESTClient.infer`)."""
         binary = self._calls.binary
         if binary is None:
+            check_infer_request(request)  # before the probe, which would trip over tritonclient-style arguments
             binary = await self._use_binary(headers, timeout)
         result: InferResponse = await self._do(self._calls.infer(request, binary), headers, timeout)
         return result
@@ -236,7 +249,8 @@ class InferenceRESTClient(RebuildOnUnpickle, AsyncBatchMixin):
             byte_size: Bytes to map.
             offset: Byte offset of the mapped part in the shared memory object.
 
-        The server must run on the same host. Registering a name twice is a ConflictError (409 / ALREADY_EXISTS).
+        The server must run on the same host. Registering a name twice is a ConflictError (Triton answers REST
+        400 "... already in manager", recognised as such; gRPC ALREADY_EXISTS).
         """
         await self._do(self._calls.shm_register(name, key, byte_size, offset), headers, timeout)
 

@@ -15,7 +15,7 @@ from typing import Any, Callable, Mapping, NamedTuple
 
 from inferkit.codec.tensors import InferRequest
 from inferkit.config import RetryPolicy
-from inferkit.errors import EncodeError
+from inferkit.errors import argument_type_error, infer_argument_error
 
 __all__ = ["LARGE_REQUEST_BYTES", "GRPCCall", "GRPCCalls", "grpc_codec"]
 
@@ -108,6 +108,7 @@ class GRPCCalls:
         return self.probe("ServerReady", grpc_codec().pb.ServerReadyRequest(), "ready")
 
     def model_ready(self, model_name: str, model_version: str | None) -> GRPCCall:
+        _model_name(model_name, "is_model_ready")
         return self.probe(
             "ModelReady", grpc_codec().model_ready_request(model_name, model_version), "ready", model_name
         )
@@ -119,16 +120,20 @@ class GRPCCalls:
         )
 
     def model_metadata(self, model_name: str, model_version: str | None, as_message: bool) -> GRPCCall:
+        _model_name(model_name, "get_model_metadata")
         c = grpc_codec()
         parse = _same if as_message else c.model_metadata_to_dict
         return GRPCCall("ModelMetadata", c.model_metadata_request(model_name, model_version), parse, model_name)
 
     def model_config(self, model_name: str, model_version: str | None, as_message: bool) -> GRPCCall:
+        _model_name(model_name, "get_model_config")
         c = grpc_codec()
         parse = _same if as_message else c.model_config_to_dict
         return GRPCCall("ModelConfig", c.model_config_request(model_name, model_version), parse, model_name)
 
     def model_statistics(self, model_name: str | None, model_version: str | None, as_message: bool) -> GRPCCall:
+        if model_name is not None:
+            _model_name(model_name, "get_model_statistics")
         c = grpc_codec()
         parse = _same if as_message else c.model_statistics_to_dict
         return GRPCCall("ModelStatistics", c.model_statistics_request(model_name, model_version), parse, model_name)
@@ -140,6 +145,7 @@ class GRPCCalls:
         )
 
     def load_model(self, model_name: str, config: str | None, files: Mapping[str, bytes] | None) -> GRPCCall:
+        _model_name(model_name, "load_model")
         params: dict[str, Any] = dict(files or {})
         if config is not None:
             params["config"] = config
@@ -147,6 +153,7 @@ class GRPCCalls:
         return GRPCCall("RepositoryModelLoad", request, _none, model_name, retryable=False)
 
     def unload_model(self, model_name: str, unload_dependents: bool) -> GRPCCall:
+        _model_name(model_name, "unload_model")
         params = {"unload_dependents": True} if unload_dependents else None
         request = grpc_codec().repository_unload_request(model_name, params)
         return GRPCCall("RepositoryModelUnload", request, _none, model_name, retryable=False)
@@ -156,7 +163,7 @@ class GRPCCalls:
         (no copy held while the reply arrives). A request with a ``sequence_id`` is never retried."""
         c = _CODEC or grpc_codec()
         if type(request) is not InferRequest and not isinstance(request, InferRequest):
-            raise EncodeError(f"infer() needs an InferRequest, got {type(request).__name__}")
+            raise infer_argument_error(request)
         # policy.allows_request(is_infer=True, ...), inlined (the policy is immutable).
         retryable = self._retry_infer and not (request.parameters and request.is_sequence)
         wire, buffers = c.encode_request(request, LARGE_REQUEST_BYTES)
@@ -177,3 +184,11 @@ class GRPCCalls:
 
 def _none(reply: Any) -> None:
     return None
+
+
+def _model_name(value: Any, method: str) -> None:
+    """A TypeError saying what to pass when a model name is not a str (an InferRequest, a dict...)."""
+    if not isinstance(value, str):
+        raise argument_type_error(
+            f"{method}()", "a model name (a str) first", value, f"client.{method}('my_model', ...)"
+        )

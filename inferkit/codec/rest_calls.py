@@ -21,7 +21,7 @@ from inferkit.codec.routes import Route, v1, v2
 from inferkit.codec.tensors import InferRequest, InferRequestedOutput, check_shm_registration
 from inferkit.config import RESTConfig, parse_retry_after
 
-__all__ = ["Reply", "RestCall", "RestCalls", "reply_error"]
+__all__ = ["Reply", "RestCall", "RestCalls", "check_infer_request", "reply_error"]
 
 Parser = Callable[["RestCall", "Reply"], Any]
 
@@ -44,16 +44,29 @@ class Reply:
         return None if value is None else str(value)
 
 
+#: Triton answers its ALREADY_EXISTS errors with HTTP 400 over REST (ALREADY_EXISTS over gRPC, a ConflictError); the
+#: only ones a client meets are its shared memory managers' "shared memory region '<name>' already in manager"
+#: (2.51's exact words, system and CUDA regions). Recognised so that REST raises ConflictError too: one meaning, one
+#: class on both protocols. ``status_code`` stays the 400 the server sent.
+_ALREADY_REGISTERED = "already in manager"
+
+
 def reply_error(reply: Reply, *, model_name: str | None = None, request_id: str | None = None) -> errors.ServerError:
     """The typed error of an error reply (status, the server's message, Retry-After, attempts)."""
     status = reply.status
+    message = rest_v2.decode_error_body(reply.body, default=f"HTTP {status}")
+    retry_after = parse_retry_after(reply.headers)
+    if status == 400 and _ALREADY_REGISTERED in message:
+        return errors.ConflictError(
+            message,
+            status_code=status,
+            retry_after=retry_after,
+            model_name=model_name,
+            request_id=request_id,
+            attempts=reply.attempts,
+        )
     return errors.error_for_http_status(
-        status,
-        rest_v2.decode_error_body(reply.body, default=f"HTTP {status}"),
-        retry_after=parse_retry_after(reply.headers),
-        model_name=model_name,
-        request_id=request_id,
-        attempts=reply.attempts,
+        status, message, retry_after=retry_after, model_name=model_name, request_id=request_id, attempts=reply.attempts
     )
 
 
@@ -97,6 +110,10 @@ class RestCalls:
     Also holds the client's binary-tensor decision (:attr:`binary`): None until known.
     """
 
+    #: Seconds during which no new binary probe is sent after one failed transiently (5xx, 429 or no answer,
+    #: retries spent): calls in between use JSON. A server that always fails is asked at most once per interval.
+    PROBE_RETRY_INTERVAL = 30.0
+
     def __init__(self, config: RESTConfig) -> None:
         self.v2 = config.protocol == "v2"
         self._policy = config.retry_policy
@@ -104,6 +121,9 @@ class RestCalls:
         # v1 has no binary framing: nothing to decide.
         self.binary: bool | None = config.binary_data if self.v2 else False
         self._infer_paths: dict[tuple[str, str | None], str] = {}
+        # Monotonic time before which no new binary probe is sent (after a transient failure); the clients own
+        # the clock, this module none.
+        self._probe_after = 0.0
 
     # -- protocol guards -----------------------------------------------------------------------------------------
     def _require_v2(self, operation: str) -> None:
@@ -128,6 +148,7 @@ class RestCalls:
         return _probe(v2.server_ready() if self.v2 else v1.list_models())
 
     def model_ready(self, model_name: str, model_version: str | None) -> RestCall:
+        _model_name(model_name, "is_model_ready")
         if self.v2:
             return _probe(v2.model_ready(model_name, model_version), model_name)
         return _probe(v1.model_ready(model_name), model_name, _v1_ready)
@@ -139,14 +160,18 @@ class RestCalls:
 
     def model_metadata(self, model_name: str, model_version: str | None) -> RestCall:
         self._require_v2("get_model_metadata()")
+        _model_name(model_name, "get_model_metadata")
         return _get_json(v2.model_metadata(model_name, model_version), model_name)
 
     def model_config(self, model_name: str, model_version: str | None) -> RestCall:
         self._require_v2("get_model_config()")
+        _model_name(model_name, "get_model_config")
         return _get_json(v2.model_config(model_name, model_version), model_name)
 
     def model_statistics(self, model_name: str | None, model_version: str | None) -> RestCall:
         self._require_v2("get_model_statistics()")
+        if model_name is not None:
+            _model_name(model_name, "get_model_statistics")
         return _get_json(v2.model_statistics(model_name, model_version), model_name)
 
     def repository_index(self) -> RestCall:
@@ -155,10 +180,12 @@ class RestCalls:
 
     def load_model(self, model_name: str) -> RestCall:
         self._require_v2("load_model()")
+        _model_name(model_name, "load_model")
         return _post_json(v2.repository_load(model_name), model_name)
 
     def unload_model(self, model_name: str) -> RestCall:
         self._require_v2("unload_model()")
+        _model_name(model_name, "unload_model")
         return _post_json(v2.repository_unload(model_name), model_name)
 
     # -- system shared memory (Triton extension) ----------------------------------------------------------------
@@ -179,24 +206,24 @@ class RestCalls:
 
     # -- binary tensor detection -----------------------------------------------------------------------------
     def binary_probe(self) -> RestCall:
-        """Ask the server once whether it lists ``binary_tensor_data``; ``parse`` records and returns the answer.
+        """Ask the server whether it lists ``binary_tensor_data``; ``parse`` records and returns the answer.
 
-        Sent without retries and without raising: an error answer means JSON from then on (it works everywhere).
-        A transport failure raises, and the caller uses JSON for that call and asks again next time.
+        The probe is retried under the client's retry policy like any GET (a 5xx, 429 or lost connection is
+        transient). Its parse returns True / False for an answer, which is final: a 200 (binary if the extension
+        is listed) or another 4xx such as 404 (the server has no ``/v2`` metadata: JSON, which works everywhere,
+        from then on). It returns None when the server still answers 5xx or 429 once the retries are spent; the
+        client then uses JSON for that call and calls :meth:`probe_failed`, as it does when the probe raises a
+        TransportError (no answer at all).
         """
         route = v2.server_metadata()
-        return RestCall(
-            route.method,
-            route.path,
-            parse=self._record_binary,
-            retryable=False,
-            retry_statuses=False,
-            raise_for_status=False,
-        )
+        return RestCall(route.method, route.path, parse=self._record_binary, raise_for_status=False)
 
-    def _record_binary(self, call: RestCall, reply: Reply) -> bool:
+    def _record_binary(self, call: RestCall, reply: Reply) -> bool | None:
+        status = reply.status
+        if status == 429 or status >= 500:
+            return None  # transient: undecided, ask again later
         supported = False
-        if reply.status == 200:
+        if status == 200:
             try:
                 meta = _json.loads(reply.body, what="server metadata")
                 supported = isinstance(meta, dict) and rest_v2.supports_binary(meta)
@@ -205,11 +232,19 @@ class RestCalls:
         self.binary = supported
         return supported
 
+    def probe_due(self, now: float) -> bool:
+        """Whether a binary probe may be sent at monotonic time ``now`` (see :attr:`PROBE_RETRY_INTERVAL`)."""
+        return now >= self._probe_after
+
+    def probe_failed(self, now: float) -> None:
+        """Record that the binary probe failed transiently at monotonic time ``now``: no new probe for a while."""
+        self._probe_after = now + self.PROBE_RETRY_INTERVAL
+
     # -- inference ---------------------------------------------------------------------------------------------
     def infer(self, request: InferRequest, binary: bool) -> RestCall:
         """An infer (v2), or on a v1 client a ``:predict`` with the request converted to instances."""
         if not isinstance(request, InferRequest):
-            raise errors.EncodeError(f"infer() needs an InferRequest, got {type(request).__name__}")
+            raise errors.infer_argument_error(request)
         name = request.model_name
         if not self.v2:
             body = _json.dumps(rest_v1.v2_request_to_v1_body(request))
@@ -229,11 +264,13 @@ class RestCalls:
 
     def predict(self, model_name: str, instances: Any, inputs: Any) -> RestCall:
         self._require_v1("predict()")
+        _model_name(model_name, "predict", _V1_USAGE.format(method="predict"))
         body = rest_v1.encode_predict_request(instances, inputs=inputs, model_name=model_name)
         return self._v1_call(v1.predict(model_name), body, model_name, _predict_reply)
 
     def explain(self, model_name: str, instances: Any, inputs: Any) -> RestCall:
         self._require_v1("explain()")
+        _model_name(model_name, "explain", _V1_USAGE.format(method="explain"))
         body = rest_v1.encode_predict_request(instances, inputs=inputs, model_name=model_name)
         return self._v1_call(v1.explain(model_name), body, model_name, _explain_reply)
 
@@ -263,6 +300,28 @@ class RestCalls:
             if len(self._infer_paths) < 4096:  # bounded: model names come from callers
                 self._infer_paths[key] = path
         return path
+
+
+# -- argument checks --------------------------------------------------------------------------------------------
+_V1_USAGE = (
+    "client.{method}('my_model', instances=[...]) (or inputs=...); to send an InferRequest to a v1 server, "
+    "use client.infer(request), which converts it to instances"
+)
+
+
+def _model_name(value: Any, method: str, usage: str | None = None) -> None:
+    """A TypeError saying what to pass when a model name is not a str (an InferRequest, a dict...)."""
+    if not isinstance(value, str):
+        raise errors.argument_type_error(
+            f"{method}()", "a model name (a str) first", value, usage or f"client.{method}('my_model', ...)"
+        )
+
+
+def check_infer_request(request: Any) -> None:
+    """The TypeError of :func:`~inferkit.errors.infer_argument_error` when ``request`` is not an InferRequest
+    (the REST clients check before their binary probe, which would otherwise fail on the misplaced arguments)."""
+    if not isinstance(request, InferRequest):
+        raise errors.infer_argument_error(request)
 
 
 # -- reply interpretation ----------------------------------------------------------------------------------------

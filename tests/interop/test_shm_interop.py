@@ -63,7 +63,8 @@ def test_register_status_unregister(client: Any) -> None:
         ]
         assert region.name in {s["name"] for s in client.get_system_shared_memory_status()}
         e = pytest.importorskip("inferkit.errors")
-        with pytest.raises(e.ClientRequestError, match="already in manager"):  # REST 400, gRPC ALREADY_EXISTS
+        # Triton 2.51 answers REST 400 and gRPC ALREADY_EXISTS: one meaning, one class on both protocols.
+        with pytest.raises(e.ConflictError, match=f"shared memory region '{region.name}' already in manager"):
             client.register_system_shared_memory(region.name, region.key, 128)
         with pytest.raises(e.NotFoundError):
             client.get_system_shared_memory_status("inferkit_no_such_region")

@@ -159,7 +159,7 @@ def test_infer_binary_or_json_forced_and_typed_errors(srv: ReferenceServer, bina
         with pytest.raises(errors.NotFoundError) as info:
             await c.infer(add_sub_request("no_such_model")[0])
         assert info.value.model_name == "no_such_model"
-        with pytest.raises(errors.EncodeError):
+        with pytest.raises(TypeError, match="takes one InferRequest"):
             await c.infer({"model_name": "add_sub"})  # type: ignore[arg-type]
 
     use(InferenceRESTClient(srv.http_url, RESTConfig(binary_data=binary)), body)

@@ -428,7 +428,7 @@ def test_grpc_infer_many_reports_every_kind_of_failure_in_place(grpc_c: Any, bs:
     bs.server.inject(Fault(route="infer", model="probe", action="grpc_status", code="UNAVAILABLE", times=None))
     requests: list[Any] = [probe_request(0), "not a request", probe_request(2)]
     got = list(grpc_c.infer_many(requests, concurrency=2, return_exceptions=True))
-    assert [type(item.exception) for item in got] == [ServiceUnavailableError, EncodeError, ServiceUnavailableError]
+    assert [type(item.exception) for item in got] == [ServiceUnavailableError, TypeError, ServiceUnavailableError]
     assert [item.index for item in got] == [0, 1, 2]
     assert bs.server.count(route="infer", model="probe") == 2 * 3  # each real request: 1 attempt + 2 retries
 

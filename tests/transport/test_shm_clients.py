@@ -103,10 +103,10 @@ def test_register_status_unregister(client, regions):
     assert client.get_system_shared_memory_status("out") == [
         {"name": "out", "key": outputs.key, "offset": 64, "byte_size": 64}
     ]
-    # As Triton: REST says 400, gRPC ALREADY_EXISTS.
-    expected = ConflictError if client.kind.endswith("grpc") else InvalidInputError
-    with pytest.raises(expected, match="already in manager"):
+    # As Triton: REST says 400, gRPC ALREADY_EXISTS; one meaning, one class on both.
+    with pytest.raises(ConflictError, match="already in manager") as info:
         client.register_system_shared_memory(inputs.name, inputs.key, inputs.byte_size)
+    assert info.value.status_code == (409 if client.kind.endswith("grpc") else 400)
     with pytest.raises(NotFoundError):
         client.get_system_shared_memory_status("nope")
     client.unregister_system_shared_memory("out")

@@ -151,3 +151,22 @@ def test_pickling_keeps_type_and_fields(err):
     assert type(back) is type(err)
     assert back.__dict__ == err.__dict__
     assert str(back) == str(err) and back.args == err.args
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "cls"),
+    [
+        # Triton 2.51's words for a second registration of a region: 400 over REST, ALREADY_EXISTS over gRPC.
+        (400, "shared memory region 'in' already in manager", e.ConflictError),
+        (400, "Unable to find shared memory region: 'in'", e.InvalidInputError),
+        (500, "shared memory region 'in' already in manager", e.InternalServerError),
+    ],
+)
+def test_rest_error_replies_map_one_meaning_to_one_class(status, message, cls):
+    from inferkit.codec._json import dumps
+    from inferkit.codec.rest_calls import Reply, reply_error
+
+    err = reply_error(Reply(status, {}, dumps({"error": message}), attempts=2), model_name="m")
+    assert type(err) is cls
+    assert (err.status_code, err.message, err.model_name, err.attempts) == (status, message, "m", 2)
+    assert type(e.error_for_grpc_code("ALREADY_EXISTS", message)) is e.ConflictError
