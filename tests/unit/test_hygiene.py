@@ -7,8 +7,12 @@ import logging
 import subprocess
 import sys
 
+import pytest
+
 import inferkit
 import inferkit.aio
+from inferkit.codec import _json
+from inferkit.errors import DecodeError
 
 
 def _run(code: str) -> subprocess.CompletedProcess[str]:
@@ -79,3 +83,11 @@ def test_inferkit_aio_stays_lazy_and_its_names_resolve() -> None:
         assert "inferkit.aio" in str(exc)
     else:
         raise AssertionError("inferkit.aio.NoSuchName resolved")
+
+
+def test_deeply_nested_json_is_refused_by_the_installed_json_backend() -> None:
+    # orjson before 3.9.15 parses any depth (and a ~20 MB reply of brackets crashes the process); the floor in
+    # setup.cfg is the first release with a depth limit, and the stdlib backend raises RecursionError.
+    depth = 5000
+    with pytest.raises(DecodeError, match="nested too deeply|not valid JSON"):
+        _json.loads(b'{"outputs": ' + b"[" * depth + b"]" * depth + b"}")
