@@ -9,11 +9,13 @@ import sys
 sys.path.insert(0, os.path.abspath(os.path.join(os.path.dirname(__file__), "..")))
 
 project = "inferkit"
-author = "inferkit developers"
+author = "the inferkit authors"
 extensions = ["sphinx.ext.autodoc", "sphinx.ext.napoleon", "sphinx.ext.viewcode", "myst_parser"]
 source_suffix = {".rst": "restructuredtext", ".md": "markdown"}
 exclude_patterns = ["_build", "examples"]
-html_theme = "alabaster"
+html_theme = "furo"
+html_static_path = ["_static"]
+html_css_files = ["inferkit.css"]  # a wider text column (see the file)
 autodoc_member_order = "bysource"
 autodoc_typehints = "description"
 napoleon_google_docstring = True

@@ -8,6 +8,7 @@ here (``inferkit.aio`` is the async namespace).
 from __future__ import annotations
 
 import importlib
+import logging as _logging
 from typing import TYPE_CHECKING, Any
 
 from inferkit._version import __version__
@@ -32,6 +33,10 @@ from inferkit.errors import (
     ServerError,
     TransportError,
 )
+
+# A library's logger gets a NullHandler so an application without logging configured sees nothing (not Python's
+# last-resort stderr handler); the application decides where inferkit's records go.
+_logging.getLogger(__name__).addHandler(_logging.NullHandler())
 
 if TYPE_CHECKING:
     from inferkit.factory import InferenceClientFactory

@@ -7,12 +7,14 @@ names the extra to install when it is missing.
 Must not import: the sync transports (``inferkit.rest_client``, ``inferkit._transport``, ``inferkit.grpc_client``).
 """
 
-from __future__ import annotations
+# The module namespace holds the public API, dunders and underscored helpers only (no `from __future__ import
+# annotations`, no bare `typing` names), so `dir(inferkit.aio)` and tab completion show what users may use.
+import importlib as _importlib
+import typing as _typing
 
-import importlib
-from typing import TYPE_CHECKING, Any
+if _typing.TYPE_CHECKING:
+    from typing import Any
 
-if TYPE_CHECKING:
     from inferkit.aio.factory import InferenceClientFactory
     from inferkit.aio.grpc_client import InferenceGRPCClient
     from inferkit.aio.rest_client import InferenceRESTClient
@@ -26,14 +28,15 @@ _LAZY = {
 }
 
 
-def __getattr__(name: str) -> Any:
+def __getattr__(name: str) -> "Any":
     module = _LAZY.get(name)
     if module is None:
         raise AttributeError(f"module 'inferkit.aio' has no attribute {name!r}")
-    value = getattr(importlib.import_module(module), name)
+    value = getattr(_importlib.import_module(module), name)
     globals()[name] = value
     return value
 
 
 def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))
+    dunders = {name for name in globals() if name.startswith("__") and name.endswith("__")}
+    return sorted(dunders | set(__all__))

@@ -1,18 +1,33 @@
-"""`import inferkit` must stay light: no optional dependency may load with it."""
+"""`import inferkit` must stay light: no optional dependency may load with it (DESIGN rule 4).
 
-import subprocess
-import sys
+Each check imports in a fresh interpreter through the layer test's probe (``tests/unit/test_layers.py``), so a
+failure names the import chain that loaded the dependency.
+"""
+
+import pytest
+
+from tests.unit.test_layers import Rule, check
 
 OPTIONAL = ("grpc", "aiohttp", "orjson", "ml_dtypes", "tqdm", "google.protobuf")
 
+# Module -> what importing it must not load (beyond its own "Must not import" line, which test_layers checks).
+BASELINE = {
+    "inferkit": OPTIONAL,
+    "inferkit.codec.rest_v2": OPTIONAL,
+    "inferkit.codec.rest_v1": OPTIONAL,
+    "inferkit.config": OPTIONAL,
+    "inferkit.errors": OPTIONAL,
+    # "Importing this package imports neither aiohttp nor grpc" (inferkit/aio/__init__.py)
+    "inferkit.aio": ("grpc", "aiohttp", "google.protobuf"),
+    # "Importing this package does not import aiohttp or grpc" (inferkit/testing/__init__.py)
+    "inferkit.testing": ("grpc", "aiohttp", "google.protobuf"),
+}
 
-def test_import_inferkit_loads_no_optional_dependency():
-    code = (
-        "import sys, inferkit, inferkit.codec.rest_v2, inferkit.codec.rest_v1, inferkit.config, inferkit.errors\n"
-        f"print(','.join(m for m in {OPTIONAL!r} if m in sys.modules))"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    assert out.stdout.strip() == "", f"import inferkit loaded: {out.stdout.strip()}"
+
+@pytest.mark.parametrize(("module", "never"), sorted(BASELINE.items()))
+def test_import_loads_no_optional_dependency(module: str, never: tuple[str, ...]) -> None:
+    violations = check(module, Rule(text="baseline", forbidden=frozenset(never)))
+    assert not violations, "\n".join(map(str, violations))
 
 
 def test_all_names_resolve_and_are_sorted_into_public_api():
