@@ -3,6 +3,7 @@
 The public sync API and the shared types. Importing this package imports numpy and the codec only: the REST
 client loads ``requests`` on first use of its name, and gRPC, aiohttp, orjson and ml_dtypes are never imported
 here (``inferkit.aio`` is the async namespace).
+Must not import: grpc, protobuf, aiohttp, orjson, ml_dtypes, tqdm, inferkit.aio.
 """
 
 from __future__ import annotations

@@ -5,6 +5,7 @@ with the demo models and calls it with inferkit's own clients (sync REST, sync g
 and timings. A client that cannot be imported yet is reported as "not available" and skipped.
 Layering: cli -> testing, factory, clients. Optional dependencies (aiohttp, grpc) load only when a command
 needs them.
+Must not import at module level: aiohttp, grpc.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import argparse
 import asyncio
 import importlib
 import inspect
+import logging
 import signal
 import sys
 import threading
@@ -396,6 +398,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``inferkit`` command; returns the exit status."""
     parser = _parser()
     args = parser.parse_args(argv)
+    _warnings_to_stderr()
     if args.command == "serve":
         try:
             return _serve(args)
@@ -414,6 +417,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return run_command(args)
     parser.print_help()
     return 0
+
+
+def _warnings_to_stderr() -> None:
+    """The command is the application: inferkit's warnings go to stderr, one line each (the library itself only
+    gives its logger a NullHandler, which also stops Python's last-resort handler from printing them)."""
+    log = logging.getLogger("inferkit")
+    if not any(getattr(h, "_inferkit_cli", False) for h in log.handlers):
+        handler = logging.StreamHandler()
+        handler.setLevel(logging.WARNING)
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler._inferkit_cli = True  # type: ignore[attr-defined]
+        log.addHandler(handler)
 
 
 if __name__ == "__main__":

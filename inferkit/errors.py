@@ -47,6 +47,7 @@ the batching package.
 
 A status that has no class of its own maps to the nearest family: any other 4xx to :class:`ClientRequestError`
 (a :class:`ServerError`), any other 5xx to :class:`ServerError` itself.
+Must not import: anything but the standard library.
 """
 
 from __future__ import annotations

@@ -20,9 +20,9 @@ The package re-exports the public names of its modules, bottom layer first (each
 * :mod:`~inferkit.bench.run`: :func:`run_bench`, a whole run;
 * :mod:`~inferkit.bench.command`: the ``inferkit bench`` flags and :func:`run_command`.
 
-Layering: bench -> factory, clients (sync, aio), codec; ``inferkit.cli`` -> bench. Must not import at module
-level: grpc, aiohttp, tqdm, matplotlib, ``inferkit.aio`` (each loads only when the options ask for it, with an
-error naming the extra).
+Layering: bench -> factory, clients (sync, aio), codec; ``inferkit.cli`` -> bench.
+Must not import at module level: grpc, aiohttp, tqdm, matplotlib, inferkit.aio (each loads only when the
+options ask for it, with an error naming the extra).
 """
 
 from __future__ import annotations

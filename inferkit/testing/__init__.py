@@ -7,6 +7,7 @@ optional required auth header. Standard models live in ``inferkit.testing.models
 
 Layering: testing -> codec (it speaks the wire only through ``inferkit.codec``). Importing this package does
 not import aiohttp or grpc; ``ReferenceServer.start()`` does, and raises an ImportError naming the extra.
+Must not import: aiohttp, grpc, requests.
 """
 
 from inferkit.testing._engine import interruptible_sleep

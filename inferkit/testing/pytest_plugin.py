@@ -14,6 +14,7 @@ Example::
 
 This module is imported by every pytest run in an environment where inferkit is installed, so it imports
 nothing heavy at module level: aiohttp, grpc and the models load when a fixture is first used.
+Must not import at module level: aiohttp, grpc.
 """
 
 from __future__ import annotations
