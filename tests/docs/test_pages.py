@@ -53,17 +53,30 @@ def test_quickstart_python_runs_against_the_reference_server(reference_server: R
     assert response.as_numpy("label").tolist() == [b"setosa", b"versicolor", b"virginica"]  # type: ignore[attr-defined]
 
 
+def _lines(value: str) -> list[str]:
+    return [r.strip() for r in value.split("\n") if r.strip() and not r.strip().startswith("#")]
+
+
 def _requirements() -> list[str]:
     cfg = configparser.ConfigParser()
     cfg.read(ROOT / "setup.cfg")
-    reqs = cfg["options"]["install_requires"].split("\n")
-    reqs += cfg["options.extras_require"]["all"].split("\n")
-    return [r.strip() for r in reqs if r.strip() and not r.strip().startswith("#")]
+    return _lines(cfg["options"]["install_requires"]) + _lines(cfg["options.extras_require"]["all"])
+
+
+def _test_requirements() -> list[str]:
+    cfg = configparser.ConfigParser()
+    cfg.read(ROOT / "setup.cfg")
+    return _lines(cfg["options.extras_require"]["test"])
+
+
+def _block(page: str, marker: str) -> str:
+    assert f"<!-- {marker} -->" in page, f"docs/compatibility.md has no <!-- {marker} --> block"
+    return page.split(f"<!-- {marker} -->", 1)[1].split(f"<!-- /{marker} -->", 1)[0]
 
 
 def test_compatibility_page_states_the_ranges_of_setup_cfg() -> None:
     page = (DOCS / "compatibility.md").read_text()
-    block = page.split("<!-- dependency-ranges -->", 1)[1].split("<!-- /dependency-ranges -->", 1)[0]
+    block = _block(page, "dependency-ranges")
     cfg = configparser.ConfigParser()
     cfg.read(ROOT / "setup.cfg")
     python = cfg["options"]["python_requires"].strip()
@@ -71,6 +84,32 @@ def test_compatibility_page_states_the_ranges_of_setup_cfg() -> None:
     # backoff is declared in install_requires but imported nowhere in inferkit: not a range users need to know.
     stale = [r for r in _requirements() if f"`{r}`" not in block and not r.startswith("backoff")]
     assert not stale, f"docs/compatibility.md does not state these setup.cfg ranges: {stale}"
+
+
+def test_compatibility_page_states_the_ranges_of_the_test_extra() -> None:
+    page = (DOCS / "compatibility.md").read_text()
+    stated = _block(page, "dependency-ranges") + _block(page, "test-dependency-ranges")
+    stale = [r for r in _test_requirements() if f"`{r}`" not in stated]
+    assert not stale, f"docs/compatibility.md does not state these ranges of setup.cfg's test extra: {stale}"
+    # and nothing the test extra lost: every range of the test block is a requirement of the extra
+    listed = re.findall(r"^\|[^|]*\| `([^`]+)` \|", _block(page, "test-dependency-ranges"), re.M)
+    assert listed and sorted(set(listed) - set(_test_requirements())) == []
+
+
+@pytest.mark.parametrize("requirement", _test_requirements())
+def test_the_test_extra_is_installed(requirement: str) -> None:
+    """The suite's optional tests (Flask and Django views, bench --plot, tritonclient comparisons...) skip when their
+    package is missing; this makes a missing or out-of-range test dependency a failure instead of a silent skip."""
+    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
+
+    from packaging.requirements import Requirement  # noqa: PLC0415 - pytest depends on packaging
+
+    req = Requirement(requirement)
+    try:
+        installed = version(req.name)
+    except PackageNotFoundError:
+        pytest.fail(f"{req.name} is not installed: pip install -e '.[test]' (setup.cfg's test extra)")
+    assert req.specifier.contains(installed, prereleases=True), f"{req.name} {installed} is not in {req.specifier}"
 
 
 def test_reliability_table_matches_the_fault_cases() -> None:
