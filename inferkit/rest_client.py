@@ -16,7 +16,7 @@ import requests
 from inferkit import errors
 from inferkit._transport.driver import CancelScope
 from inferkit._transport.http import SyncTransport
-from inferkit.batching import BatchMixin, RebuildOnUnpickle, ThreadStart
+from inferkit.batching import BatchMixin, RebuildOnUnpickle
 from inferkit.codec.rest_calls import RestCall, RestCalls, check_infer_request
 from inferkit.codec.tensors import InferRequest, InferResponse
 from inferkit.config import RESTConfig, TimeoutLike
@@ -50,6 +50,10 @@ class InferenceRESTClient(RebuildOnUnpickle, BatchMixin):
     so that a server that always fails is not asked on every call. The probe runs under the call's
     ``timeout``, before the infer itself: set ``binary_data`` to skip it.
     """
+
+    #: ``infer_many`` runs requests on worker threads sharing this client's pool; leaving early or a losing hedge
+    #: copy closes that request's connection.
+    _many_scope = CancelScope
 
     def __init__(self, url: str, config: RESTConfig | None = None, session: requests.Session | None = None) -> None:
         if config is None:
@@ -141,11 +145,6 @@ class InferenceRESTClient(RebuildOnUnpickle, BatchMixin):
             binary = self._use_binary(headers, timeout)
         result: InferResponse = self._do(self._calls.infer(request, binary), headers, timeout)
         return result
-
-    def _many_starter(self, headers: Headers, timeout: TimeoutLike, concurrency: int) -> ThreadStart:
-        """``infer_many``'s start function: each request on a worker thread sharing this client's pool, and
-        cancellable (leaving early, a losing hedge copy) by closing its connection."""
-        return ThreadStart(lambda request: self.infer(request, headers, timeout), concurrency, CancelScope)
 
     def predict(
         self,

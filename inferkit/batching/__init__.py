@@ -39,7 +39,6 @@ from inferkit.batching.batched import BatchedJob as BatchedJob
 from inferkit.batching.batched import OutputSpec as OutputSpec
 from inferkit.batching.batched import split_batches, stitch_outputs
 from inferkit.batching.engines import StartFn as StartFn
-from inferkit.batching.engines import ThreadStart as ThreadStart
 from inferkit.batching.engines import no_cancel as no_cancel
 from inferkit.batching.engines import settle as settle
 from inferkit.batching.mixin import BatchMixin, RebuildOnUnpickle, infer_batched, infer_many

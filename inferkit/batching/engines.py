@@ -1,10 +1,10 @@
 """The sync driver without hedging: requests queued ahead of an engine that runs them, the consumer woken in batches.
 
-Owns: :data:`StartFn` (how a client starts one request) with :func:`settle` and :func:`no_cancel` (helpers for
-clients that provide one) and :class:`ThreadStart` (blocking calls on worker threads, for the REST client and for
-plain functions), the engine (``_StartEngine``: the completion of one request starts the next), the helpers both
-sync drivers share to end their work (``_Deferred``, ``_end_started``, ``_until_done``), and ``_iterate_pooled``,
-the driver itself.
+Owns: :data:`StartFn` (how a client starts one request without blocking) with :func:`settle` and
+:func:`no_cancel` (helpers for clients that provide one), the engines (``_ThreadEngine``: one blocking ``infer``
+per worker thread, cancellable through a scope; ``_StartEngine``: requests started without blocking, gRPC
+futures), the helpers both sync drivers share to end their work (``_Deferred``, ``_end_started``,
+``_until_done``), and ``_iterate_pooled``, the driver itself.
 
 Must not import: requests, urllib3, aiohttp, grpc (the work goes through ``infer`` or a :data:`StartFn`), the
 hedging driver or the mixin (they build on this module), nor tqdm at import time.
@@ -23,7 +23,7 @@ from typing import Any, Callable, Generator, Iterable, Iterator
 from inferkit.batching.results import make_progress_bar
 from inferkit.batching.scheduler import _Scheduler
 
-__all__ = ["StartFn", "ThreadStart", "no_cancel", "settle"]
+__all__ = ["StartFn", "no_cancel", "settle"]
 
 
 @contextlib.contextmanager
@@ -117,6 +117,82 @@ class _Engine:
     def stop(self, graceful: bool) -> None:
         """Start nothing more; with ``graceful``, return once every request started has ended."""
         raise NotImplementedError
+
+
+class _ThreadEngine(_Engine):
+    """One blocking ``infer`` per worker thread; a worker takes its next request from the queue itself.
+
+    Given ``scope`` (a factory of cancel scopes: context managers with a ``cancel()`` method, the sync REST
+    transport's ``CancelScope``), each worker runs inside its own scope, and :meth:`stop` cancels the requests in
+    flight (their connections are closed) instead of waiting for them to end; without one they run to their end.
+    """
+
+    def __init__(
+        self,
+        infer: Callable[[Any], Any],
+        shared: _Shared,
+        lock: threading.Lock,
+        concurrency: int,
+        scope: Callable[[], Any] | None = None,
+    ) -> None:
+        super().__init__(shared, lock, concurrency)
+        self.infer = infer
+        self.scope = scope
+        self.scopes: list[Any] = []
+        self.work = threading.Condition(lock)  # idle workers wait here for a request
+        self.threads: list[threading.Thread] = []
+
+    def fed(self, count: int) -> list[tuple[int, Any]]:
+        shared = self.shared
+        while len(self.threads) < min(self.concurrency, shared.outstanding):
+            thread = threading.Thread(target=self._worker, name="inferkit-infer-many", daemon=True)
+            thread.start()
+            self.threads.append(thread)
+        if count:
+            self.work.notify(count)
+        return []
+
+    def _worker(self) -> None:
+        if self.scope is None:
+            self._work()
+            return
+        scope = self.scope()
+        with self.lock:
+            self.scopes.append(scope)
+            if self.shared.stop:
+                return
+        with scope:
+            self._work()
+
+    def _work(self) -> None:
+        shared, lock, infer = self.shared, self.lock, self.infer
+        while True:
+            with lock:
+                while not shared.pending:
+                    if shared.stop:
+                        return
+                    self.work.wait()
+                index, request = shared.pending.popleft()
+            try:
+                outcome = (index, True, infer(request))
+            except BaseException as exc:  # noqa: BLE001 - every failure becomes this item's outcome
+                outcome = (index, False, exc)
+            request = None
+            with lock:
+                self.finish(*outcome)
+            outcome = None  # type: ignore[assignment]
+
+    def stop(self, graceful: bool) -> None:
+        with self.lock:
+            self.shared.stop = True
+            self.shared.pending.clear()  # not started: cancelled
+            self.work.notify_all()
+            scopes = list(self.scopes)
+        for scope in scopes:
+            scope.cancel()  # a cancelled call ends at once: leaving early does not wait for it
+        if graceful or scopes:
+            for thread in self.threads:
+                thread.join()
 
 
 #: ``start(request, done, defer) -> cancel``: begin one request without blocking; ``done(ok, value)`` once it
@@ -243,35 +319,6 @@ def no_cancel() -> bool:
     return False
 
 
-class ThreadStart:
-    """A :data:`StartFn` that runs blocking calls, ``infer(request)``, on up to ``concurrency`` worker threads.
-
-    Given ``scope`` (a factory of context managers with a ``cancel()`` method, such as the sync HTTP transport's
-    ``CancelScope``), each call runs inside its own scope and that scope's ``cancel`` is the request's cancel
-    function; without one a started call cannot be interrupted (it runs to its end, its answer discarded).
-    """
-
-    def __init__(self, infer: Callable[[Any], Any], concurrency: int, scope: Callable[[], Any] | None = None) -> None:
-        self._infer = infer
-        self._scope = scope
-        self._workers = ThreadPoolExecutor(concurrency, thread_name_prefix="inferkit-infer-many")
-
-    def __call__(self, request: Any, done: Callable[[bool, Any], None], defer: Any) -> Callable[[], Any]:
-        scope = self._scope() if self._scope is not None else None
-        self._workers.submit(self._run, scope, request, done)
-        return no_cancel if scope is None else scope.cancel
-
-    def _run(self, scope: Any, request: Any, done: Callable[[bool, Any], None]) -> None:
-        if scope is None:
-            settle(done, lambda: self._infer(request))
-            return
-        with scope:
-            settle(done, lambda: self._infer(request))
-
-    def close(self, graceful: bool) -> None:
-        self._workers.shutdown(wait=graceful)
-
-
 #: The longest an answer waits for its batch before the consumer hands it out anyway (seconds).
 _LINGER = 0.005
 
@@ -286,13 +333,15 @@ def _iterate_pooled(
     progress: bool,
     total: int | None,
     start: StartFn | None = None,
+    scope: Callable[[], Any] | None = None,
 ) -> Generator[Any, None, None]:
     """The driver without hedging: requests queued up to ``concurrency`` ahead, the consumer woken in batches.
 
     The input is pulled in the consumer's thread only (an iterator over a database cursor or anything else tied to
-    its thread stays there), up to ``concurrency`` requests ahead of the engine, whose completions start the next
-    ones: requests started by ``start`` (gRPC futures, the REST client's cancellable workers), by default
-    ``infer`` on worker threads. The consumer is woken only when it matters:
+    its thread stays there), up to ``concurrency`` requests ahead of the engine: ``concurrency`` worker threads
+    that take their next request from that queue themselves (each in a cancel ``scope`` when given: the REST
+    client), or, given ``start`` (the gRPC client), requests started without blocking whose completions start the
+    next ones. The consumer is woken only when it matters:
     the queue is down to half, ``concurrency`` answers are waiting, a request failed, or nothing is left running.
     Handing each request over and each answer back one at a time (a thread pool's futures) costs two or three
     thread switches per request more, under the GIL the largest part of a small request's client time at high
@@ -303,7 +352,11 @@ def _iterate_pooled(
     source = iter(requests)
     lock = threading.Lock()
     shared = _Shared(concurrency)
-    engine = _StartEngine(start or ThreadStart(infer, concurrency), shared, lock, concurrency)
+    engine: _Engine = (
+        _ThreadEngine(infer, shared, lock, concurrency, scope)
+        if start is None
+        else _StartEngine(start, shared, lock, concurrency)
+    )
     with _until_done(bar, engine.stop):
         while True:
             with lock:

@@ -33,13 +33,14 @@ def _iterate_sync(
     *,
     hedge: HedgePolicy | None,
     start: StartFn | None = None,
+    scope: Callable[[], Any] | None = None,
     **common: Any,
 ) -> Generator[Any, None, None]:
     """The sync driver for :func:`_many_options`' arguments: :func:`_iterate_pooled`, or with hedging
     :func:`_iterate_hedged` (``common``: concurrency, ordered, return_exceptions, progress, total)."""
     if hedge is None:
-        return _iterate_pooled(infer, requests, start=start, **common)
-    return _iterate_hedged(infer, requests, hedge=hedge, start=start, **common)
+        return _iterate_pooled(infer, requests, start=start, scope=scope, **common)
+    return _iterate_hedged(infer, requests, hedge=hedge, start=start, scope=scope, **common)
 
 
 def infer_many(
@@ -98,6 +99,9 @@ class BatchMixin:
     """
 
     infer: Callable[..., Any]
+    #: A factory of cancel scopes for requests run on worker threads (the REST client's ``CancelScope``: leaving
+    #: early or a losing hedge copy closes that request's connection); None: they cannot be cancelled.
+    _many_scope: Optional[Callable[[], Any]] = None
 
     def infer_many(
         self,
@@ -149,14 +153,15 @@ class BatchMixin:
             hedge_after,
             hedge_budget,
         )
-        return InferManyIterator(_iterate_sync(**options, start=self._starter(headers, timeout, options)))
+        start = self._starter(headers, timeout, options)
+        return InferManyIterator(_iterate_sync(**options, start=start, scope=self._many_scope))
 
     def _starter(self, headers: Optional[Mapping[str, str]], timeout: Any, options: dict[str, Any]) -> StartFn | None:
         """The client's non-blocking start, bound to the call's headers and timeout; None: worker threads.
 
         ``options`` come from :func:`_many_options`. The client's ``_many_starter(headers, timeout, concurrency)``
-        makes it: gRPC futures, or the REST client's cancellable worker threads; it may return None
-        (threads), and a start with a ``close(graceful)`` is closed when the driver stops.
+        makes it (gRPC futures); None means worker threads (each in a ``_many_scope`` when the client has one),
+        and a start with a ``close(graceful)`` is closed when the driver stops.
         """
         make = getattr(self, "_many_starter", None)
         if make is None:
@@ -206,7 +211,7 @@ class BatchMixin:
         """
         job = BatchedJob(model_name, inputs, batch_size, outputs, datatypes, parameters, model_version)
         options = job.options(self.infer, concurrency, progress, timeout, headers, hedge_after, hedge_budget)
-        results = _iterate_sync(**options, start=self._starter(headers, timeout, options))
+        results = _iterate_sync(**options, start=self._starter(headers, timeout, options), scope=self._many_scope)
         return job.collect(results)
 
 
