@@ -90,6 +90,7 @@ def make_adapter(config: RESTConfig, ssl_context: ssl.SSLContext | None = None) 
         pool_connections=config.pool_connections,
         pool_maxsize=config.pool_maxsize,
         pool_timeout=config.timeouts.pool,
+        keepalive_expiry=config.keepalive_expiry,
         ssl_context=ssl_context,
     )
 
@@ -201,7 +202,7 @@ class SyncTransport:
             )
 
         self._default_budget = Budget(config.timeouts, None)
-        self._keepalive_expiry: float | None = getattr(config, "keepalive_expiry", None)
+        self._keepalive_expiry = config.keepalive_expiry
         self._const_headers = config_headers(config, self._session_headers(session), parsed.auth)
         self._const_lower = frozenset(k.lower() for k, _ in self._const_headers)
         self._const_lines = [(k.lower(), f"{k}: {v}\r\n".encode("latin-1")) for k, v in self._const_headers]

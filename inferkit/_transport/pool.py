@@ -1,8 +1,8 @@
 """The one place where inferkit relies on urllib3's and requests' internals (pinned by tests/unit/test_pool_pins.py).
 
-Owns: the ``HTTPAdapter`` inferkit mounts on its session (pool sizing, a bounded wait for a free connection, a
-caller's ``ssl.SSLContext`` carried into every pool), taking a connection out of a urllib3 pool and giving it back
-(with keep-alive expiry), and dropping the pools a forked child inherited.
+Owns: the ``HTTPAdapter`` inferkit mounts on its session (pool sizing, a bounded wait for a free connection,
+keep-alive expiry, a caller's ``ssl.SSLContext`` carried into every pool), taking a connection out of a urllib3
+pool and giving it back (with keep-alive expiry), and dropping the pools a forked child inherited.
 Must not import: aiohttp, grpc, inferkit.aio, inferkit.grpc_client.
 
 Why private calls at all. urllib3's public request API (``pool.urlopen``) costs about 50 us of CPU more per call
@@ -49,10 +49,15 @@ class InferkitAdapter(requests.adapters.HTTPAdapter):
     """
 
     def __init__(
-        self, *, ssl_context: ssl.SSLContext | None = None, pool_timeout: float | None = None, **kwargs: Any
+        self,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        pool_timeout: float | None = None,
+        keepalive_expiry: float | None = None,
+        **kwargs: Any,
     ) -> None:
         self._ssl_context = ssl_context
-        self._pool_classes = _bounded_pool_classes(pool_timeout)
+        self._pool_classes = _bounded_pool_classes(pool_timeout, keepalive_expiry)
         super().__init__(**kwargs)
 
     def init_poolmanager(self, connections: int, maxsize: int, block: bool = True, **pool_kwargs: Any) -> None:
@@ -80,27 +85,36 @@ class InferkitAdapter(requests.adapters.HTTPAdapter):
         super().cert_verify(conn, url, verify, cert)  # type: ignore[no-untyped-call]
 
 
-class _BoundedHTTPPool(urllib3.HTTPConnectionPool):
+class _PoolPolicy:
+    """What inferkit adds to urllib3's pools on the session path: a bounded wait for a free connection (requests
+    passes no ``pool_timeout``, so a blocking pool would wait forever) and keep-alive expiry."""
+
     default_pool_timeout: float | None = None
+    keepalive_expiry: float | None = None
 
     def _get_conn(self, timeout: float | None = None) -> Any:
-        return super()._get_conn(timeout if timeout is not None else self.default_pool_timeout)
+        conn = super()._get_conn(timeout if timeout is not None else self.default_pool_timeout)  # type: ignore[misc]
+        _expire(conn, self.keepalive_expiry)
+        return conn
+
+    def _put_conn(self, conn: Any) -> None:
+        if conn is not None:
+            conn._inferkit_idle_since = time.monotonic()
+        super()._put_conn(conn)  # type: ignore[misc]
 
 
-class _BoundedHTTPSPool(urllib3.HTTPSConnectionPool):
-    default_pool_timeout: float | None = None
-
-    def _get_conn(self, timeout: float | None = None) -> Any:
-        return super()._get_conn(timeout if timeout is not None else self.default_pool_timeout)
+class _BoundedHTTPPool(_PoolPolicy, urllib3.HTTPConnectionPool):
+    pass
 
 
-def _bounded_pool_classes(pool_timeout: float | None) -> dict[str, type]:
-    """Pool classes whose wait for a free connection defaults to ``pool_timeout`` instead of forever.
+class _BoundedHTTPSPool(_PoolPolicy, urllib3.HTTPSConnectionPool):
+    pass
 
-    requests never passes ``pool_timeout`` to urllib3, so with ``pool_block=True`` a request on the session path
-    would wait forever for a connection; these pools bound that wait (the direct path passes it explicitly).
-    """
-    attrs = {"default_pool_timeout": pool_timeout}
+
+def _bounded_pool_classes(pool_timeout: float | None, keepalive_expiry: float | None) -> dict[str, type]:
+    """Pool classes whose wait for a free connection defaults to ``pool_timeout`` instead of forever, and which
+    close a connection idle for longer than ``keepalive_expiry`` instead of reusing it."""
+    attrs = {"default_pool_timeout": pool_timeout, "keepalive_expiry": keepalive_expiry}
     return {
         "http": type("InferkitHTTPConnectionPool", (_BoundedHTTPPool,), attrs),
         "https": type("InferkitHTTPSConnectionPool", (_BoundedHTTPSPool,), attrs),
@@ -118,7 +132,12 @@ def ssl_context_pool_kwargs(ctx: ssl.SSLContext) -> dict[str, Any]:
 
 
 def make_adapter(
-    *, pool_connections: int, pool_maxsize: int, pool_timeout: float | None, ssl_context: ssl.SSLContext | None = None
+    *,
+    pool_connections: int,
+    pool_maxsize: int,
+    pool_timeout: float | None,
+    keepalive_expiry: float | None = None,
+    ssl_context: ssl.SSLContext | None = None,
 ) -> InferkitAdapter:
     """The adapter inferkit mounts on its own Session: pool sized from the config, blocking with a timeout.
 
@@ -129,6 +148,7 @@ def make_adapter(
     return InferkitAdapter(
         ssl_context=ssl_context,
         pool_timeout=pool_timeout,
+        keepalive_expiry=keepalive_expiry,
         pool_connections=pool_connections,
         pool_maxsize=pool_maxsize,
         max_retries=urllib3.Retry(0, read=False, redirect=False),
@@ -142,11 +162,16 @@ def checkout(pool: Any, timeout: float | None, keepalive_expiry: float | None = 
     ``keepalive_expiry`` seconds is closed first (the next use opens a new one): a server or a balancer may have
     dropped it without a word."""
     conn = pool._get_conn(timeout=timeout)
-    if keepalive_expiry is not None and conn.sock is not None:
+    _expire(conn, keepalive_expiry)
+    return conn
+
+
+def _expire(conn: Any, keepalive_expiry: float | None) -> None:
+    """Close ``conn`` when it has been idle in its pool for longer than ``keepalive_expiry`` seconds."""
+    if keepalive_expiry is not None and conn is not None and conn.sock is not None:
         idle_since = getattr(conn, "_inferkit_idle_since", None)
         if idle_since is not None and time.monotonic() - idle_since > keepalive_expiry:
             conn.close()
-    return conn
 
 
 def checkin(pool: Any, conn: Any) -> None:

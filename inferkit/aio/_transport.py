@@ -244,7 +244,7 @@ class AsyncTransport:
                 limit=config.pool_maxsize,
                 limit_per_host=config.pool_maxsize,
                 ssl=self._ssl,
-                keepalive_timeout=30.0,  # below common server idle timeouts (60-120 s): no stale reuse
+                keepalive_timeout=self.config.keepalive_expiry,  # None: aiohttp keeps idle connections forever
             )
         session = aiohttp.ClientSession(
             connector=connector,
