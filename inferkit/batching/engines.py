@@ -189,8 +189,8 @@ class _ThreadEngine(_Engine):
             self.work.notify_all()
             scopes = list(self.scopes)
         for scope in scopes:
-            scope.cancel()  # a cancelled call ends at once: leaving early does not wait for it
-        if graceful or scopes:
+            scope.cancel()  # a cancelled call ends at once: leaving early does not wait for it to finish
+        if graceful:
             for thread in self.threads:
                 thread.join()
 
