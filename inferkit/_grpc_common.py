@@ -1,11 +1,12 @@
 """What the sync and async gRPC clients share: settings, stubs, the retry loop and stream replies.
 
 Owns: constructor validation and channel material (:class:`GRPCSettings`: target, TLS credentials from PEM bytes or
-paths, channel options merged over :data:`DEFAULT_CHANNEL_OPTIONS`, metadata, auth, compression, retry policy,
-default deadline), the retry loop of one call as a sans-IO generator (:func:`grpc_exchange`; the calls themselves are
-described by the codec, :class:`~inferkit.codec.grpc_calls.GRPCCall` built by
-:class:`~inferkit.codec.grpc_calls.GRPCCalls`; errors are mapped by :mod:`inferkit._grpc_errors`), the
-handling of stream replies, and the verbose log line. ``grpc`` itself is imported lazily (:func:`load_grpc`).
+paths, channel options merged over :data:`DEFAULT_CHANNEL_OPTIONS` and the named keepalive settings
+(:func:`keepalive_options`), metadata, auth, compression, retry policy, default deadline), the retry loop of one
+call as a sans-IO generator (:func:`grpc_exchange`; the calls themselves are described by the codec,
+:class:`~inferkit.codec.grpc_calls.GRPCCall` built by :class:`~inferkit.codec.grpc_calls.GRPCCalls`; errors are
+mapped by :mod:`inferkit._grpc_errors`), the handling of stream replies, and the verbose log line. ``grpc`` itself
+is imported lazily (:func:`load_grpc`).
 Must not import: requests, urllib3, aiohttp, inferkit.rest_client, inferkit._transport, inferkit.grpc_client,
 inferkit.aio; nor grpc / protobuf at module level.
 """
@@ -36,6 +37,9 @@ from inferkit.errors import (
 __all__ = [
     "UNSET",
     "DEFAULT_CHANNEL_OPTIONS",
+    "DEFAULT_KEEPALIVE_TIME",
+    "DEFAULT_KEEPALIVE_TIMEOUT",
+    "DEFAULT_IDLE_TIMEOUT",
     "GRPCSettings",
     "GRPCClientBase",
     "call_logger",
@@ -51,23 +55,75 @@ logger = logging.getLogger("inferkit")
 
 INSTALL_HINT = "the gRPC client needs grpcio and protobuf: pip install 'inferkit[grpc]'"
 
+#: Default ``keepalive_time`` (s): a ping after this long without data on a connection with calls in flight. Above
+#: the 5 min that default gRPC servers accept between pings without data
+#: (``grpc.http2.min_ping_interval_without_data_ms``; a faster client is sent GOAWAY "too_many_pings"), and below
+#: the 350 s idle timeout of common cloud load balancers.
+DEFAULT_KEEPALIVE_TIME = 330.0
+#: Default ``keepalive_timeout`` (s): an unanswered ping this long marks the connection dead (gRPC's own default).
+DEFAULT_KEEPALIVE_TIMEOUT = 20.0
+#: Default ``idle_timeout`` (s): a channel without calls this long goes IDLE and closes its connection (gRPC's own
+#: default, 30 min); the next call reconnects.
+DEFAULT_IDLE_TIMEOUT = 1800.0
+#: What a disabled timer is set to (gRPC's "infinite": INT_MAX milliseconds).
+_GRPC_INFINITE_MS = 2**31 - 1
+
 #: Channel options inferkit sets; ``channel_args`` given by the user are merged over these, key by key.
 DEFAULT_CHANNEL_OPTIONS: Mapping[str, Any] = {
     # gRPC's 4 MiB receive limit fails any real tensor; the server enforces its own limit anyway.
     "grpc.max_send_message_length": -1,
     "grpc.max_receive_message_length": -1,
-    # Keepalive finds dead connections (a load balancer that dropped the flow) but must stay above the 5 min
-    # that default gRPC servers accept between pings without data, or a long inference gets GOAWAY'd.
-    "grpc.keepalive_time_ms": 330_000,
-    "grpc.keepalive_timeout_ms": 20_000,
+    # Keepalive finds dead connections (a load balancer that dropped the flow, a peer that vanished) while calls
+    # are in flight (the constructor's keepalive_time / keepalive_timeout / idle_timeout set these three).
+    "grpc.keepalive_time_ms": int(DEFAULT_KEEPALIVE_TIME * 1000),
+    "grpc.keepalive_timeout_ms": int(DEFAULT_KEEPALIVE_TIMEOUT * 1000),
+    # grpc-core waits this long for a ping's ack (1 min by default once keepalive is on) whatever
+    # keepalive_timeout_ms says: measured on grpcio 1.85, only this one ends a connection whose peer vanished.
+    "grpc.http2.ping_timeout_ms": int(DEFAULT_KEEPALIVE_TIMEOUT * 1000),
+    "grpc.client_idle_timeout_ms": int(DEFAULT_IDLE_TIMEOUT * 1000),
+    # No pings on a connection without calls: servers refuse those by default (GOAWAY), and the next call finds a
+    # dead idle connection anyway.
     "grpc.keepalive_permit_without_calls": 0,
-    "grpc.http2.max_pings_without_data": 2,
+    # Unlimited pings while a call waits for its reply without any data: gRPC's default (2) stops pinging after
+    # two pings, so a peer that vanished during a long inference was found only by the call's deadline.
+    "grpc.http2.max_pings_without_data": 0,
     # A restarted server (a rolling update) is found again within seconds, not gRPC's default of up to 2 min.
     "grpc.max_reconnect_backoff_ms": 10_000,
     # Transparent retries only (no retry policy): the clients retry under RetryPolicy themselves.
     "grpc.enable_retries": 1,
     "grpc.primary_user_agent": f"inferkit/{__version__}",
 }
+
+
+def keepalive_options(
+    keepalive_time: float | None, keepalive_timeout: float | None, idle_timeout: float | None
+) -> dict[str, int]:
+    """The channel options of the named keepalive settings, validated (positive seconds, or None).
+
+    None turns pings off (``keepalive_time``), keeps gRPC's own ping timeouts (``keepalive_timeout``: up to 1 min)
+    or never lets the channel go idle (``idle_timeout``). ``keepalive_timeout`` sets both of grpc-core's ping
+    timeouts, ``grpc.keepalive_timeout_ms`` and ``grpc.http2.ping_timeout_ms``: the second is the one that ends
+    the connection when a keepalive ping goes unanswered.
+    """
+    ms: dict[str, float | None] = {}
+    for name, value in (
+        ("keepalive_time", keepalive_time),
+        ("keepalive_timeout", keepalive_timeout),
+        ("idle_timeout", idle_timeout),
+    ):
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf")
+        ):
+            raise ValueError(f"{name} must be a positive number of seconds or None, got {value!r}")
+        ms[name] = None if value is None else min(max(1, round(value * 1000)), _GRPC_INFINITE_MS)
+    options = {
+        "grpc.keepalive_time_ms": int(ms["keepalive_time"] or _GRPC_INFINITE_MS),
+        "grpc.client_idle_timeout_ms": int(ms["idle_timeout"] or _GRPC_INFINITE_MS),
+    }
+    if ms["keepalive_timeout"] is not None:
+        options["grpc.keepalive_timeout_ms"] = options["grpc.http2.ping_timeout_ms"] = int(ms["keepalive_timeout"])
+    return options
+
 
 Headers = Union[Mapping[str, str], Sequence[tuple[str, str]], None]
 
@@ -167,6 +223,9 @@ class GRPCSettings:
         auth: BearerToken | APIKey | BasicAuth | None,
         compression: str | None,
         max_message_size: int | None,
+        keepalive_time: float | None = DEFAULT_KEEPALIVE_TIME,
+        keepalive_timeout: float | None = DEFAULT_KEEPALIVE_TIMEOUT,
+        idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
     ) -> None:
         grpc = load_grpc()
         self.target, tls = parse_target(url, use_ssl)
@@ -194,6 +253,9 @@ class GRPCSettings:
             raise ValueError(f"compression must be None, 'gzip' or 'deflate', got {compression!r}")
         self.compression = {None: None, "gzip": grpc.Compression.Gzip, "deflate": grpc.Compression.Deflate}[compression]
         options = dict(DEFAULT_CHANNEL_OPTIONS)
+        if keepalive_timeout is None:
+            del options["grpc.keepalive_timeout_ms"], options["grpc.http2.ping_timeout_ms"]
+        options.update(keepalive_options(keepalive_time, keepalive_timeout, idle_timeout))
         if max_message_size is not None:
             if isinstance(max_message_size, bool) or not isinstance(max_message_size, int) or max_message_size < 1:
                 raise ValueError(f"max_message_size must be a positive integer, got {max_message_size!r}")
@@ -392,6 +454,9 @@ class GRPCClientBase:
         auth: BearerToken | APIKey | BasicAuth | None = None,
         compression: str | None = None,
         max_message_size: int | None = None,
+        keepalive_time: float | None = DEFAULT_KEEPALIVE_TIME,
+        keepalive_timeout: float | None = DEFAULT_KEEPALIVE_TIMEOUT,
+        idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
     ) -> None:
         self._s = GRPCSettings(
             url,
@@ -409,6 +474,9 @@ class GRPCClientBase:
             auth,
             compression,
             max_message_size,
+            keepalive_time,
+            keepalive_timeout,
+            idle_timeout,
         )
         self._grpc = load_grpc()
         self._calls = GRPCCalls(self._s.retry)
