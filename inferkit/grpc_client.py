@@ -93,6 +93,21 @@ class InferenceGRPCClient(RebuildOnUnpickle, BatchMixin, GRPCClientBase):
             :class:`~inferkit.config.BasicAuth`, sent as metadata on every call.
         compression: ``"gzip"`` or ``"deflate"`` to compress requests (None: no compression).
         max_message_size: Largest message sent or received, in bytes (default: no limit).
+        keepalive_time: Seconds without data on a connection with calls in flight before a keep-alive ping
+            (default 330, above the 5 min a default gRPC server accepts between pings without data; None: no
+            pings). Pings keep flowing during a long call, so a peer that vanished silently (a dropped load
+            balancer flow, a host that lost power) is found within ``keepalive_time + keepalive_timeout``, not at
+            the call's deadline; the call then fails with an UNAVAILABLE error. No pings are sent without calls.
+            The server must accept this ping rate: its ``grpc.http2.min_ping_interval_without_data_ms`` (default
+            5 min) must not exceed it, or it answers GOAWAY "too_many_pings" and closes the connection.
+        keepalive_timeout: Seconds to wait for a ping's ack before the connection is considered dead and its calls
+            fail (default 20; None: gRPC's own, up to 1 min). Sets ``grpc.keepalive_timeout_ms`` and
+            ``grpc.http2.ping_timeout_ms`` (the one grpc-core applies to an unanswered keep-alive ping).
+        idle_timeout: Seconds without calls before the channel goes IDLE and closes its connection; the next call
+            reconnects (default 1800, gRPC's own; None: never idle).
+
+    The keep-alive settings are channel options (``grpc.keepalive_time_ms``, ``grpc.keepalive_timeout_ms``,
+    ``grpc.http2.ping_timeout_ms``, ``grpc.client_idle_timeout_ms``): a key given in ``channel_args`` wins.
 
     Example:
         >>> with InferenceGRPCClient("localhost:8001") as client:

@@ -36,7 +36,10 @@ class InferenceGRPCClient(RebuildOnUnpickle, AsyncBatchMixin, GRPCClientBase):
 
     Nothing is bound to an event loop at construction: the grpc.aio channel is made on first use in the running
     loop (and made again in another loop). Use ``async with`` or ``await client.close()``. Errors are the same
-    typed :mod:`inferkit.errors` as the sync client's; nothing from grpc leaks.
+    typed :mod:`inferkit.errors` as the sync client's; nothing from grpc leaks. The keep-alive options
+    (``keepalive_time`` 330 s, ``keepalive_timeout`` 20 s, ``idle_timeout`` 30 min) work as in the sync client: a
+    peer that vanished during a call is found by pings within ``keepalive_time + keepalive_timeout``; the server
+    must accept that ping rate (``grpc.http2.min_ping_interval_without_data_ms``, 5 min by default).
     """
 
     _repr_prefix = "aio."
