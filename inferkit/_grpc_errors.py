@@ -40,6 +40,7 @@ _CONNECT_MARKERS = (
     "connections to all backends failing",
     "failed to pick subchannel",
     "goaway",
+    "ping timeout",  # keep-alive found the peer gone (a silent network drop): the connection, not the server
     "end of tcp stream",
     "handshake",
 )

@@ -198,6 +198,7 @@ def _assert_detected(exc: BaseException, elapsed: float) -> None:
     assert isinstance(exc, errors.InferkitError), repr(exc)
     assert exc.grpc_code == "UNAVAILABLE", repr(exc)
     assert not isinstance(exc, errors.ReadTimeout), repr(exc)
+    assert isinstance(exc, errors.ConnectError), repr(exc)  # the connection died, not a server's answer
     assert elapsed < DETECT_WITHIN, f"the dead peer was found after {elapsed:.1f} s"
 
 
