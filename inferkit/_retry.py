@@ -265,13 +265,14 @@ def describe(exc: BaseException) -> str:
 
 
 def failure_error(
-    kind: str, where: str, exc: BaseException, *, timeout: float | None, pool_maxsize: int, **ctx: Any
+    kind: str, where: str, exc: BaseException, *, timeout: float | None, max_connections: int, **ctx: Any
 ) -> errors.InferkitError:
     """The typed error of a REST attempt that failed with ``kind`` (``ctx``: model_name, request_id, attempts)."""
     if kind == "pool":
         return errors.PoolTimeout(
-            f"{where}: no pooled connection became free within {timeout} s (all {pool_maxsize} connections busy); "
-            "raise RESTConfig.pool_maxsize or Timeout.pool, or lower the concurrency",
+            f"{where}: no pooled connection became free within {timeout} s (Timeout.pool): all "
+            f"{max_connections} connections (RESTConfig.max_connections, formerly pool_maxsize) are busy; raise "
+            "RESTConfig.max_connections or Timeout.pool, or lower the concurrency",
             **ctx,
         )
     if kind == "connect_timeout":
@@ -372,7 +373,7 @@ def rest_exchange(
     first: Any,
     *,
     base_url: str,
-    pool_maxsize: int,
+    max_connections: int,
     log: Callable[[Any, int], None] | None = None,
 ) -> Generator[Attempt | float, Any, Any]:
     """The retry loop of one REST request after its first attempt, as a generator the driver runs (sync or async).
@@ -383,7 +384,7 @@ def rest_exchange(
     The generator yields an :class:`Attempt` (the transport sends once and the driver ``send()``\\ s back the
     :class:`Reply`-like result, or the :class:`AttemptFailed` / ``BodyTooLarge`` it caught), or a float (the
     driver sleeps that many seconds and sends back None). It returns the final reply (``StopIteration.value``) or
-    raises the typed error. ``base_url`` and ``pool_maxsize`` are for error messages; ``log`` is called with each
+    raises the typed error. ``base_url`` and ``max_connections`` are for error messages; ``log`` is called with each
     reply or failure and the attempt number (verbose mode).
     """
     call, state, timeout, default, budget = prep.call, prep.state, prep.timeout, prep.default, prep.budget
@@ -410,7 +411,7 @@ def rest_exchange(
                     where,
                     outcome.exc,
                     timeout=state.deadline if budget.capped else outcome.timeout,
-                    pool_maxsize=pool_maxsize,
+                    max_connections=max_connections,
                     attempts=state.attempt,
                     **ctx,
                 ) from outcome.exc
