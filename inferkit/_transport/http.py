@@ -449,9 +449,13 @@ class SyncTransport:
                     raise AttemptFailed("read_timeout", exc, timeout=budget.read) from None
                 raise AttemptFailed("write_timeout", exc, timeout=budget.write) from None
             except ssl.SSLError as exc:
+                if reused and not sent and isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
+                    raise AttemptFailed("stale_send", exc) from None  # TLS's way of a closed idle connection
                 raise AttemptFailed("tls" if not got_status else "dropped", exc) from None
             except wire.DROPPED as exc:
-                kind = closed_kind(reused=reused, got_status=got_status, tls_without_client_cert=self._tls_no_cert)
+                kind = closed_kind(
+                    reused=reused, got_status=got_status, tls_without_client_cert=self._tls_no_cert, sending=not sent
+                )
                 raise AttemptFailed(kind, exc) from None
             except http.client.BadStatusLine as exc:
                 raise AttemptFailed("dropped", wire.NotHTTPError(str(exc.args[0]) if exc.args else "")) from exc
