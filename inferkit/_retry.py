@@ -9,10 +9,13 @@ Must not import: requests, urllib3, aiohttp, grpc.
 
 Failure kinds a REST transport reports for an attempt that got no complete reply:
 ``connect`` (refused, DNS, proxy), ``connect_timeout``, ``tls``, ``pool`` (no free connection in time),
-``stale`` (a reused keep-alive connection was closed before any byte of the reply), ``tls_closed`` (a new TLS
+``stale_send`` (writing the request on a reused keep-alive connection failed: the server had closed it while it
+was idle, so the request was never received), ``stale`` (a reused keep-alive connection was closed after the
+request was written, before any byte of the reply), ``tls_closed`` (a new TLS
 connection made without a client certificate was closed before any byte of the reply: how a TLS 1.3 server that
 requires one rejects it), ``dropped`` (closed or reset after sending, or mid-reply), ``write_timeout``,
-``read_timeout``. :func:`closed_kind` picks among ``stale``, ``tls_closed`` and ``dropped`` for both transports.
+``read_timeout``. :func:`closed_kind` picks among ``stale_send``, ``stale``, ``tls_closed`` and ``dropped`` for both
+transports.
 """
 
 from __future__ import annotations
@@ -52,18 +55,19 @@ _USERINFO = re.compile(r"//[^/?#]*@")
 CLIENT_CERT_HINT = "the server may require a client certificate (mTLS): set RESTConfig.cert"
 
 
-def closed_kind(*, reused: bool, got_status: bool, tls_without_client_cert: bool) -> str:
+def closed_kind(*, reused: bool, got_status: bool, tls_without_client_cert: bool, sending: bool = False) -> str:
     """The failure kind of a connection the peer closed or reset (the same rule for the sync and async transports).
 
     Args:
         reused: The attempt ran on a pooled keep-alive connection (not one opened for it).
         got_status: The reply's status line had arrived.
         tls_without_client_cert: The connection is TLS and the client has no client certificate configured.
+        sending: It failed while the request was being written (a transport that cannot tell passes False).
     """
     if got_status:
         return "dropped"
     if reused:
-        return "stale"
+        return "stale_send" if sending else "stale"
     return "tls_closed" if tls_without_client_cert else "dropped"
 
 
@@ -174,9 +178,11 @@ class RetryState:
     def on_failure(self, kind: str, budget: Budget) -> Step:
         """The step after an attempt failed with a failure ``kind`` (module docstring) under ``budget``."""
         policy = self.policy
-        if kind == "stale" and self.retryable and not self._stale_used:
+        if not self._stale_used and (kind == "stale_send" or (kind == "stale" and self.retryable)):
             # The server closed an idle keep-alive connection: resend once at once on a new connection; it is not a
-            # failure of the server, so it costs no retry from the policy.
+            # failure of the server, so it costs no retry from the policy. Failing while the request was being
+            # written, the request never reached the server: resent whatever the policy, sequence requests too.
+            # Failing after it was written, the server might have received it: resent only when retryable.
             self._stale_used = True
             self.attempt -= 1
             return _RESEND
@@ -186,7 +192,7 @@ class RetryState:
             may_retry = True  # nothing reached the server
         elif kind in ("read_timeout", "write_timeout"):
             may_retry = self.retryable and policy.retry_on_timeout
-        else:  # dropped, stale (second time)
+        else:  # dropped, stale / stale_send (second time)
             may_retry = self.retryable
         if kind.endswith("timeout") and (
             budget.capped or (self.deadline is not None and self.elapsed() >= self.deadline)
@@ -265,13 +271,14 @@ def describe(exc: BaseException) -> str:
 
 
 def failure_error(
-    kind: str, where: str, exc: BaseException, *, timeout: float | None, pool_maxsize: int, **ctx: Any
+    kind: str, where: str, exc: BaseException, *, timeout: float | None, max_connections: int, **ctx: Any
 ) -> errors.InferkitError:
     """The typed error of a REST attempt that failed with ``kind`` (``ctx``: model_name, request_id, attempts)."""
     if kind == "pool":
         return errors.PoolTimeout(
-            f"{where}: no pooled connection became free within {timeout} s (all {pool_maxsize} connections busy); "
-            "raise RESTConfig.pool_maxsize or Timeout.pool, or lower the concurrency",
+            f"{where}: no pooled connection became free within {timeout} s (Timeout.pool): all "
+            f"{max_connections} connections (RESTConfig.max_connections, formerly pool_maxsize) are busy; raise "
+            "RESTConfig.max_connections or Timeout.pool, or lower the concurrency",
             **ctx,
         )
     if kind == "connect_timeout":
@@ -357,7 +364,16 @@ def attempt_logger(method: str, url: str, items: Any, body: Sized | None) -> Cal
 
     def log(outcome: Any, attempt: int) -> None:
         nonlocal t0
-        if isinstance(outcome, AttemptFailed):
+        if isinstance(outcome, AttemptFailed) and outcome.kind == "stale_send":
+            _logger.info(
+                "%s %s: the pooled connection had been closed by the server while idle (%s: %s); the request was "
+                "not sent, resending it at once on a new connection",
+                method,
+                url,
+                type(outcome.exc).__name__,
+                outcome.exc,
+            )
+        elif isinstance(outcome, AttemptFailed):
             _logger.info("%s %s failed (%s: %s)", method, url, outcome.kind, outcome.exc)
         elif isinstance(outcome, Reply):
             ms = (time.perf_counter() - t0) * 1000.0
@@ -372,7 +388,7 @@ def rest_exchange(
     first: Any,
     *,
     base_url: str,
-    pool_maxsize: int,
+    max_connections: int,
     log: Callable[[Any, int], None] | None = None,
 ) -> Generator[Attempt | float, Any, Any]:
     """The retry loop of one REST request after its first attempt, as a generator the driver runs (sync or async).
@@ -383,7 +399,7 @@ def rest_exchange(
     The generator yields an :class:`Attempt` (the transport sends once and the driver ``send()``\\ s back the
     :class:`Reply`-like result, or the :class:`AttemptFailed` / ``BodyTooLarge`` it caught), or a float (the
     driver sleeps that many seconds and sends back None). It returns the final reply (``StopIteration.value``) or
-    raises the typed error. ``base_url`` and ``pool_maxsize`` are for error messages; ``log`` is called with each
+    raises the typed error. ``base_url`` and ``max_connections`` are for error messages; ``log`` is called with each
     reply or failure and the attempt number (verbose mode).
     """
     call, state, timeout, default, budget = prep.call, prep.state, prep.timeout, prep.default, prep.budget
@@ -410,7 +426,7 @@ def rest_exchange(
                     where,
                     outcome.exc,
                     timeout=state.deadline if budget.capped else outcome.timeout,
-                    pool_maxsize=pool_maxsize,
+                    max_connections=max_connections,
                     attempts=state.attempt,
                     **ctx,
                 ) from outcome.exc

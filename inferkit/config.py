@@ -30,6 +30,10 @@ __all__ = [
     "NEVER_RETRY_STATUSES",
 ]
 
+#: ``RESTConfig.max_connections`` / ``max_keepalive`` defaults (the seed's recommendation for high concurrency).
+DEFAULT_MAX_CONNECTIONS = 256
+DEFAULT_MAX_KEEPALIVE = 128
+
 #: Statuses that mean the request itself is wrong; retrying cannot help, so no policy may retry them.
 NEVER_RETRY_STATUSES = frozenset({400, 401, 403, 404, 405, 413, 422})
 
@@ -361,7 +365,17 @@ class RESTConfig:
         verbose: Log each request (method, URL, status, sizes, timing) at INFO on logger ``inferkit``;
             credentials are redacted.
         retry: The full retry policy (default: ``RetryPolicy(max_retries=retries)``).
-        pool_maxsize: Connections kept per host; also the most requests in flight per host.
+        max_connections: The most connections open at once to one host, hence the most requests in flight to it
+            (sync and aio). A request beyond it waits for a free connection up to ``Timeout.pool``, then fails
+            with ``PoolTimeout``. 256 by default: a connection is only opened when a request needs one, so a high
+            limit costs nothing until the concurrency is there, and 256 covers a web app's threads or a batch
+            job's ``infer_many`` (128 in flight by default) without making them wait.
+        max_keepalive: The most idle connections kept open per host (sync): a connection given back while that
+            many are already idle is closed. 128 by default (at most ``max_connections``): after a burst, the
+            client holds at most that many sockets on the server. aiohttp has no such limit: ``inferkit.aio``
+            keeps up to ``max_connections`` idle, each closed after ``keepalive_expiry``.
+        pool_maxsize: The former name of ``max_connections`` (kept as an alias: always equal to it). Giving both
+            with different values is a ValueError.
         pool_connections: How many hosts get a pool.
         keepalive_expiry: Seconds a pooled connection may stay idle and still be reused; one idle for longer is
             closed and replaced (None: reuse forever). 30 s is below the idle timeouts of common servers and load
@@ -389,7 +403,7 @@ class RESTConfig:
     auth: Any = None
     verbose: bool = False
     retry: RetryPolicy | None = None
-    pool_maxsize: int = 128
+    pool_maxsize: int | None = None  # alias of max_connections (set to it after validation)
     pool_connections: int = 10
     keepalive_expiry: float | None = 30.0
     headers: Mapping[str, str] | None = None
@@ -399,6 +413,8 @@ class RESTConfig:
     accept_compression: bool = False
     binary_data: bool | None = None
     max_response_size: int = 2**31
+    max_connections: int | None = None  # None: DEFAULT_MAX_CONNECTIONS (or pool_maxsize when given)
+    max_keepalive: int | None = DEFAULT_MAX_KEEPALIVE
 
     def __post_init__(self) -> None:
         protocol = str(getattr(self.protocol, "value", self.protocol)).lower()
@@ -417,10 +433,22 @@ class RESTConfig:
             object.__setattr__(self, "retry", RetryPolicy(max_retries=self.retries))
         elif not isinstance(self.retry, RetryPolicy):
             raise ValueError(f"RESTConfig.retry must be a RetryPolicy, got {type(self.retry).__name__}")
-        for name in ("pool_maxsize", "pool_connections"):
+        for name in ("max_connections", "pool_maxsize", "pool_connections", "max_keepalive"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"RESTConfig.{name} must be an integer >= 1, got {value!r}")
+            if value is None and name != "pool_connections":
+                continue
+            least = 0 if name == "max_keepalive" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise ValueError(f"RESTConfig.{name} must be an integer >= {least}, got {value!r}")
+        if self.max_connections is not None and self.pool_maxsize is not None:
+            if self.max_connections != self.pool_maxsize:
+                raise ValueError(
+                    f"RESTConfig: max_connections={self.max_connections} and pool_maxsize={self.pool_maxsize} "
+                    "disagree; pool_maxsize is the former name of max_connections: give only max_connections"
+                )
+        limit = self.max_connections or self.pool_maxsize or DEFAULT_MAX_CONNECTIONS
+        object.__setattr__(self, "max_connections", limit)
+        object.__setattr__(self, "pool_maxsize", limit)
         if self.keepalive_expiry is not None:
             _check_seconds("RESTConfig.keepalive_expiry", self.keepalive_expiry)
         if self.compression is not None and self.compression not in ("gzip", "deflate"):
@@ -492,4 +520,23 @@ class RESTConfig:
         """A copy with some fields changed (``retries`` keeps the policy in step unless ``retry`` is given)."""
         if "retries" in changes and "retry" not in changes:
             changes["retry"] = self.retry_policy.with_retries(changes["retries"])
+        # The two names of one limit move together: changing either changes both.
+        if "max_connections" in changes and "pool_maxsize" not in changes:
+            changes["pool_maxsize"] = None
+        elif "pool_maxsize" in changes and "max_connections" not in changes:
+            changes["max_connections"] = None
         return replace(self, **changes)
+
+    @property
+    def connection_limit(self) -> int:
+        """``max_connections`` as resolved (the default, or ``pool_maxsize`` when only that was given)."""
+        assert self.max_connections is not None
+        return self.max_connections
+
+    @property
+    def idle_limit(self) -> int | None:
+        """The most idle connections kept per host: ``max_keepalive``, at most ``max_connections`` (None: no
+        limit of its own, i.e. ``max_connections``)."""
+        if self.max_keepalive is None or self.max_keepalive >= self.connection_limit:
+            return None
+        return self.max_keepalive

@@ -88,9 +88,10 @@ def make_adapter(config: RESTConfig, ssl_context: ssl.SSLContext | None = None) 
     """The adapter inferkit mounts on its own session, sized from ``config`` (see :func:`pool.make_adapter`)."""
     return pools.make_adapter(
         pool_connections=config.pool_connections,
-        pool_maxsize=config.pool_maxsize,
+        pool_maxsize=config.connection_limit,
         pool_timeout=config.timeouts.pool,
         keepalive_expiry=config.keepalive_expiry,
+        max_keepalive=config.idle_limit,
         ssl_context=ssl_context,
     )
 
@@ -203,6 +204,7 @@ class SyncTransport:
 
         self._default_budget = Budget(config.timeouts, None)
         self._keepalive_expiry = config.keepalive_expiry
+        self._idle_limit = config.idle_limit
         self._const_headers = config_headers(config, self._session_headers(session), parsed.auth)
         self._const_lower = frozenset(k.lower() for k, _ in self._const_headers)
         self._const_lines = [(k.lower(), f"{k}: {v}\r\n".encode("latin-1")) for k, v in self._const_headers]
@@ -341,7 +343,7 @@ class SyncTransport:
     def retries(self, prep: Prepared, first: Any) -> Generator[Attempt | float, Any, Any]:
         call = prep.call
         log = self._logger(call.method, prep.target, prep.extra, prep.drop, prep.body) if self._verbose else None
-        return rest_exchange(prep, first, base_url=self.base_url, pool_maxsize=self.config.pool_maxsize, log=log)
+        return rest_exchange(prep, first, base_url=self.base_url, max_connections=self.config.connection_limit, log=log)
 
     def _items(self, extra: list[tuple[str, str]], drop: frozenset[str]) -> list[tuple[str, str]]:
         if drop:
@@ -447,9 +449,13 @@ class SyncTransport:
                     raise AttemptFailed("read_timeout", exc, timeout=budget.read) from None
                 raise AttemptFailed("write_timeout", exc, timeout=budget.write) from None
             except ssl.SSLError as exc:
+                if reused and not sent and isinstance(exc, (ssl.SSLEOFError, ssl.SSLZeroReturnError)):
+                    raise AttemptFailed("stale_send", exc) from None  # TLS's way of a closed idle connection
                 raise AttemptFailed("tls" if not got_status else "dropped", exc) from None
             except wire.DROPPED as exc:
-                kind = closed_kind(reused=reused, got_status=got_status, tls_without_client_cert=self._tls_no_cert)
+                kind = closed_kind(
+                    reused=reused, got_status=got_status, tls_without_client_cert=self._tls_no_cert, sending=not sent
+                )
                 raise AttemptFailed(kind, exc) from None
             except http.client.BadStatusLine as exc:
                 raise AttemptFailed("dropped", wire.NotHTTPError(str(exc.args[0]) if exc.args else "")) from exc
@@ -462,7 +468,7 @@ class SyncTransport:
                 keep = False  # cancelled meanwhile: its socket may be shut down
             if not keep:
                 conn.close()
-            pools.checkin(pool, conn)
+            pools.checkin(pool, conn, self._idle_limit)
 
     # -- session path: requests does the request, inferkit the retries and mapping -----------------------------
     def _session_attempt(
@@ -485,6 +491,8 @@ class SyncTransport:
                 auth=self._requests_auth,
                 **self._send_kwargs,
             )
+        except pools.PoolExhausted as exc:  # requests lets urllib3's EmptyPoolError through unwrapped
+            raise AttemptFailed("pool", exc, timeout=budget.pool) from None
         except requests.exceptions.ConnectTimeout as exc:
             raise AttemptFailed("connect_timeout", exc, timeout=budget.connect) from None
         except requests.exceptions.ReadTimeout as exc:

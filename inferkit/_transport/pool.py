@@ -54,10 +54,11 @@ class InferkitAdapter(requests.adapters.HTTPAdapter):
         ssl_context: ssl.SSLContext | None = None,
         pool_timeout: float | None = None,
         keepalive_expiry: float | None = None,
+        max_keepalive: int | None = None,
         **kwargs: Any,
     ) -> None:
         self._ssl_context = ssl_context
-        self._pool_classes = _bounded_pool_classes(pool_timeout, keepalive_expiry)
+        self._pool_classes = _bounded_pool_classes(pool_timeout, keepalive_expiry, max_keepalive)
         super().__init__(**kwargs)
 
     def init_poolmanager(self, connections: int, maxsize: int, block: bool = True, **pool_kwargs: Any) -> None:
@@ -87,10 +88,12 @@ class InferkitAdapter(requests.adapters.HTTPAdapter):
 
 class _PoolPolicy:
     """What inferkit adds to urllib3's pools on the session path: a bounded wait for a free connection (requests
-    passes no ``pool_timeout``, so a blocking pool would wait forever) and keep-alive expiry."""
+    passes no ``pool_timeout``, so a blocking pool would wait forever), keep-alive expiry, and a limit on the
+    idle connections kept (``max_keepalive``: one given back while that many are idle is closed)."""
 
     default_pool_timeout: float | None = None
     keepalive_expiry: float | None = None
+    max_keepalive: int | None = None
 
     def _get_conn(self, timeout: float | None = None) -> Any:
         conn = super()._get_conn(timeout if timeout is not None else self.default_pool_timeout)  # type: ignore[misc]
@@ -98,9 +101,10 @@ class _PoolPolicy:
         return conn
 
     def _put_conn(self, conn: Any) -> None:
-        if conn is not None:
-            conn._inferkit_idle_since = time.monotonic()
+        closed = conn is not None and _idle_or_close(self, conn, self.max_keepalive)
         super()._put_conn(conn)  # type: ignore[misc]
+        if closed:
+            _sink(self, conn)
 
 
 class _BoundedHTTPPool(_PoolPolicy, urllib3.HTTPConnectionPool):
@@ -111,10 +115,13 @@ class _BoundedHTTPSPool(_PoolPolicy, urllib3.HTTPSConnectionPool):
     pass
 
 
-def _bounded_pool_classes(pool_timeout: float | None, keepalive_expiry: float | None) -> dict[str, type]:
-    """Pool classes whose wait for a free connection defaults to ``pool_timeout`` instead of forever, and which
-    close a connection idle for longer than ``keepalive_expiry`` instead of reusing it."""
-    attrs = {"default_pool_timeout": pool_timeout, "keepalive_expiry": keepalive_expiry}
+def _bounded_pool_classes(
+    pool_timeout: float | None, keepalive_expiry: float | None, max_keepalive: int | None = None
+) -> dict[str, type]:
+    """Pool classes whose wait for a free connection defaults to ``pool_timeout`` instead of forever, which
+    close a connection idle for longer than ``keepalive_expiry`` instead of reusing it, and which keep at most
+    ``max_keepalive`` idle connections open."""
+    attrs = {"default_pool_timeout": pool_timeout, "keepalive_expiry": keepalive_expiry, "max_keepalive": max_keepalive}
     return {
         "http": type("InferkitHTTPConnectionPool", (_BoundedHTTPPool,), attrs),
         "https": type("InferkitHTTPSConnectionPool", (_BoundedHTTPSPool,), attrs),
@@ -137,18 +144,21 @@ def make_adapter(
     pool_maxsize: int,
     pool_timeout: float | None,
     keepalive_expiry: float | None = None,
+    max_keepalive: int | None = None,
     ssl_context: ssl.SSLContext | None = None,
 ) -> InferkitAdapter:
     """The adapter inferkit mounts on its own Session: pool sized from the config, blocking with a timeout.
 
-    ``pool_block=True`` makes ``pool_maxsize`` a hard limit on open connections per host (no "Connection pool is
-    full" churn); the wait for a free connection is bounded by ``Timeout.pool`` on every path. Retries are
+    ``pool_block=True`` makes ``pool_maxsize`` (``RESTConfig.max_connections``) a hard limit on open connections
+    per host (no "Connection pool is full" churn); ``max_keepalive`` bounds the idle connections kept; the wait for
+    a free connection is bounded by ``Timeout.pool`` on every path. Retries are
     driven by inferkit, so the adapter's own urllib3 ``Retry`` is off.
     """
     return InferkitAdapter(
         ssl_context=ssl_context,
         pool_timeout=pool_timeout,
         keepalive_expiry=keepalive_expiry,
+        max_keepalive=max_keepalive,
         pool_connections=pool_connections,
         pool_maxsize=pool_maxsize,
         max_retries=urllib3.Retry(0, read=False, redirect=False),
@@ -174,11 +184,64 @@ def _expire(conn: Any, keepalive_expiry: float | None) -> None:
             conn.close()
 
 
-def checkin(pool: Any, conn: Any) -> None:
+def checkin(pool: Any, conn: Any, max_keepalive: int | None = None) -> None:
     """Give a connection back to its pool (exactly once per :func:`checkout`, so a blocking pool never loses a
-    slot), noting when it became idle."""
-    conn._inferkit_idle_since = time.monotonic()
+    slot), noting when it became idle; closed first when ``max_keepalive`` idle connections are already open
+    (the pool's own limit when it is inferkit's)."""
+    if isinstance(pool, _PoolPolicy):
+        pool._put_conn(conn)
+        return
+    # A pool of the caller's own adapter: the limit is applied here.
+    closed = _idle_or_close(pool, conn, max_keepalive)
     pool._put_conn(conn)
+    if closed:
+        _sink(pool, conn)
+
+
+def _idle_or_close(pool: Any, conn: Any, max_keepalive: int | None) -> bool:
+    """Note when ``conn`` became idle, or close it (True) when ``max_keepalive`` idle connections of ``pool`` are
+    already open. The closed connection still goes back (its slot of the blocking pool): see :func:`_sink`."""
+    if max_keepalive is not None and conn.sock is not None and idle_open(pool, max_keepalive) >= max_keepalive:
+        conn.close()
+        return True
+    conn._inferkit_idle_since = time.monotonic()
+    return False
+
+
+def _sink(pool: Any, conn: Any) -> None:
+    """Move a connection just closed by the idle limit from the top of the pool's LIFO stack to its bottom, so the
+    open connections kept are taken first and the closed one is reopened only when all of them are busy. Below
+    the ``None`` placeholders it keeps :func:`idle_open`'s walk short: only closed connections are ever put there."""
+    queue = pool.pool
+    if queue is None:
+        return
+    with queue.mutex:
+        stack = queue.queue
+        if stack and stack[-1] is conn:  # else another thread took it meanwhile: nothing to move
+            stack.pop()
+            stack.insert(0, conn)  # a list: a memmove of at most max_connections pointers
+
+
+def idle_open(pool: Any, stop_at: int | None = None) -> int:
+    """How many connections waiting in ``pool`` are open (counting stops at ``stop_at``).
+
+    urllib3's queue is a LIFO stack filled with ``None`` placeholders: connections given back sit above them, so
+    the count walks down from the top until the first placeholder (one or two steps for a client used by a few
+    threads), under the queue's lock.
+    """
+    queue = pool.pool
+    if queue is None:
+        return 0
+    count = 0
+    with queue.mutex:
+        for conn in reversed(queue.queue):
+            if conn is None:
+                break
+            if conn.sock is not None:
+                count += 1
+                if count == stop_at:
+                    break
+    return count
 
 
 def others_busy(pool: Any) -> bool:

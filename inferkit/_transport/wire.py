@@ -31,7 +31,8 @@ COALESCE_LIMIT = 1 << 16  # bodies up to this size are sent together with the he
 ONE_READ_LIMIT = 1 << 20
 
 # Failures that mean "the peer closed or reset the connection"; on a reused keep-alive connection before any
-# byte of the reply arrived they mean the connection was stale (closed by the server while idle).
+# byte of the reply arrived they mean the connection was stale (closed by the server while idle): "stale_send" when
+# writing the request failed (it was never received), "stale" when the reply failed.
 DROPPED = (http.client.RemoteDisconnected, ConnectionResetError, BrokenPipeError, ConnectionAbortedError)
 
 

@@ -15,10 +15,12 @@ How ``Timeout`` maps onto aiohttp:
 * ``read`` -> ``ClientTimeout.sock_read`` (the longest wait for any chunk of the reply, as in the sync client).
 * ``pool`` -> the wait for a free connection slot. aiohttp has no separate pool timeout (its ``connect`` timeout
   covers waiting for the pool *and* connecting), so the client keeps its own per-loop semaphore of
-  ``pool_maxsize`` slots in front of the connector (whose limit is the same) and bounds the wait with
+  ``max_connections`` slots in front of the connector (whose limit is the same) and bounds the wait with
   ``asyncio.wait_for``; running out is a :class:`~inferkit.errors.PoolTimeout`, as in the sync client.
 * ``write`` -> not enforced separately: aiohttp writes the body without a timeout of its own. The overall
   ``RetryPolicy.deadline`` (``ClientTimeout.total`` of each attempt, capped to what is left) bounds it.
+* ``max_keepalive`` -> not applied: aiohttp has no limit on idle connections, so up to ``max_connections`` stay
+  open while idle, each closed after ``keepalive_expiry`` (``TCPConnector(keepalive_timeout=...)``).
 """
 
 from __future__ import annotations
@@ -241,8 +243,8 @@ class AsyncTransport:
             connector = config.transport()
         else:
             connector = _tracking_connector(aiohttp)(
-                limit=config.pool_maxsize,
-                limit_per_host=config.pool_maxsize,
+                limit=config.connection_limit,
+                limit_per_host=config.connection_limit,
                 ssl=self._ssl,
                 keepalive_timeout=self.config.keepalive_expiry,  # None: aiohttp keeps idle connections forever
             )
@@ -254,7 +256,7 @@ class AsyncTransport:
             skip_auto_headers=("User-Agent", "Accept-Encoding", "Accept", "Content-Type"),
             timeout=aiohttp.ClientTimeout(total=None),
         )
-        state = _LoopState(loop, session, asyncio.Semaphore(config.pool_maxsize))
+        state = _LoopState(loop, session, asyncio.Semaphore(config.connection_limit))
         self._state = state
         return state
 
@@ -279,7 +281,7 @@ class AsyncTransport:
         """Connections of the current loop's pool: ``{"acquired": n, "idle": n, "limit": n}`` (for tests)."""
         state = self._state
         if state is None or state.session.closed:
-            return {"acquired": 0, "idle": 0, "limit": self.config.pool_maxsize}
+            return {"acquired": 0, "idle": 0, "limit": self.config.connection_limit}
         conn = state.session.connector
         idle = sum(len(v) for v in conn._conns.values())  # noqa: SLF001 - aiohttp exposes no public counters
         return {"acquired": len(conn._acquired), "idle": idle, "limit": conn.limit}  # noqa: SLF001
@@ -343,7 +345,7 @@ class AsyncTransport:
         call = prep.call
         url = self._origin + self.base_path + call.path
         log = self._logger(call.method, url, prep.items, prep.body) if self._verbose else None
-        return rest_exchange(prep, first, base_url=self.base_url, pool_maxsize=self.config.pool_maxsize, log=log)
+        return rest_exchange(prep, first, base_url=self.base_url, max_connections=self.config.connection_limit, log=log)
 
     def _url(self, path: str) -> Any:
         """The request URL as a ``yarl.URL``, parsed once per path: aiohttp would parse a string on every request,

@@ -95,7 +95,7 @@ class BatchMixin:
     """``infer_many`` and ``infer_batched`` for a sync client; needs only ``self.infer(request, headers, timeout)``.
 
     The client is shared by every worker thread (clients are thread-safe), so its connection pool should have at
-    least ``concurrency`` connections (``RESTConfig.pool_maxsize``, 128 by default).
+    least ``concurrency`` connections (``RESTConfig.max_connections``, 256 by default).
     """
 
     infer: Callable[..., Any]
