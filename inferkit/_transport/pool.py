@@ -201,7 +201,13 @@ def checkin(pool: Any, conn: Any, max_keepalive: int | None = None) -> None:
 def _idle_or_close(pool: Any, conn: Any, max_keepalive: int | None) -> bool:
     """Note when ``conn`` became idle, or close it (True) when ``max_keepalive`` idle connections of ``pool`` are
     already open. The closed connection still goes back (its slot of the blocking pool): see :func:`_sink`."""
-    if max_keepalive is not None and conn.sock is not None and idle_open(pool, max_keepalive) >= max_keepalive:
+    if (
+        max_keepalive is not None
+        and conn.sock is not None
+        # Fewer connections ever opened than the limit: none can be over it (urllib3 counts them; no walk needed).
+        and getattr(pool, "num_connections", max_keepalive) >= max_keepalive
+        and idle_open(pool, max_keepalive) >= max_keepalive
+    ):
         conn.close()
         return True
     conn._inferkit_idle_since = time.monotonic()

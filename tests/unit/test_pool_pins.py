@@ -148,3 +148,14 @@ def test_requests_adapter_send_is_what_the_direct_path_replaces() -> None:
     # mock's); that check reads the function's module.
     assert requests.adapters.HTTPAdapter.send.__module__ == "requests.adapters"
     assert isinstance(pools.make_adapter(pool_connections=1, pool_maxsize=1, pool_timeout=1), pools.InferkitAdapter)
+
+
+def test_num_connections_counts_the_connections_a_pool_has_made(listener: tuple[str, int]) -> None:
+    # pool._idle_or_close skips counting idle connections while fewer than max_keepalive were ever made.
+    pool = urllib3.HTTPConnectionPool(*listener, maxsize=3, block=True)
+    assert pool.num_connections == 0
+    first, second = pools.checkout(pool, timeout=1), pools.checkout(pool, timeout=1)
+    assert pool.num_connections == 2
+    pools.checkin(pool, first)
+    pools.checkin(pool, second)
+    pool.close()
