@@ -553,14 +553,18 @@ def test_stream_decoupled(kind: str, server: harness.Server, record_property: An
             if server.name == "kserve":
                 # Seen once in CI on a loaded machine: KServe's grpc.aio server answered the unknown streaming
                 # method with INTERNAL "Internal error from Core" (gRPC's C core, not KServe's code), then
-                # UNIMPLEMENTED on every rerun. One retry of exactly that answer; anything else still fails.
-                try:
-                    _stream_all(kind, c, [add_sub_request()])
-                except errors().InternalServerError as exc:
-                    if not str(exc).startswith("Internal error from Core"):
-                        raise
-                except Exception:  # noqa: BLE001 - checked by lacks() below
-                    pass
+                # UNIMPLEMENTED on later calls (seen twice in a row once). Up to three tries until an answer other
+                # than exactly that one; anything else still fails in lacks() below.
+                for _ in range(3):
+                    try:
+                        _stream_all(kind, c, [add_sub_request()])
+                    except errors().InternalServerError as exc:
+                        if not str(exc).startswith("Internal error from Core"):
+                            raise
+                        continue
+                    except Exception:  # noqa: BLE001 - checked by lacks() below
+                        pass
+                    break
             lacks(record_property, expected, _stream_all, kind, c, [add_sub_request()])
             return
         ik = tensors()
