@@ -172,7 +172,8 @@ def checkout(pool: Any, timeout: float | None, keepalive_expiry: float | None = 
     ``keepalive_expiry`` seconds is closed first (the next use opens a new one): a server or a balancer may have
     dropped it without a word."""
     conn = pool._get_conn(timeout=timeout)
-    _expire(conn, keepalive_expiry)
+    if not isinstance(pool, _PoolPolicy):  # inferkit's own pools expire connections in _get_conn already
+        _expire(conn, keepalive_expiry)
     return conn
 
 

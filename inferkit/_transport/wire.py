@@ -40,7 +40,7 @@ class NotHTTPError(ConnectionError):
     """The peer answered with something that is not an HTTP/1.x status line."""
 
     def __init__(self, line: str) -> None:
-        grpc = line.startswith("\x00") or "PRI * HTTP/2" in line or line.startswith("\x00\x00")
+        grpc = line.startswith("\x00") or "PRI * HTTP/2" in line  # an HTTP/2 frame header, or its preface
         hint = "this looks like a gRPC (HTTP/2) port: use InferenceGRPCClient" if grpc or not line else ""
         super().__init__(
             f"the reply is not HTTP (it began with {line[:40]!r}); "

@@ -140,12 +140,7 @@ def run_bench(
                 _run_step_threads(options, client, request, level, tickets, recorders)
             finally:
                 shower.done()
-            step = _summarize(options, level, tickets, recorders)
-            report.steps.append(step)
-            if on_step is not None:
-                on_step(step)
-            if _all_failed(step) and not options.keep_going:
-                report.stopped_after = step.label
+            if not _record(report, _summarize(options, level, tickets, recorders), on_step):
                 break
         return report
     finally:
@@ -173,16 +168,23 @@ async def _run_async(
                 await _run_step_async(options, client, request, level, tickets, recorders)
             finally:
                 shower.done()
-            step = _summarize(options, level, tickets, recorders)
-            report.steps.append(step)
-            if on_step is not None:
-                on_step(step)
-            if _all_failed(step) and not options.keep_going:
-                report.stopped_after = step.label
+            if not _record(report, _summarize(options, level, tickets, recorders), on_step):
                 break
         return report
     finally:
         await client.close()
+
+
+def _record(report: BenchReport, step: StepResult, on_step: Callable[[StepResult], None] | None) -> bool:
+    """Add a finished step to the report (and tell ``on_step``); False when the run stops after it: every
+    request of the step failed and ``--keep-going`` was not given."""
+    report.steps.append(step)
+    if on_step is not None:
+        on_step(step)
+    if _all_failed(step) and not report.options.keep_going:
+        report.stopped_after = step.label
+        return False
+    return True
 
 
 def _all_failed(step: StepResult) -> bool:
