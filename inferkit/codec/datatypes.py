@@ -154,7 +154,7 @@ def float32_to_bf16_bits(arr: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
 def bf16_bits_to_float32(bits: np.ndarray[Any, Any]) -> np.ndarray[Any, Any]:
     """Widen bfloat16 bits (uint16) to float32 exactly."""
     wide = bits.astype("<u4")
-    wide <<= 16  # in place: numpy < 2 would give a 0-d ``wide << 16`` an int64 scalar (value-based casting)
+    wide <<= np.uint32(16)  # numpy < 2 gives a 0-d ``wide << 16`` an int64 scalar (value-based casting)
     return wide.view("<f4")
 
 
