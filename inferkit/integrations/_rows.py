@@ -221,7 +221,7 @@ class RowBlock:
         parts: list[Union[dict[str, np.ndarray[Any, Any]], int]] = []
         for batch, result in enumerate(results):
             start, stop = self.bounds(batch)
-            if isinstance(result, BaseException):
+            if isinstance(result, (BaseException, ItemError)):
                 exc = result.exception if isinstance(result, ItemError) else result
                 errors[start:stop] = [_describe(exc)] * (stop - start)
                 parts.append(stop - start)

@@ -1,116 +1,47 @@
-"""Scaling batch jobs out with Ray Data: a callable class for ``Dataset.map_batches`` that sends each block of
-rows to a model server through an inferkit client.
+"""Scaling batch jobs out with Ray Data: callable classes for ``Dataset.map_batches`` that send each block of rows
+to a model server through an inferkit client.
 
-Owns: :class:`ClientSpec` (a picklable recipe for a client: URL and settings, rebuilt on each worker),
-:class:`InferencePredictor` (the callable class: one client per Ray actor, ``infer_batched`` on each batch) and
-:func:`infer_dataset` (the ``map_batches`` call with sensible options).
+Owns: :class:`InferencePredictor` (the sync callable class: one client per Ray actor, ``infer_many`` on each
+batch), :class:`AsyncInferencePredictor` (the same with an :mod:`inferkit.aio` client, for Ray's async actors)
+and :func:`infer_dataset` (the ``map_batches`` call with sensible options). :class:`ClientSpec` (the picklable
+client recipe) lives in :mod:`inferkit.integrations._rows`, shared with the Spark adapter, and is re-exported here.
 
 Must not import: ray (nothing here needs it: Ray calls the class; ``infer_dataset`` only calls methods of the
-dataset it is given), nor the transports at import time (the client is built on the worker, on first use).
+dataset it is given), nor at import time inferkit.rest_client, inferkit.grpc_client, inferkit.aio (the client is
+built on the worker, on first use).
 
-How the work is spread: Ray runs ``actors`` copies of :class:`InferencePredictor` (processes, possibly on other
-machines); each receives blocks of ``rows_per_batch`` rows as a dict of numpy arrays and splits them into
-requests of ``batch_size`` rows, of which ``concurrency`` are in flight at once. So the model server sees at
-most ``actors * concurrency`` requests at a time.
+How the work is spread: Ray runs ``actors`` copies of the predictor (processes, possibly on other machines); each
+receives blocks of ``rows_per_batch`` rows as a dict of numpy arrays and splits them into requests of
+``batch_size`` rows, of which at most ``concurrency`` are in flight at once per actor (for the async predictor:
+across all the batches Ray runs at once on that actor). So the model server sees at most
+``actors * concurrency`` requests at a time.
 """
 
 from __future__ import annotations
 
-import dataclasses
+import asyncio
 import importlib
 from typing import Any, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
-from inferkit.config import RESTConfig
 from inferkit.errors import DecodeError, EncodeError
+from inferkit.integrations._rows import (
+    ClientSpec,
+    ColumnMap,
+    RowBlock,
+    check_count,
+    check_on_error,
+    column_map,
+    run_block,
+    run_block_async,
+)
 
-__all__ = ["ClientSpec", "InferencePredictor", "infer_dataset"]
+__all__ = ["AsyncInferencePredictor", "ClientSpec", "InferencePredictor", "infer_dataset"]
 
-ColumnMap = Union[Sequence[str], Mapping[str, str]]
-
-
-def _config_kwargs(config: RESTConfig) -> dict[str, Any]:
-    """A RESTConfig as plain constructor keywords (mappings as dicts), so it pickles with the standard pickle."""
-    kwargs = {}
-    for f in dataclasses.fields(config):
-        value = getattr(config, f.name)
-        if isinstance(value, Mapping):
-            value = dict(value)
-        kwargs[f.name] = value
-    return kwargs
-
-
-class ClientSpec:
-    """How to build a client: picklable, so it can travel to Ray workers (or any other process).
-
-    Args:
-        url: ``http(s)://host:port`` for REST, ``grpc://host:port`` or ``grpcs://host:port`` for gRPC.
-        transport: ``"rest"``, ``"grpc"``, or ``"auto"`` (decided by the URL's scheme).
-        rest_config: The REST client's :class:`~inferkit.RESTConfig` (or a dict of its fields).
-        grpc_options: Keyword arguments of :class:`~inferkit.InferenceGRPCClient` (``timeout``, ``retries``,
-            ``root_certificates`` as PEM bytes, ``channel_args``...). They must be picklable: pass certificates
-            as bytes or paths rather than ``creds``.
-    """
-
-    __slots__ = ("url", "transport", "rest_config", "grpc_options")
-
-    def __init__(
-        self,
-        url: str,
-        transport: str = "auto",
-        rest_config: Optional[Union[RESTConfig, Mapping[str, Any]]] = None,
-        grpc_options: Optional[Mapping[str, Any]] = None,
-    ) -> None:
-        if not isinstance(url, str) or not url:
-            raise ValueError(f"ClientSpec needs the server URL as a string, got {url!r}")
-        if transport == "auto":
-            transport = "grpc" if url.split("://", 1)[0].lower() in ("grpc", "grpcs") else "rest"
-        if transport not in ("rest", "grpc"):
-            raise ValueError(f"transport must be 'rest', 'grpc' or 'auto', got {transport!r}")
-        if isinstance(rest_config, Mapping):
-            rest_config = RESTConfig(**rest_config)
-        if rest_config is not None and not isinstance(rest_config, RESTConfig):
-            raise ValueError(f"rest_config must be a RESTConfig, got {type(rest_config).__name__}")
-        if transport == "grpc" and rest_config is not None:
-            raise ValueError("rest_config applies to REST clients; pass grpc_options for a gRPC URL")
-        if transport == "rest" and grpc_options:
-            raise ValueError("grpc_options apply to gRPC clients; pass rest_config for a REST URL")
-        self.url = url
-        self.transport = transport
-        self.rest_config = rest_config
-        self.grpc_options = dict(grpc_options or {})
-
-    def build(self) -> Any:
-        """A new client (new connections) for this spec."""
-        if self.transport == "grpc":
-            from inferkit.grpc_client import InferenceGRPCClient  # noqa: PLC0415 - the grpc extra, on the worker
-
-            return InferenceGRPCClient(self.url, **self.grpc_options)
-        from inferkit.rest_client import InferenceRESTClient  # noqa: PLC0415 - built on the worker, not the driver
-
-        return InferenceRESTClient(self.url, self.rest_config)
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        config = None if self.rest_config is None else _config_kwargs(self.rest_config)
-        return (ClientSpec, (self.url, self.transport, config, self.grpc_options))
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, ClientSpec) and self.__reduce__() == other.__reduce__()
-
-    def __hash__(self) -> int:
-        return hash((self.url, self.transport))
-
-    def __repr__(self) -> str:
-        return f"ClientSpec(url={self.url!r}, transport={self.transport!r})"
-
-
-def _columns(spec: Optional[ColumnMap], what: str) -> Optional[dict[str, str]]:
-    if spec is None:
-        return None
-    if isinstance(spec, str):
-        raise ValueError(f"{what} must be a list of names or a dict, not a single string {spec!r}")
-    return dict(spec) if isinstance(spec, Mapping) else {name: name for name in spec}
+# The hook for generate payloads (``client.generate``, being added to the clients): a predictor for LLM prompts
+# will send each row's prompt column through ``generate`` the way these send tensors through ``infer``. It is not
+# here yet; see docs/scaling.md.
 
 
 def _as_arrays(batch: Any) -> dict[str, np.ndarray[Any, Any]]:
@@ -133,8 +64,8 @@ class InferencePredictor:
 
     Ray builds one instance per actor (worker process); the instance builds its client from ``client`` on first
     use and keeps it for every later batch. Each call splits the batch into requests of ``batch_size`` rows and
-    runs them with ``infer_batched`` (``concurrency`` in flight), so the outputs come back as arrays with one row
-    per input row.
+    runs them with ``infer_many`` (at most ``concurrency`` in flight, each under the client's retry policy), so
+    the outputs come back as arrays with one row per input row.
 
     Args:
         client: A :class:`ClientSpec`, or a URL (REST defaults; ``grpc://`` for gRPC).
@@ -151,6 +82,10 @@ class InferencePredictor:
         model_version: A specific model version.
         timeout: Per-request timeout, passed to ``infer``.
         headers: Per-request headers, passed to ``infer``.
+        on_error: ``"raise"``: a failed request (after the client's retries) fails the batch, so Ray fails the
+            job. ``"column"``: the rows of a failed request get zeros (empty bytes for BYTES) in the output
+            columns and the error, as text, in ``error_column``; rows that succeeded have None there.
+        error_column: The error column's name (with ``on_error="column"``).
 
     Example:
         >>> ds.map_batches(InferencePredictor, fn_constructor_kwargs={"client": url, "model_name": "m"},
@@ -171,24 +106,25 @@ class InferencePredictor:
         model_version: Optional[str] = None,
         timeout: Any = None,
         headers: Optional[Mapping[str, str]] = None,
+        on_error: str = "raise",
+        error_column: str = "error",
     ) -> None:
-        self.spec = client if isinstance(client, ClientSpec) else ClientSpec(client)
+        self.spec = ClientSpec.of(client)
         self.model_name = model_name
-        self.inputs = _columns(inputs, "inputs")
-        self.outputs = _columns(outputs, "outputs")
+        self.inputs = column_map(inputs, "inputs")
+        self.outputs = column_map(outputs, "outputs")
         self.keep_columns = list(keep_columns)
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be an integer >= 1, got {batch_size!r}")
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            raise ValueError(f"concurrency must be an integer >= 1, got {concurrency!r}")
-        self.batch_size = batch_size
-        self.concurrency = concurrency
+        self.batch_size = check_count(batch_size, "batch_size")
+        self.concurrency = check_count(concurrency, "concurrency")
         self.datatypes = dict(datatypes) if datatypes else None
         self.parameters = dict(parameters) if parameters else None
         self.model_version = model_version
         self.timeout = timeout
         self.headers = dict(headers) if headers else None
+        self.on_error = check_on_error(on_error)
+        self.error_column = error_column
         self._client: Any = None
+        self._templates: dict[str, Any] = {}  # output -> (dtype, row shape), to fill the rows of failed requests
 
     @property
     def client(self) -> Any:
@@ -197,8 +133,8 @@ class InferencePredictor:
             self._client = self.spec.build()
         return self._client
 
-    def __call__(self, batch: Any) -> dict[str, np.ndarray[Any, Any]]:
-        """Run the model on one batch of rows; returns the output columns (and ``keep_columns``)."""
+    def _block(self, batch: Any) -> tuple[Optional[RowBlock], dict[str, np.ndarray[Any, Any]], int]:
+        """The requests of a batch, the kept columns, and the number of rows."""
         arrays = _as_arrays(batch)
         missing = [c for c in [*(self.inputs or ()), *self.keep_columns] if c not in arrays]
         if missing:
@@ -210,26 +146,28 @@ class InferencePredictor:
         else:
             model_inputs = {name: arrays[column] for column, name in self.inputs.items()}
         rows = len(next(iter(arrays.values()))) if arrays else 0
-        result: dict[str, np.ndarray[Any, Any]] = {c: arrays[c] for c in self.keep_columns}
+        kept = {c: arrays[c] for c in self.keep_columns}
         if rows == 0:
-            return result
+            return None, kept, 0
         wanted = None if self.outputs is None else list(self.outputs)
-        from inferkit.batching import infer_batched  # noqa: PLC0415 - keeps `import inferkit.integrations.ray` light
-
-        method = getattr(self.client, "infer_batched", None)
-        call = method if method is not None else (lambda *a, **k: infer_batched(self.client.infer, *a, **k))
-        out = call(
+        block = RowBlock(
             self.model_name,
             model_inputs,
             self.batch_size,
-            outputs=wanted,
-            concurrency=self.concurrency,
-            datatypes=self.datatypes,
-            parameters=self.parameters,
-            model_version=self.model_version,
-            timeout=self.timeout,
-            headers=self.headers,
+            wanted,
+            self.datatypes,
+            self.parameters,
+            self.model_version,
         )
+        return block, kept, rows
+
+    def _result(
+        self,
+        kept: dict[str, np.ndarray[Any, Any]],
+        out: Mapping[str, np.ndarray[Any, Any]],
+        errors: Optional[list[Optional[str]]],
+    ) -> dict[str, np.ndarray[Any, Any]]:
+        result = dict(kept)
         for name, array in out.items():
             column = self.outputs[name] if self.outputs is not None else name
             if column in result:
@@ -237,13 +175,26 @@ class InferencePredictor:
                     f"model {self.model_name!r}: output {name!r} would overwrite kept column {column!r}; "
                     "rename it with outputs={output: column}"
                 )
-            if len(array) != rows:
-                raise DecodeError(
-                    f"model {self.model_name!r}: output {name!r} has {len(array)} rows for {rows} input rows; "
-                    "a Ray batch needs one output row per input row"
-                )
             result[column] = array
+        if errors is not None:
+            result[self.error_column] = np.array(errors, dtype=object)
         return result
+
+    def __call__(self, batch: Any) -> dict[str, np.ndarray[Any, Any]]:
+        """Run the model on one batch of rows; returns the output columns (and ``keep_columns``)."""
+        block, kept, _ = self._block(batch)
+        if block is None:
+            return kept
+        out, errors = run_block(
+            self.client,
+            block,
+            concurrency=self.concurrency,
+            on_error=self.on_error,
+            templates=self._templates,
+            timeout=self.timeout,
+            headers=self.headers,
+        )
+        return self._result(kept, out, errors)
 
     def close(self) -> None:
         """Close this worker's client (Ray ends actors by ending their process; this is for other uses)."""
@@ -261,6 +212,53 @@ class InferencePredictor:
         self.__dict__.update(state)
 
 
+class AsyncInferencePredictor(InferencePredictor):
+    """:class:`InferencePredictor` with an :mod:`inferkit.aio` client: ``async def __call__``, for Ray's async
+    actors, which run several batches at once on one event loop (``map_batches(max_concurrency=...)``).
+
+    ``concurrency`` bounds the requests in flight on the actor across all those batches (one semaphore per actor),
+    so the server still sees at most ``actors * concurrency``. Arguments are those of :class:`InferencePredictor`.
+    """
+
+    _semaphore: Optional[asyncio.Semaphore] = None
+
+    @property
+    def client(self) -> Any:
+        """The asyncio client of this worker (built on first use, inside Ray's event loop)."""
+        if self._client is None:
+            self._client = self.spec.build_async()
+        return self._client
+
+    async def __call__(self, batch: Any) -> dict[str, np.ndarray[Any, Any]]:  # type: ignore[override]
+        """Run the model on one batch of rows; returns the output columns (and ``keep_columns``)."""
+        block, kept, _ = self._block(batch)
+        if block is None:
+            return kept
+        if self._semaphore is None:
+            self._semaphore = asyncio.Semaphore(self.concurrency)
+        out, errors = await run_block_async(
+            self.client,
+            block,
+            semaphore=self._semaphore,
+            on_error=self.on_error,
+            templates=self._templates,
+            timeout=self.timeout,
+            headers=self.headers,
+        )
+        return self._result(kept, out, errors)
+
+    async def aclose(self) -> None:
+        """Close this worker's client."""
+        if self._client is not None:
+            await self._client.close()
+            self._client = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.pop("_semaphore", None)
+        return state
+
+
 def infer_dataset(
     dataset: Any,
     client: Union[ClientSpec, str],
@@ -269,6 +267,7 @@ def infer_dataset(
     actors: int = 2,
     rows_per_batch: int = 1024,
     map_batches_options: Optional[Mapping[str, Any]] = None,
+    asynchronous: bool = False,
     **predictor_options: Any,
 ) -> Any:
     """Add a model's outputs to a Ray dataset: ``dataset.map_batches`` with :class:`InferencePredictor`.
@@ -281,8 +280,10 @@ def infer_dataset(
         rows_per_batch: Rows Ray hands each call (split further into requests of ``batch_size``).
         map_batches_options: More keyword arguments for ``map_batches`` (``num_cpus``, ``zero_copy_batch``...).
             The work is network-bound, so ``num_cpus=0.5`` or less packs more actors on a machine.
+        asynchronous: Use :class:`AsyncInferencePredictor` (an asyncio client per actor) instead of
+            :class:`InferencePredictor` (a sync client with worker threads).
         **predictor_options: Keyword arguments of :class:`InferencePredictor` (``inputs``, ``outputs``,
-            ``keep_columns``, ``batch_size``, ``concurrency``...).
+            ``keep_columns``, ``batch_size``, ``concurrency``, ``on_error``...).
 
     Returns:
         The lazily mapped dataset (nothing runs until it is consumed).
@@ -295,7 +296,7 @@ def infer_dataset(
         ray_data = importlib.import_module("ray.data")
         options["compute"] = ray_data.ActorPoolStrategy(min_size=actors, max_size=actors)
     return dataset.map_batches(
-        InferencePredictor,
+        AsyncInferencePredictor if asynchronous else InferencePredictor,
         fn_constructor_kwargs={"client": client, "model_name": model_name, **predictor_options},
         **options,
     )
