@@ -6,10 +6,13 @@ Run with ``tox -e ray`` (Ray is not a test dependency of the main suite); the Ra
 
 from __future__ import annotations
 
+import asyncio
 import os
 import pickle
 import subprocess
 import sys
+import threading
+import time
 from typing import Any, Iterator
 
 import numpy as np
@@ -18,16 +21,42 @@ import pytest
 import inferkit
 from inferkit import RESTConfig
 from inferkit.errors import DecodeError, EncodeError
-from inferkit.integrations.ray import ClientSpec, InferencePredictor, infer_dataset
-from inferkit.testing import ReferenceServer
+from inferkit.integrations.ray import AsyncInferencePredictor, ClientSpec, InferencePredictor, infer_dataset
+from inferkit.testing import Fault, Model, ReferenceServer, TensorSpec
 from inferkit.testing.models import add_sub_model, identity_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(inferkit.__file__)))
 
 
+class InFlight:
+    """A model that records the most requests it was running at once (it holds each for 20 ms)."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.now = 0
+        self.most = 0
+
+    def __call__(self, inputs: dict[str, np.ndarray], parameters: dict[str, Any]) -> dict[str, np.ndarray]:
+        with self.lock:
+            self.now += 1
+            self.most = max(self.most, self.now)
+        time.sleep(0.02)
+        with self.lock:
+            self.now -= 1
+        return {"OUTPUT0": inputs["INPUT0"]}
+
+    def model(self) -> Model:
+        spec = [TensorSpec("INPUT0", "INT32", [-1, 16])]
+        return Model("in_flight", self, inputs=spec, outputs=[TensorSpec("OUTPUT0", "INT32", [-1, 16])])
+
+
+IN_FLIGHT = InFlight()
+
+
 @pytest.fixture(scope="module")
 def server() -> Iterator[ReferenceServer]:
-    with ReferenceServer([add_sub_model(), identity_model("identity", "FP32", [-1, 3])], grpc=True) as s:
+    models = [add_sub_model(), identity_model("identity", "FP32", [-1, 3]), IN_FLIGHT.model()]
+    with ReferenceServer(models, grpc=True, max_workers=16) as s:
         yield s
 
 
@@ -122,6 +151,67 @@ def test_predictor_errors_name_the_problem(counted: ReferenceServer) -> None:
     clash.close()
 
 
+@pytest.mark.parametrize("transport", ["rest", "grpc"])
+def test_failed_requests_become_an_error_column(counted: ReferenceServer, transport: str) -> None:
+    url = counted.http_url if transport == "rest" else counted.grpc_url
+    spec = ClientSpec(url, rest_config=RESTConfig(retries=0)) if transport == "rest" else ClientSpec(url)
+    predictor = InferencePredictor(
+        spec, "add_sub", inputs={"a": "INPUT0", "b": "INPUT1"}, outputs={"OUTPUT0": "sum"}, keep_columns=["id"],
+        batch_size=8, concurrency=1, on_error="column",
+    )  # fmt: skip
+    counted.inject(Fault(route="infer", model="add_sub", status=400, message="bad rows", times=1))
+    batch = _rows(20)
+    try:
+        out = predictor(batch)
+        assert [e is not None for e in out["error"]] == [True] * 8 + [False] * 12  # the first request's rows
+        assert "InvalidInputError" in out["error"][0] and "bad rows" in out["error"][0]
+        np.testing.assert_array_equal(out["sum"][:8], np.zeros((8, 16), np.int32))  # filled, shaped like the others
+        np.testing.assert_array_equal(out["sum"][8:], batch["a"][8:] + 1)
+        # Every request failing on a fresh predictor: the output's shape comes from the model's metadata.
+        fresh = InferencePredictor(spec, "add_sub", outputs={"OUTPUT0": "sum"}, keep_columns=["id"], on_error="column")
+        counted.inject(Fault(route="infer", model="add_sub", status=400, times=None))
+        out = fresh({k: v[:3] for k, v in batch.items()})
+        assert out["sum"].shape == (3, 16) and all("InvalidInputError" in e for e in out["error"])
+        fresh.close()
+    finally:
+        predictor.close()
+    strict = InferencePredictor(spec, "add_sub", batch_size=8, keep_columns=["id"])
+    with pytest.raises(inferkit.errors.InvalidInputError) as info:
+        strict(batch)
+    if sys.version_info >= (3, 11):
+        assert any("rows 0:8" in note for note in info.value.__notes__)
+    strict.close()
+
+
+@pytest.mark.parametrize("transport", ["rest", "grpc"])
+def test_async_predictor_bounds_requests_in_flight_across_batches(counted: ReferenceServer, transport: str) -> None:
+    url = counted.http_url if transport == "rest" else counted.grpc_url
+    predictor = AsyncInferencePredictor(url, "in_flight", inputs={"a": "INPUT0"}, batch_size=2, concurrency=3)
+    batch = _rows(24)
+    IN_FLIGHT.most = 0
+
+    async def three_batches_at_once() -> list[dict[str, np.ndarray]]:
+        try:
+            return list(await asyncio.gather(*(predictor(batch) for _ in range(3))))
+        finally:
+            await predictor.aclose()
+
+    for out in asyncio.run(three_batches_at_once()):
+        np.testing.assert_array_equal(out["OUTPUT0"], batch["a"])
+    assert counted.count(route="infer", model="in_flight") == 36
+    assert 1 <= IN_FLIGHT.most <= 3  # one semaphore per actor: 3 batches x 12 requests, never more than 3 at once
+
+
+def test_sync_predictor_bounds_requests_in_flight(counted: ReferenceServer) -> None:
+    predictor = InferencePredictor(counted.http_url, "in_flight", inputs={"a": "INPUT0"}, batch_size=2, concurrency=3)
+    IN_FLIGHT.most = 0
+    try:
+        np.testing.assert_array_equal(predictor(_rows(24))["OUTPUT0"], _rows(24)["a"])
+    finally:
+        predictor.close()
+    assert 1 <= IN_FLIGHT.most <= 3
+
+
 # -- with Ray ----------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def ray_local() -> Iterator[Any]:
@@ -173,3 +263,32 @@ def test_map_batches_on_local_ray(ray_local: Any, counted: ReferenceServer, tran
         np.testing.assert_array_equal(r["diff"], rows["a"][r["id"]] - 1)
     # Each Ray batch (<= 32 rows) became requests of <= 16 rows.
     assert counted.count(route="infer", model="add_sub") >= n // 16
+
+
+def test_async_predictor_and_error_column_on_local_ray(ray_local: Any, counted: ReferenceServer) -> None:
+    n = 96
+    rows = _rows(n)
+    dataset = ray_local.data.from_items([{"id": int(i), "a": rows["a"][i], "b": rows["b"][i]} for i in range(n)])
+    counted.inject(Fault(route="infer", model="add_sub", status=400, message="bad rows", times=1))
+    mapped = infer_dataset(
+        dataset,
+        ClientSpec(counted.http_url, rest_config=RESTConfig(retries=0)),
+        "add_sub",
+        actors=1,
+        rows_per_batch=32,
+        map_batches_options={"num_cpus": 0.5, "max_concurrency": 2},
+        asynchronous=True,
+        inputs={"a": "INPUT0", "b": "INPUT1"},
+        outputs={"OUTPUT0": "sum"},
+        keep_columns=["id"],
+        batch_size=16,
+        concurrency=2,
+        on_error="column",
+    )
+    out = sorted(mapped.take_all(), key=lambda r: r["id"])
+    assert [r["id"] for r in out] == list(range(n))
+    failed = [r for r in out if r["error"] is not None]
+    assert len(failed) == 16 and all("bad rows" in r["error"] for r in failed)
+    for r in out:
+        if r["error"] is None:
+            np.testing.assert_array_equal(r["sum"], rows["a"][r["id"]] + 1)
