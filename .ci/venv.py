@@ -71,6 +71,8 @@ def main() -> None:
     with open(root / f"{final.name}.lock", "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # another run building the same venv: wait for it
         if not (final / MARKER).is_file():
+            for stale in root.glob(f".{final.name}.building-*"):  # a build killed by a signal: never reused
+                shutil.rmtree(stale, ignore_errors=True)
             build(final, lines, constraints)
     print(final)
 
