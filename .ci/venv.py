@@ -25,6 +25,7 @@ import fcntl
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -82,7 +83,8 @@ def build(final: Path, lines: list[str], constraints: list[str]) -> None:
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.building-", dir=final.parent))
     log = final.parent / f"{final.name}.build.log"
     try:
-        (tmp / "constraints.txt").write_text("\n".join(constraints) + "\n")
+        # pip refuses extras in a constraint (``ray[data]==2.60.0`` constrains ``ray``).
+        (tmp / "constraints.txt").write_text("".join(re.sub(r"\[[^]]*\]", "", c) + "\n" for c in constraints))
         with open(log, "w") as out:
             for cmd in (
                 [sys.executable, "-m", "venv", str(tmp)],

@@ -30,7 +30,9 @@ COVERED = {
     "async_fanout.py": "test_async_fanout",
     "mtls.py": "test_mtls",
     "grpc_stream.py": "test_grpc_stream, test_grpc_stream_script",
-    "ray_batch.py": "tests/integrations (needs Ray)",
+    "ray_batch.py": "tests/integrations/test_scaling_examples.py (needs Ray: .ci/run's ray step)",
+    "spark_batch.py": "tests/integrations/test_scaling_examples.py (needs Spark: .ci/run's spark step)",
+    "scale_one_machine.py": "test_scale_one_machine",
 }
 
 
@@ -201,3 +203,7 @@ def test_grpc_stream_script(reference_server: ReferenceServer) -> None:
     result = _run_script("grpc_stream.py", INFERKIT_GRPC_URL=reference_server.grpc_url)
     assert result.returncode == 0, result.stderr
     assert "received 9 streamed responses" in result.stdout
+
+
+def test_scale_one_machine(examples: Any) -> None:
+    assert examples("scale_one_machine").main(["--rows", "3000", "--concurrency", "4"]) > 0
