@@ -119,15 +119,18 @@ class _PredictFn:
     """Called once per Spark Python worker by ``predict_batch_udf``: the predict function (the client is built on
     the first batch, and shared by every predict function of that worker with the same client spec)."""
 
-    def __init__(self, job: _Job, inputs: Sequence[str]) -> None:
+    def __init__(self, job: _Job, inputs: Sequence[str], single: Optional[str]) -> None:
         self.job = job
         self.inputs = list(inputs)
+        self.single = single
 
     def __call__(self) -> Callable[..., Any]:
-        job, names = self.job, self.inputs
+        job, names, single = self.job, self.inputs, self.single
 
-        def predict(*arrays: np.ndarray[Any, Any]) -> dict[str, np.ndarray[Any, Any]]:
+        def predict(*arrays: np.ndarray[Any, Any]) -> Any:
             columns, errors = job.run(dict(zip(names, arrays)))
+            if single is not None:
+                return columns[single]  # an array (or scalar) return type rather than a struct
             if errors is not None:
                 columns[job.error_column] = np.array(errors, dtype=object)
             return columns
@@ -162,7 +165,8 @@ def make_predict_fn(
         model_name: The model to run.
         inputs: The model's input names, in the order of the UDF's columns.
         outputs: Output names (each the name of a field of the UDF's struct return type), or ``{output: field}``;
-            None: every output, under its own name.
+            None: every output, under its own name. A single name as a string (``"OUTPUT0"``): that output is the
+            UDF's value itself (an array or scalar return type, not a struct).
         batch_size: Rows per request (``predict_batch_udf``'s own ``batch_size`` is rows per call, split here).
         concurrency: Requests in flight at once per Spark Python worker.
         datatypes, parameters, model_version, timeout, headers: As for ``infer_batched``.
@@ -178,6 +182,11 @@ def make_predict_fn(
     """
     if isinstance(inputs, str) or not inputs:
         raise ValueError(f"inputs must list the model's input names in column order, got {inputs!r}")
+    single = outputs if isinstance(outputs, str) else None
+    if single is not None:
+        if on_error == "column":
+            raise ValueError("on_error='column' needs a struct return type: pass outputs as a list or dict")
+        outputs = [single]
     job = _Job(
         client,
         model_name,
@@ -193,7 +202,7 @@ def make_predict_fn(
         error_column,
         decode_bytes,
     )
-    return _PredictFn(job, inputs)
+    return _PredictFn(job, inputs, single)
 
 
 def _column_array(series: Any, column: str, shape: Optional[Sequence[int]]) -> np.ndarray[Any, Any]:

@@ -147,6 +147,22 @@ def test_predict_batch_udf_with_tensor_columns(spark: Any, counted: ReferenceSer
     assert counted.count(route="infer", model="add_sub") >= ROWS // 16
 
 
+def test_predict_batch_udf_with_one_output_as_the_value(spark: Any, counted: ReferenceServer) -> None:
+    from pyspark.ml.functions import predict_batch_udf
+    from pyspark.sql.types import ArrayType, IntegerType
+
+    udf = predict_batch_udf(
+        make_predict_fn(counted.http_url, "add_sub", ["INPUT0", "INPUT1"], "OUTPUT1", batch_size=32),
+        return_type=ArrayType(IntegerType()),
+        batch_size=64,
+        input_tensor_shapes=[[16], [16]],
+    )
+    out = _frame(spark).select("a", udf("a", "b").alias("diff")).collect()
+    assert len(out) == ROWS and all(r["diff"] == [v - 1 for v in r["a"]] for r in out)
+    with pytest.raises(ValueError, match="struct return type"):
+        make_predict_fn(counted.http_url, "add_sub", ["INPUT0", "INPUT1"], "OUTPUT1", on_error="column")
+
+
 def test_one_client_per_worker_reused_across_batches_and_tasks(
     spark: Any, counted: ReferenceServer, tmp_path: Path
 ) -> None:
