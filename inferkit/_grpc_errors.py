@@ -158,7 +158,10 @@ def map_rpc_error(
     if code == "RESOURCE_EXHAUSTED" and "larger than max" in lowered:
         # Our own limit hit while sending, or the server's limit (its status arrives "from peer"), concern the
         # request; our limit hit while receiving, the reply.
-        from_peer = "received from peer" in _debug(exc).lower()
+        # grpcio marks its own receive limit "CLIENT: Received message ..." (its debug string may still say "from
+        # peer"); older ones do not say which side, and then only the debug string tells.
+        ours = lowered.startswith("client: received message")
+        from_peer = not ours and "received from peer" in _debug(exc).lower()
         if "sent message" in lowered or from_peer:
             return PayloadTooLargeError(
                 f"the request is larger than the gRPC message size limit: {details}",

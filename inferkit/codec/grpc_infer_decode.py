@@ -108,8 +108,15 @@ def _typed_to_numpy(
         arr = np.empty(count, dtype=object)
         arr[:] = list(values)
         return arr.reshape(shape)
+    target = datatype_to_dtype(datatype)
     try:
-        return np.array(values, dtype=datatype_to_dtype(datatype)).reshape(shape)
+        if target.kind in "iu" and n:
+            # numpy < 2 wraps an out-of-range int silently when converting straight to the target: check first.
+            wide = np.array(values)
+            info = np.iinfo(target)
+            if wide.min() < info.min or wide.max() > info.max:
+                raise OverflowError(f"values outside [{info.min}, {info.max}]")
+        return np.array(values, dtype=target).reshape(shape)
     except (OverflowError, ValueError) as exc:
         raise DecodeError(
             f"{where}: tensor {name!r}: contents.{field} holds a value out of range for {datatype}"

@@ -108,6 +108,9 @@ def _column_to_tensor(name: str, values: Any, cls: type[InferInput] | type[Infer
         arr = np.asarray(values)
     except ValueError as exc:
         raise EncodeError(f"{what}: {name!r} is not a regular (rectangular) array: {exc}") from exc
+    if arr.dtype == object and any(isinstance(v, (list, tuple)) for v in arr.reshape(-1)):
+        # numpy < 1.24 makes an object array of rows of different lengths instead of raising
+        raise EncodeError(f"{what}: {name!r} is not a regular (rectangular) array: rows of different lengths")
     if arr.dtype.kind == "U" or arr.dtype.kind == "S" or arr.dtype.kind == "O":
         obj = np.empty(arr.shape, dtype=object)
         obj[...] = arr

@@ -151,6 +151,9 @@ def _numeric_json_to_numpy(
         parsed = np.asarray(data)
     except (ValueError, TypeError, OverflowError) as exc:
         raise error(f"tensor {tensor!r}: data is not a regular list of {datatype} values ({exc})") from exc
+    if parsed.dtype == object and any(isinstance(v, (list, tuple)) for v in parsed.reshape(-1)):
+        # numpy < 1.24 makes an object array of rows of different lengths instead of raising
+        raise error(f"tensor {tensor!r}: data is not a regular list of {datatype} values (rows of different lengths)")
     if parsed.size == 0:
         return np.empty(0, dtype=target)
     kind = parsed.dtype.kind

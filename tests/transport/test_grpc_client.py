@@ -12,7 +12,13 @@ import time
 import numpy as np
 import pytest
 
-pytest.importorskip("grpc")
+grpc = pytest.importorskip("grpc")
+GRPC_VERSION = tuple(int(part) for part in grpc.__version__.split(".")[:2])
+# grpcio < 1.80 cannot open a new channel in a forked child whose parent had used gRPC (the child's channel never
+# connects); inferkit's client re-creates its channel there, which needs grpcio 1.80 (docs/compatibility.md).
+needs_fork_support = pytest.mark.skipif(
+    GRPC_VERSION < (1, 80), reason=f"grpcio {grpc.__version__} < 1.80 cannot open a channel in a forked child"
+)
 
 from inferkit import InferInput, InferRequest, InferRequestedOutput  # noqa: E402
 from inferkit.config import BearerToken, RetryPolicy  # noqa: E402
@@ -228,6 +234,11 @@ def test_max_message_size_is_enforced_and_never_retried(server):
         assert server.count(route="infer") == 0
 
 
+@pytest.mark.skipif(
+    GRPC_VERSION < (1, 63),
+    reason=f"grpcio {grpc.__version__} < 1.63 does not say that its own receive limit was hit ('CLIENT: ...'), so a "
+    "reply over the limit cannot be told from a request over the server's limit (both are too-large errors there)",
+)
 def test_reply_larger_than_the_limit(server):
     from inferkit.errors import ResponseTooLargeError
 
@@ -778,6 +789,7 @@ def test_threads_share_one_client(client):
 
 
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
+@needs_fork_support
 def test_usable_after_fork(client):
     req, a, b = _add_sub_request()
     client.infer(req)  # the parent's channel is connected
