@@ -463,24 +463,55 @@ from tritonclient.grpc._infer_result import InferResult as TCInferResult  # noqa
 from tritonclient.grpc._utils import _get_inference_request as tc_request  # noqa: E402
 
 
+def _tritonclient_takes_float_parameters() -> bool:
+    x = tc.InferInput("X", [1], "INT32")
+    x.set_data_from_numpy(np.zeros(1, np.int32))
+    try:
+        tc_request("m", [x], "", "", None, 0, False, False, 0, None, {"p": 1.5})
+    except Exception:  # noqa: BLE001 - tritonclient < 2.4x: InferenceServerException "datatype <float> not supported"
+        return False
+    return True
+
+
+TC_FLOAT_PARAMETERS = _tritonclient_takes_float_parameters()
+
+
+def _tritonclient_takes_bfloat16() -> bool:
+    """tritonclient before 2.6x has BF16 as float32 arrays (no ml_dtypes.bfloat16 to compare with ours)."""
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    from tritonclient.utils import triton_to_np_dtype
+
+    return np.dtype(triton_to_np_dtype("BF16")) == np.dtype(ml_dtypes.bfloat16)
+
+
 @pytest.mark.parametrize("datatype", [dt for dt in ALL if dt != "BF16"] + ["BF16"])
 def test_tritonclient_request_parses_with_ours(datatype):
     arr = _array(datatype)
     if datatype == "BF16":
-        pytest.importorskip("ml_dtypes")
+        if not _tritonclient_takes_bfloat16():
+            pytest.skip("this tritonclient has BF16 as float32 arrays, not ml_dtypes.bfloat16")
         import ml_dtypes
 
         arr = BF16_SRC.astype(ml_dtypes.bfloat16)
     x = tc.InferInput("X", list(arr.shape), datatype)
     x.set_data_from_numpy(arr)
+    p = 1.5 if TC_FLOAT_PARAMETERS else "1.5"  # see test_tritonclient_float_parameter_parses_with_ours
     theirs = tc_request(
-        "m", [x], "2", "rid", [tc.InferRequestedOutput("Y", class_count=2)], 5, True, False, 0, None, {"p": 1.5}
+        "m", [x], "2", "rid", [tc.InferRequestedOutput("Y", class_count=2)], 5, True, False, 0, None, {"p": p}
     )
     ours = decode_infer_request(theirs.SerializeToString())
     assert (ours.model_name, ours.model_version, ours.request_id) == ("m", "2", "rid")
-    assert ours.parameters == {"sequence_id": 5, "sequence_start": True, "sequence_end": False, "p": 1.5}
+    assert ours.parameters == {"sequence_id": 5, "sequence_start": True, "sequence_end": False, "p": p}
     assert ours.outputs is not None and ours.outputs[0].class_count == 2
     _check(ours.inputs[0], datatype)
+
+
+@pytest.mark.skipif(not TC_FLOAT_PARAMETERS, reason="this tritonclient refuses float request parameters")
+def test_tritonclient_float_parameter_parses_with_ours():
+    x = tc.InferInput("X", [1], "INT32")
+    x.set_data_from_numpy(np.zeros(1, np.int32))
+    theirs = tc_request("m", [x], "", "", None, 0, False, False, 0, None, {"p": 1.5})
+    assert decode_infer_request(theirs.SerializeToString()).parameters == {"p": 1.5}
 
 
 @pytest.mark.parametrize("datatype", ALL)

@@ -38,6 +38,23 @@ except Exception as exc:  # ImportError, or protobuf's VersionError: tritonclien
     _NO_TRITONCLIENT = f"tritonclient.grpc cannot be imported here: {exc!r}"
 else:
     _NO_TRITONCLIENT = ""
+    # An older tritonclient (the newest that installs beside the lowest grpcio/protobuf) ships older protos: it is
+    # no oracle for messages and fields that Triton added since.
+    _older = sorted(
+        f"{mod.__name__.rsplit('.', 1)[-1]}.{name}"
+        for ours, mod in ((our_service, their_service), (our_config, their_config))
+        for name, message in ours.DESCRIPTOR.message_types_by_name.items()
+        if name not in mod.DESCRIPTOR.message_types_by_name
+        or set(message.fields_by_name) - set(mod.DESCRIPTOR.message_types_by_name[name].fields_by_name)
+    )
+    if _older:
+        from importlib.metadata import version
+
+        _NO_TRITONCLIENT = (
+            f"tritonclient {version('tritonclient')}'s protos predate ours: {', '.join(_older[:6])}"
+            f"{' ...' if len(_older) > 6 else ''} are new or have new fields"
+        )
+        their_config = their_service = None
 
 # The comparisons with the protocol's own descriptors need tritonclient; the round trips and the golden bytes
 # below do not, so they also run on the oldest protobuf runtimes, where tritonclient does not import.
