@@ -209,7 +209,7 @@ def _column_array(series: Any, column: str, shape: Optional[Sequence[int]]) -> n
     """A pandas column as one array with one row per Spark row (arrays stacked and reshaped; strings as objects)."""
     if series.isna().any():
         raise EncodeError(f"column {column!r} has nulls; filter or fill them before inference (df.na.drop/fill)")
-    values = series.to_numpy()
+    values: np.ndarray[Any, Any] = np.asarray(series.to_numpy())
     if values.dtype == np.dtype(object) and len(values) and isinstance(values[0], (np.ndarray, list, tuple)):
         values = np.stack([np.asarray(v) for v in values])
     if shape:

@@ -117,6 +117,15 @@ def test_one_client_per_process_and_a_new_one_after_fork(server: ReferenceServer
     assert out.stdout.split() == ["ok", "True"], out.stderr
 
 
+def test_importing_the_adapter_does_not_import_spark_or_pandas() -> None:
+    code = (
+        "import sys, inferkit.integrations.spark; "
+        "loaded = [m for m in ('pyspark', 'pandas', 'grpc', 'aiohttp') if m in sys.modules]; print(loaded or 'ok')"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=60)
+    assert out.stdout.strip() == "ok", out.stdout + out.stderr
+
+
 def test_make_predict_fn_checks_its_arguments() -> None:
     with pytest.raises(ValueError, match="inputs must list"):
         make_predict_fn("http://127.0.0.1:1", "m", "INPUT0")
