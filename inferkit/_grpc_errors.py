@@ -41,6 +41,7 @@ _CONNECT_MARKERS = (
     "failed to pick subchannel",
     "goaway",
     "ping timeout",  # keep-alive found the peer gone (a silent network drop): the connection, not the server
+    "keepalive watchdog timeout",  # the same, in grpc-core's words before grpcio 1.5x
     "end of tcp stream",
     "handshake",
 )
@@ -158,8 +159,8 @@ def map_rpc_error(
     if code == "RESOURCE_EXHAUSTED" and "larger than max" in lowered:
         # Our own limit hit while sending, or the server's limit (its status arrives "from peer"), concern the
         # request; our limit hit while receiving, the reply.
-        # grpcio marks its own receive limit "CLIENT: Received message ..." (its debug string may still say "from
-        # peer"); older ones do not say which side, and then only the debug string tells.
+        # grpcio (>= 1.63, setup.cfg's floor) marks its own receive limit "CLIENT: Received message ..." while its
+        # debug string may still say "from peer"; without the mark, the debug string is all there is.
         ours = lowered.startswith("client: received message")
         from_peer = not ours and "received from peer" in _debug(exc).lower()
         if "sent message" in lowered or from_peer:

@@ -60,6 +60,8 @@ from inferkit.config import RESTConfig, Timeout
 
 __all__ = ["AsyncTransport", "load_aiohttp"]
 
+_YEAR = 365 * 24 * 3600.0  # seconds
+
 logger = logging.getLogger("inferkit")
 
 _INSTALL_HINT = "the async REST client needs aiohttp: pip install 'inferkit[aio]'"
@@ -246,7 +248,8 @@ class AsyncTransport:
                 limit=config.connection_limit,
                 limit_per_host=config.connection_limit,
                 ssl=self._ssl,
-                keepalive_timeout=self.config.keepalive_expiry,  # None: aiohttp keeps idle connections forever
+                # None: keep idle connections for good. aiohttp 3.10 takes no None here: a year is the same.
+                keepalive_timeout=_YEAR if config.keepalive_expiry is None else config.keepalive_expiry,
             )
         session = aiohttp.ClientSession(
             connector=connector,

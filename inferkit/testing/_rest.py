@@ -88,12 +88,18 @@ class RequestLog(logging.LoggerAdapter):  # type: ignore[type-arg]  # generic on
         log.log(logging.DEBUG if repeat else logging.WARNING, "%s", text)
 
     def _explain(self, who: str, exc: HttpProcessingError) -> str:
-        from aiohttp.http_exceptions import BadHttpMethod, BadStatusLine  # noqa: PLC0415
+        from aiohttp import http_exceptions  # noqa: PLC0415
 
+        # BadHttpMethod is new in aiohttp 3.10.2; before, a bad method line is a BadStatusLine.
+        bad_line = (
+            http_exceptions.BadStatusLine,
+            getattr(http_exceptions, "BadHttpMethod", http_exceptions.BadStatusLine),
+        )
         text = str(exc)
-        if "HTTPS" in text:
+        # Newer aiohttp says "HTTPS"; older ones show the line, and a TLS handshake starts with 0x16 0x03.
+        if "HTTPS" in text or "b'\\x16\\x03" in text:
             return f"{who} sent TLS to the REST port, which is plain HTTP (an https:// URL? use http://)"
-        if "PRI" in text or "HTTP/2" in text or isinstance(exc, (BadStatusLine, BadHttpMethod)):
+        if "PRI" in text or "HTTP/2" in text or isinstance(exc, bad_line):
             port = self._grpc_port()
             where = f"use the gRPC port {port}" if port else "this server serves no gRPC"
             return f"{who} sent something that is not HTTP/1.1 to the REST port (a gRPC client? {where})"

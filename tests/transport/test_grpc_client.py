@@ -234,11 +234,6 @@ def test_max_message_size_is_enforced_and_never_retried(server):
         assert server.count(route="infer") == 0
 
 
-@pytest.mark.skipif(
-    GRPC_VERSION < (1, 63),
-    reason=f"grpcio {grpc.__version__} < 1.63 does not say that its own receive limit was hit ('CLIENT: ...'), so a "
-    "reply over the limit cannot be told from a request over the server's limit (both are too-large errors there)",
-)
 def test_reply_larger_than_the_limit(server):
     from inferkit.errors import ResponseTooLargeError
 
