@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
+import pandas as pd  # at module level: pandas_udf resolves the UDF's (string) annotations in this module
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -33,7 +34,6 @@ ROWS_PER_BATCH = 1024  # rows Spark hands the UDF at a time (Arrow batch), the s
 
 def tritonclient_udf(url: str) -> Any:
     """tritonclient in a pandas UDF, written as its examples write it: a client per batch, one request per batch."""
-    import pandas as pd
     from pyspark.sql.functions import pandas_udf
 
     host = url.split("://", 1)[1]
