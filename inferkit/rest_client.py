@@ -16,6 +16,7 @@ import requests
 from inferkit import errors
 from inferkit._transport.driver import CancelScope
 from inferkit._transport.http import SyncTransport
+from inferkit._transport.stream import EventStream, open_stream
 from inferkit.batching import BatchMixin, RebuildOnUnpickle
 from inferkit.codec.rest_calls import RestCall, RestCalls, check_infer_request
 from inferkit.codec.tensors import InferRequest, InferResponse
@@ -168,6 +169,59 @@ class InferenceRESTClient(RebuildOnUnpickle, BatchMixin):
     ) -> Any:
         """KServe v1 ``:explain``; returns the reply's JSON (its shape depends on the explainer)."""
         return self._do(self._calls.explain(model_name, instances, inputs), headers, timeout)
+
+    # -- generate (Triton's generate extension) -----------------------------------------------------------------
+    def generate(
+        self,
+        model_name: str,
+        payload: Mapping[str, Any],
+        model_version: str | None = None,
+        headers: Headers = None,
+        timeout: TimeoutLike = None,
+    ) -> dict[str, Any]:
+        """``POST v2/models/{model}/generate``: one answer, as the dict Triton sends (e.g. ``text_output``).
+
+        Args:
+            payload: The model's inputs and ``parameters`` as Triton's generate schema has them, e.g.
+                ``{"text_input": "Hello", "max_tokens": 16}``.
+
+        Raises:
+            ServerError: An error status, or the ``{"error": ...}`` Triton answers with a 200 (e.g. for a model
+                that streams several responses: :class:`~inferkit.errors.InvalidInputError`, use
+                :meth:`generate_stream`).
+            DecodeError: The answer is not a JSON object.
+
+        Retried like ``infer`` (see :class:`~inferkit.config.RetryPolicy`).
+        """
+        result: dict[str, Any] = self._do(
+            self._calls.generate(model_name, model_version, payload, False), headers, timeout
+        )
+        return result
+
+    def generate_stream(
+        self,
+        model_name: str,
+        payload: Mapping[str, Any],
+        model_version: str | None = None,
+        headers: Headers = None,
+        timeout: TimeoutLike = None,
+    ) -> EventStream:
+        """``POST v2/models/{model}/generate_stream``: the server-sent events, one dict per event.
+
+        Returns once the first event has arrived (failures before it are retried under the retry policy, never
+        after it); iterate for the events, and use it as a context manager (or call ``close()``) to end it early,
+        which closes its connection so the server stops generating. The read timeout bounds the wait for each
+        event, ``RetryPolicy.deadline`` (or ``Timeout.total``) the whole stream. An error event raises
+        :class:`~inferkit.errors.ServerError` naming the model; a malformed event :class:`~inferkit.errors.DecodeError`.
+
+        Example:
+            >>> with client.generate_stream("llm", {"text_input": "Hello", "max_tokens": 64}) as events:
+            ...     for event in events:
+            ...         print(event["text_output"], end="")
+        """
+        return open_stream(
+            self._transport, self._calls.generate(model_name, model_version, payload, True), headers, timeout
+        )
 
     # -- health ---------------------------------------------------------------------------------------------------
     def is_server_live(self, headers: Headers = None, timeout: TimeoutLike = None) -> bool:

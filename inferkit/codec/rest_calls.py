@@ -11,21 +11,23 @@ Must not import: requests, urllib3, aiohttp, grpc.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 from urllib.parse import quote
 
 from inferkit import errors
-from inferkit.codec import _json, rest_v1, rest_v2
+from inferkit.codec import _json, generate, rest_v1, rest_v2
 from inferkit.codec.routes import Route, v1, v2
+from inferkit.codec.sse import Event, SSEDecoder
 from inferkit.codec.tensors import InferRequest, InferRequestedOutput, check_shm_registration
 from inferkit.config import RESTConfig, parse_retry_after
 
-__all__ = ["Reply", "RestCall", "RestCalls", "check_infer_request", "reply_error"]
+__all__ = ["Reply", "Opened", "RestCall", "RestCalls", "check_infer_request", "reply_error"]
 
 Parser = Callable[["RestCall", "Reply"], Any]
 
 _JSON_HEADERS: Mapping[str, str] = {"Content-Type": rest_v2.JSON_CONTENT_TYPE}
+_STREAM_HEADERS: Mapping[str, str] = {"Content-Type": rest_v2.JSON_CONTENT_TYPE, "Accept": generate.EVENT_STREAM}
 _EMPTY_JSON = b"{}"
 
 
@@ -42,6 +44,17 @@ class Reply:
     def header(self, name: str) -> str | None:
         value = self.headers.get(name)
         return None if value is None else str(value)
+
+
+@dataclass(slots=True)
+class Opened(Reply):
+    """The start of a 2xx event stream, as a transport's attempt returns it once the first event is complete:
+    the decoder, the events read so far, whether the stream already ended, and the transport's open ``source``."""
+
+    source: Any = None
+    decoder: SSEDecoder = field(default_factory=SSEDecoder)
+    events: list[Event] = field(default_factory=list)
+    ended: bool = False
 
 
 #: Triton answers its ALREADY_EXISTS errors with HTTP 400 over REST (ALREADY_EXISTS over gRPC, a ConflictError); the
@@ -262,6 +275,21 @@ class RestCalls:
             request_id=request.request_id,
         )
 
+    def generate(self, model_name: str, model_version: str | None, payload: Any, stream: bool) -> RestCall:
+        """Triton's ``/generate`` (parsed into a dict) or ``/generate_stream`` (the transport reads its events)."""
+        self._require_v2("generate")
+        body = generate.encode_payload(model_name, payload)
+        route = v2.generate(model_name, model_version, stream)
+        return RestCall(
+            route.method,
+            route.path,
+            body,
+            _STREAM_HEADERS if stream else _JSON_HEADERS,
+            parse=_no_result if stream else _generate_reply,
+            retryable=self._retry_infer,
+            model_name=model_name,
+        )
+
     def predict(self, model_name: str, instances: Any, inputs: Any) -> RestCall:
         self._require_v1("predict()")
         _model_name(model_name, "predict", _V1_USAGE.format(method="predict"))
@@ -370,6 +398,10 @@ def _repository_index(call: RestCall, reply: Reply) -> list[dict[str, Any]]:
     if not isinstance(result, list):
         raise errors.DecodeError(f"the repository index must be a JSON list, got {type(result).__name__}")
     return result
+
+
+def _generate_reply(call: RestCall, reply: Reply) -> Any:
+    return generate.decode_answer(call.model_name, reply.body)
 
 
 def _infer_reply(call: RestCall, reply: Reply) -> Any:

@@ -22,6 +22,7 @@ from inferkit.codec import _json, rest_v1, rest_v2
 from inferkit.errors import DecodeError, EncodeError, http_status_for_grpc_code
 from inferkit.testing._engine import Engine
 from inferkit.testing._faults import Fault, FaultBook
+from inferkit.testing._generate import generate, generate_stream
 from inferkit.testing._model import ModelError
 
 __all__ = ["build_app", "RequestLog"]
@@ -54,7 +55,7 @@ class Reply:
         return web.Response(status=self.status, body=self.body, headers=self.headers)
 
 
-Handler = Callable[[web.Request, "Fault | None"], Awaitable[Reply]]
+Handler = Callable[[web.Request, "Fault | None"], Awaitable["Reply | web.StreamResponse"]]
 
 
 class RequestLog(logging.LoggerAdapter):  # type: ignore[type-arg]  # generic only in the stubs of 3.11+
@@ -119,6 +120,8 @@ def build_app(engine: Engine, book: FaultBook, auth: tuple[str, str] | None) -> 
         add("GET", base + "/config", "model_config", api.model_config)
         add("GET", base + "/stats", "model_statistics", api.statistics)
         add("POST", base + "/infer", "infer", api.infer)
+        add("POST", base + "/generate", "generate", api.generate)
+        add("POST", base + "/generate_stream", "generate_stream", api.generate_stream)
     add("POST", "/v2/repository/index", "repository_index", api.repository_index)
     add("POST", "/v2/repository/models/{model}/load", "repository_load", api.repository_load)
     add("POST", "/v2/repository/models/{model}/unload", "repository_unload", api.repository_unload)
@@ -150,7 +153,10 @@ def _wrap(route: str, handler: Handler, book: FaultBook, auth: tuple[str, str] |
             reply = Reply.error(401, f"missing or wrong '{auth[0]}' header: this server requires authentication")
         else:
             try:
-                reply = await handler(request, fault)
+                answer = await handler(request, fault)
+                if isinstance(answer, web.StreamResponse):
+                    return answer  # already sent (an event stream)
+                reply = answer
             except ModelError as exc:
                 reply = Reply.error(exc.status, exc.message)
             except DecodeError as exc:
@@ -303,6 +309,15 @@ class _Api:
                 out.binary_data = True
         encoded = rest_v2.encode_infer_response(response, requested=infer_request.outputs, binary_output=binary_output)
         return Reply(200, encoded.body, dict(encoded.headers))
+
+    async def generate(self, request: web.Request, fault: Fault | None) -> Reply:
+        status, value = await generate(
+            self.engine, request.match_info["model"], request.match_info.get("version"), await _json_body(request)
+        )
+        return Reply.json(value, status)
+
+    async def generate_stream(self, request: web.Request, fault: Fault | None) -> web.StreamResponse:
+        return await generate_stream(self.engine, request, await _json_body(request))
 
     # -- repository -------------------------------------------------------------------------------------------
     async def repository_index(self, request: web.Request, fault: Fault | None) -> Reply:
