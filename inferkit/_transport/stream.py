@@ -213,7 +213,10 @@ class _DirectSource:
     def read(self, timeout: float | None) -> bytes:
         if timeout is not None:
             self._sock.settimeout(timeout)
-        return self._raw.read1(READ_SIZE)
+        data = self._raw.read1(READ_SIZE)
+        if not data and self._raw.length:  # closed short of its Content-Length (chunked raises by itself)
+            raise http.client.IncompleteRead(b"", self._raw.length)
+        return data
 
     def release(self) -> None:
         """The stream was read to its end: the connection goes back to the pool (when the server keeps it)."""

@@ -14,6 +14,7 @@ import time
 from typing import Any, Mapping, Optional
 
 from inferkit import errors
+from inferkit.aio._stream import AsyncEventStream
 from inferkit.aio._transport import AsyncTransport
 from inferkit.aio.batching import AsyncBatchMixin
 from inferkit.batching import RebuildOnUnpickle
@@ -152,6 +153,36 @@ class InferenceRESTClient(RebuildOnUnpickle, AsyncBatchMixin):
     ) -> Any:
         """KServe v1 ``:explain``; returns the reply's JSON."""
         return await self._do(self._calls.explain(model_name, instances, inputs), headers, timeout)
+
+    # -- generate (Triton's generate extension) -----------------------------------------------------------------
+    async def generate(
+        self,
+        model_name: str,
+        payload: Mapping[str, Any],
+        model_version: str | None = None,
+        headers: Headers = None,
+        timeout: TimeoutLike = None,
+    ) -> dict[str, Any]:
+        """``POST v2/models/{model}/generate`` (see :meth:`inferkit.InferenceRESTClient.generate`)."""
+        call = self._calls.generate(model_name, model_version, payload, False)
+        result: dict[str, Any] = await self._do(call, headers, timeout)
+        return result
+
+    def generate_stream(
+        self,
+        model_name: str,
+        payload: Mapping[str, Any],
+        model_version: str | None = None,
+        headers: Headers = None,
+        timeout: TimeoutLike = None,
+    ) -> AsyncEventStream:
+        """``POST v2/models/{model}/generate_stream``: NOT awaited; ``async for event in ...`` or ``async with``.
+
+        The request is sent when the stream is first used (see :meth:`inferkit.InferenceRESTClient.generate_stream`
+        for retries, timeouts and errors); cancelling the task that reads it closes its connection.
+        """
+        call = self._calls.generate(model_name, model_version, payload, True)
+        return AsyncEventStream(self._transport, call, headers, timeout)
 
     # -- health ---------------------------------------------------------------------------------------------------
     async def is_server_live(self, headers: Headers = None, timeout: TimeoutLike = None) -> bool:

@@ -17,6 +17,8 @@ import inferkit.aio as aio  # noqa: E402
 from inferkit import factory as sync_factory  # noqa: E402
 from inferkit import grpc_client as sync_grpc  # noqa: E402
 from inferkit import rest_client as sync_rest  # noqa: E402
+from inferkit._transport import stream as sync_sse  # noqa: E402
+from inferkit.aio import _stream as aio_sse  # noqa: E402
 from inferkit.aio import grpc_client as aio_grpc  # noqa: E402
 
 PAIRS = [
@@ -24,6 +26,7 @@ PAIRS = [
     (sync_grpc.InferenceGRPCClient, aio.InferenceGRPCClient),
     (sync_factory.InferenceClientFactory, aio.InferenceClientFactory),
     (sync_grpc.InferStream, aio_grpc.AsyncInferStream),
+    (sync_sse.EventStream, aio_sse.AsyncEventStream),
 ]
 
 # Intended differences: (class name, member) -> why.
@@ -38,6 +41,11 @@ ALLOWED = {
     ("InferStream", "__next__"): "sync iterator",
     ("AsyncInferStream", "__aiter__"): "async iterator",
     ("AsyncInferStream", "__anext__"): "async iterator",
+    ("EventStream", "__iter__"): "sync iterator",
+    ("EventStream", "__next__"): "sync iterator",
+    ("AsyncEventStream", "__aiter__"): "async iterator",
+    ("AsyncEventStream", "__anext__"): "async iterator",
+    ("AsyncEventStream", "aclose"): "the name async generators use for close()",
     # The factory and streams have no batch mixin; the clients have BatchMixin / AsyncBatchMixin, whose parity is
     # asserted in tests/transport/test_aio_batching.py (infer_many returns an iterator vs an async iterator).
 }
@@ -73,6 +81,8 @@ def _ret(sig: inspect.Signature) -> str:
     for a, b in (
         ("AsyncIterator", "Iterator"),
         ("AsyncInferStream", "InferStream"),
+        ("AsyncEventStream", "EventStream"),
+        ("AsyncGenerateStream", "GenerateStream"),
         ("AsyncInferManyIterator", "InferManyIterator"),
         ("InferManyIterator[Any]", "InferManyIterator"),
     ):
@@ -81,7 +91,7 @@ def _ret(sig: inspect.Signature) -> str:
 
 
 # Methods that return an (async) iterator object at once rather than a coroutine: plain def in both.
-RETURN_ITERATORS = {"infer_many", "stream"}
+RETURN_ITERATORS = {"infer_many", "stream", "generate_stream", "generate_many"}
 
 
 @pytest.mark.parametrize(("sync_cls", "aio_cls"), PAIRS, ids=lambda c: c.__name__)
