@@ -19,6 +19,7 @@ import time
 from typing import Any, Callable, Generator, Iterable, Mapping, NamedTuple, Sequence, Union
 
 from inferkit._grpc_errors import map_rpc_error
+from inferkit._grpc_generate import GenerateSpecs
 from inferkit._retry import RetryState
 from inferkit._version import __version__
 from inferkit.codec.grpc_calls import GRPCCall, GRPCCalls, grpc_codec
@@ -480,6 +481,7 @@ class GRPCClientBase:
         )
         self._grpc = load_grpc()
         self._calls = GRPCCalls(self._s.retry)
+        self._generate_specs = GenerateSpecs()  # generate's per-model metadata, fetched once
         self._transport = self._open()
 
     def _open(self) -> Any:

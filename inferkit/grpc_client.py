@@ -59,8 +59,10 @@ from inferkit._grpc_common import (
     StreamState,
     map_rpc_error,
 )
+from inferkit._grpc_generate import NO_CONFIG, GenerateSpecs, GenerateStream, single_answer
 from inferkit._transport.grpc import GRPCTransport
 from inferkit.batching import BatchMixin, RebuildOnUnpickle, StartFn, no_cancel, settle
+from inferkit.codec.generate import response_to_dict
 from inferkit.codec.grpc_calls import LARGE_REQUEST_BYTES, GRPCCall
 from inferkit.codec.tensors import InferRequest, InferResponse
 from inferkit.errors import InferkitError, ReadTimeout, ServerError
@@ -365,6 +367,57 @@ class InferenceGRPCClient(RebuildOnUnpickle, BatchMixin, GRPCClientBase):
                 s.send(request)
             s.close_send()
             yield from s
+
+    # -- generate (Triton's generate extension, over ModelInfer / ModelStreamInfer) -----------------------------
+    def generate(
+        self,
+        model_name: str,
+        payload: Mapping[str, Any],
+        model_version: str | None = None,
+        headers: Headers = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """The REST client's ``generate`` over gRPC: the same payload, the same dict back.
+
+        The payload's fields become typed tensors from the model's metadata (fetched once per model), as Triton does
+        for HTTP; the call is ``ModelInfer``, or one ``ModelStreamInfer`` call on a decoupled model.
+        """
+        request, decoupled = self._generate_request(model_name, model_version, payload, headers, timeout)
+        if not decoupled:
+            return response_to_dict(self.infer(request, headers, timeout))
+        with self.stream(UNSET if timeout is None else timeout, headers) as stream:
+            stream.send(request)
+            stream.close_send()
+            return single_answer(model_name, list(stream))
+
+    def generate_stream(
+        self,
+        model_name: str,
+        payload: Mapping[str, Any],
+        model_version: str | None = None,
+        headers: Headers = None,
+        timeout: float | None = None,
+    ) -> GenerateStream:
+        """The REST client's ``generate_stream`` over one ``ModelStreamInfer`` call: a dict per response.
+
+        ``timeout`` is the deadline of the whole stream (default: the client's); leaving early cancels the call.
+        """
+        request, _ = self._generate_request(model_name, model_version, payload, headers, timeout)
+        return GenerateStream(self.stream(UNSET if timeout is None else timeout, headers), request)
+
+    def _generate_request(
+        self, model_name: str, model_version: str | None, payload: Any, headers: Headers, timeout: float | None
+    ) -> tuple[InferRequest, bool]:
+        GenerateSpecs.check(model_name, payload)
+        spec = self._generate_specs.get(model_name, model_version)
+        if spec is None:
+            metadata = self.get_model_metadata(model_name, model_version, headers, timeout)
+            try:
+                config = self.get_model_config(model_name, model_version, headers, timeout)
+            except NO_CONFIG:
+                config = {}
+            spec = self._generate_specs.put(model_name, model_version, metadata, config)
+        return GenerateSpecs.request(model_name, model_version, payload, spec), spec.decoupled
 
 
 _END = object()

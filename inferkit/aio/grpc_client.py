@@ -21,9 +21,11 @@ from inferkit._grpc_common import (
     StreamState,
     load_grpc,
 )
+from inferkit._grpc_generate import NO_CONFIG, AsyncGenerateStream, GenerateSpecs, single_answer
 from inferkit.aio._grpc import AsyncGRPCTransport
 from inferkit.aio.batching import AsyncBatchMixin
 from inferkit.batching import RebuildOnUnpickle
+from inferkit.codec.generate import response_to_dict
 from inferkit.codec.grpc_calls import GRPCCall
 from inferkit.codec.tensors import InferRequest, InferResponse
 from inferkit.errors import InferkitError, ServerError, TransportError
@@ -230,6 +232,56 @@ class InferenceGRPCClient(RebuildOnUnpickle, AsyncBatchMixin, GRPCClientBase):
             await s.close_send()
             async for response in s:
                 yield response
+
+    # -- generate (Triton's generate extension, over ModelInfer / ModelStreamInfer) -----------------------------
+    async def generate(
+        self,
+        model_name: str,
+        payload: Mapping[str, Any],
+        model_version: str | None = None,
+        headers: Headers = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """The REST client's ``generate`` over gRPC (see :meth:`inferkit.InferenceGRPCClient.generate`)."""
+        request, decoupled = await self._generate_request(model_name, model_version, payload, headers, timeout)
+        if not decoupled:
+            return response_to_dict(await self.infer(request, headers, timeout))
+        async with self.stream(UNSET if timeout is None else timeout, headers) as stream:
+            await stream.send(request)
+            await stream.close_send()
+            return single_answer(model_name, [response async for response in stream])
+
+    def generate_stream(
+        self,
+        model_name: str,
+        payload: Mapping[str, Any],
+        model_version: str | None = None,
+        headers: Headers = None,
+        timeout: float | None = None,
+    ) -> AsyncGenerateStream:
+        """NOT awaited: ``async for event in client.generate_stream(...)`` or ``async with``; a dict per response
+        (see :meth:`inferkit.InferenceGRPCClient.generate_stream`). Cancelling the reading task cancels the call."""
+
+        async def opener() -> tuple[Any, InferRequest]:
+            request, _ = await self._generate_request(model_name, model_version, payload, headers, timeout)
+            return self.stream(UNSET if timeout is None else timeout, headers), request
+
+        GenerateSpecs.check(model_name, payload)
+        return AsyncGenerateStream(model_name, opener)
+
+    async def _generate_request(
+        self, model_name: str, model_version: str | None, payload: Any, headers: Headers, timeout: float | None
+    ) -> tuple[InferRequest, bool]:
+        GenerateSpecs.check(model_name, payload)
+        spec = self._generate_specs.get(model_name, model_version)
+        if spec is None:
+            metadata = await self.get_model_metadata(model_name, model_version, headers, timeout)
+            try:
+                config = await self.get_model_config(model_name, model_version, headers, timeout)
+            except NO_CONFIG:
+                config = {}
+            spec = self._generate_specs.put(model_name, model_version, metadata, config)
+        return GenerateSpecs.request(model_name, model_version, payload, spec), spec.decoupled
 
 
 class AsyncInferStream(StreamState):

@@ -31,8 +31,15 @@ __all__ = [
     "payload_to_request",
     "response_to_dict",
     "EVENT_STREAM",
+    "ONE_RESPONSE_ONLY",
     "is_event_stream",
 ]
+
+#: What Triton's ``/generate`` answers (HTTP 200, ``{"error": ...}``) when a model sends more than one response.
+ONE_RESPONSE_ONLY = (
+    "generate expects model to produce exactly 1 response, use generate stream for model that generates "
+    "various number of responses"
+)
 
 #: The media type of a ``/generate_stream`` answer (Triton adds ``; charset=utf-8``).
 EVENT_STREAM = "text/event-stream"
@@ -138,6 +145,12 @@ def payload_to_request(
                 parameters[name] = _parameter(model_name, name, param)
         else:
             parameters[key] = _parameter(model_name, key, value)
+    if specs and not inputs:
+        raise errors.EncodeError(
+            f"generate on model '{model_name}': the payload names none of the model's inputs {sorted(specs)} "
+            f"(its keys: {sorted(payload)}); a key that is not an input is sent as a parameter",
+            model_name=model_name,
+        )
     return InferRequest(model_name, inputs, parameters=parameters, model_version=model_version or None)
 
 

@@ -17,18 +17,12 @@ from typing import Any, AsyncIterator, Mapping
 from aiohttp import web
 
 from inferkit.codec import _json
-from inferkit.codec.generate import payload_to_request, response_to_dict
+from inferkit.codec.generate import ONE_RESPONSE_ONLY, payload_to_request, response_to_dict
 from inferkit.codec.tensors import InferResponse
 from inferkit.testing._engine import Engine
 from inferkit.testing._model import ModelError
 
-__all__ = ["generate", "generate_stream", "counters", "ONE_RESPONSE_ONLY"]
-
-#: Triton's words when ``/generate`` meets a second response.
-ONE_RESPONSE_ONLY = (
-    "generate expects model to produce exactly 1 response, use generate stream for model that generates "
-    "various number of responses"
-)
+__all__ = ["generate", "generate_stream", "counters"]
 
 #: Streams by how they ended: "complete", "error" (an error event) and "disconnected" (the client went away).
 counters: dict[str, int] = {"complete": 0, "error": 0, "disconnected": 0}
