@@ -134,6 +134,13 @@ def payload_to_request(
     """
     check_payload(model_name, payload)
     specs = {spec["name"]: spec for spec in metadata.get("inputs", ())}
+    if not specs:
+        raise errors.EncodeError(
+            f"generate on model '{model_name}': its metadata declares no inputs, so the payload's keys cannot be "
+            "turned into typed tensors (KServe and MLServer models often declare none); use infer() with "
+            "InferInput tensors for this model",
+            model_name=model_name,
+        )
     inputs: list[InferInput] = []
     parameters: dict[str, Any] = {}
     for key, value in payload.items():
@@ -145,7 +152,7 @@ def payload_to_request(
                 parameters[name] = _parameter(model_name, name, param)
         else:
             parameters[key] = _parameter(model_name, key, value)
-    if specs and not inputs:
+    if not inputs:
         raise errors.EncodeError(
             f"generate on model '{model_name}': the payload names none of the model's inputs {sorted(specs)} "
             f"(its keys: {sorted(payload)}); a key that is not an input is sent as a parameter",
