@@ -303,3 +303,21 @@ def test_aio_many_streams_at_once(reference_server: ReferenceServer) -> None:
             assert results == [[f"t{i} "] + WORDS for i in range(50)]
 
     asyncio.run(main())
+
+
+def test_session_path_and_verbose_stream_too(reference_server: ReferenceServer) -> None:
+    import requests
+
+    session = requests.Session()
+    seen: list[int] = []
+    session.hooks["response"].append(lambda r, *a, **k: seen.append(r.status_code))  # requests' own path
+    with InferenceRESTClient(reference_server.http_url, config=RESTConfig(verbose=True), session=session) as c:
+        assert c._transport.direct is False
+        assert _texts(list(c.generate_stream("llm", {"text_input": TEXT}))) == WORDS
+        with c.generate_stream("llm", {"text_input": " ".join(["w"] * 100), "delay": 0.05}) as s:
+            next(s)
+        with pytest.raises(errors.InternalServerError, match="planned failure"):
+            list(c.generate_stream("llm", {"text_input": TEXT, "fail_after": 1}))
+        assert c.generate("llm_once", {"text_input": "x"})["text_output"] == "x"
+    assert seen and set(seen) == {200}
+    session.close()
