@@ -3,7 +3,8 @@
 Owns: the per-client cache of what a generate payload needs to become a request (the model's metadata, and from
 its configuration whether it is decoupled; fetched once per model and version), and the stream objects
 :class:`GenerateStream` (sync) and :class:`AsyncGenerateStream` (aio) that turn each ``ModelStreamInfer`` response
-into the dict REST's ``generate_stream`` yields. ``generate`` runs ``ModelInfer``, or on a decoupled model (where
+into the dict REST's ``generate_stream`` yields, retried under the client's policy only before the first event
+(UNAVAILABLE, RESOURCE_EXHAUSTED, no connection). ``generate`` runs ``ModelInfer``, or on a decoupled model (where
 Triton refuses ``ModelInfer``) one ``ModelStreamInfer`` call whose single response is the answer, with the error
 Triton's ``/generate`` gives when the model sends more than one. Payload conversion is the codec's
 (:mod:`inferkit.codec.generate`).
@@ -13,7 +14,9 @@ module level.
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import time
 from typing import Any, Awaitable, Callable, Mapping, NamedTuple
 
 from inferkit import errors
@@ -25,6 +28,7 @@ from inferkit.codec.generate import (
     response_to_dict,
 )
 from inferkit.codec.tensors import InferRequest, InferResponse
+from inferkit.config import RetryPolicy
 
 __all__ = ["GenerateSpecs", "GenerateStream", "AsyncGenerateStream", "NO_CONFIG", "single_answer"]
 
@@ -77,17 +81,42 @@ def single_answer(model_name: str, responses: list[InferResponse]) -> dict[str, 
     return response_to_dict(responses[0])
 
 
+class _FirstEventRetries:
+    """Retries of a stream before its first event, under the client's policy (never once an event was handed out)."""
+
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.policy = policy
+        self.retries = 0
+        self.start = time.monotonic()
+
+    def wait(self, exc: BaseException, events_received: int) -> float | None:
+        """Seconds to wait before opening the stream again after ``exc``, or None: raise it."""
+        if events_received or not self.policy.retry_infer or not isinstance(exc, errors.InferkitError):
+            return None
+        transient = isinstance(exc, errors.ConnectError) or exc.grpc_code in self.policy.retry_grpc_codes
+        if not transient:
+            return None
+        self.retries += 1
+        retry_after = getattr(exc, "retry_after", None)
+        return self.policy.delay(self.retries, retry_after=retry_after, elapsed=time.monotonic() - self.start)
+
+
 class GenerateStream:
     """The events of one gRPC ``generate_stream`` call as dicts (those REST yields): an iterator and a context
     manager. Leaving early (``close()``, ``with``, ``break``) cancels the call, so the server stops generating.
     An error response raises its typed :class:`~inferkit.errors.ServerError` (naming the model) and ends it."""
 
-    def __init__(self, stream: Any, request: InferRequest) -> None:
+    def __init__(self, opener: Callable[[], Any], request: InferRequest, policy: RetryPolicy) -> None:
         self.model_name = request.model_name
         self.events_received = 0
-        self._stream: Any = stream
+        self._opener, self._request, self._retries = opener, request, _FirstEventRetries(policy)
+        self._stream: Any = None
+        self._open()
+
+    def _open(self) -> None:
+        self._stream = stream = self._opener()
         try:
-            stream.send(request)
+            stream.send(self._request)
             stream.close_send()
         except BaseException:
             self.close()
@@ -97,13 +126,19 @@ class GenerateStream:
         return self
 
     def __next__(self) -> dict[str, Any]:
-        if self._stream is None:
-            raise StopIteration
-        try:
-            response = self._stream.recv()
-        except BaseException:
-            self.close()
-            raise
+        while True:
+            if self._stream is None:
+                raise StopIteration
+            try:
+                response = self._stream.recv()
+                break
+            except BaseException as exc:
+                self.close()
+                wait = self._retries.wait(exc, self.events_received)
+                if wait is None:
+                    raise
+                time.sleep(wait)
+                self._open()
         if response is None:
             self._stream = None
             raise StopIteration
@@ -132,10 +167,14 @@ class AsyncGenerateStream:
     fetches the model's metadata (once per client) and opens the call on first use. Cancelling the task reading it
     cancels the call."""
 
-    def __init__(self, model_name: str, opener: Callable[[], Awaitable[tuple[Any, InferRequest]]]) -> None:
+    def __init__(
+        self, model_name: str, opener: Callable[[], Awaitable[tuple[Any, InferRequest]]], policy: RetryPolicy
+    ) -> None:
         self.model_name = model_name
         self.events_received = 0
         self._opener: Callable[[], Awaitable[tuple[Any, InferRequest]]] | None = opener
+        self._reopen = opener
+        self._retries = _FirstEventRetries(policy)
         self._stream: Any = None
 
     async def _open(self) -> None:
@@ -156,13 +195,20 @@ class AsyncGenerateStream:
     async def __anext__(self) -> dict[str, Any]:
         if self._opener is not None:
             await self._open()
-        if self._stream is None:
-            raise StopAsyncIteration
-        try:
-            response = await self._stream.recv()
-        except BaseException:
-            await self.close()
-            raise
+        while True:
+            if self._stream is None:
+                raise StopAsyncIteration
+            try:
+                response = await self._stream.recv()
+                break
+            except BaseException as exc:
+                await self.close()
+                wait = self._retries.wait(exc, self.events_received)
+                if wait is None:
+                    raise
+                await asyncio.sleep(wait)
+                self._opener = self._reopen
+                await self._open()
         if response is None:
             self._stream = None
             raise StopAsyncIteration

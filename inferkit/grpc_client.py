@@ -403,7 +403,9 @@ class InferenceGRPCClient(RebuildOnUnpickle, BatchMixin, GRPCClientBase):
         ``timeout`` is the deadline of the whole stream (default: the client's); leaving early cancels the call.
         """
         request, _ = self._generate_request(model_name, model_version, payload, headers, timeout)
-        return GenerateStream(self.stream(UNSET if timeout is None else timeout, headers), request)
+        return GenerateStream(
+            lambda: self.stream(UNSET if timeout is None else timeout, headers), request, self._s.retry
+        )
 
     def _generate_request(
         self, model_name: str, model_version: str | None, payload: Any, headers: Headers, timeout: float | None

@@ -267,7 +267,7 @@ class InferenceGRPCClient(RebuildOnUnpickle, AsyncBatchMixin, GRPCClientBase):
             return self.stream(UNSET if timeout is None else timeout, headers), request
 
         GenerateSpecs.check(model_name, payload)
-        return AsyncGenerateStream(model_name, opener)
+        return AsyncGenerateStream(model_name, opener, self._s.retry)
 
     async def _generate_request(
         self, model_name: str, model_version: str | None, payload: Any, headers: Headers, timeout: float | None

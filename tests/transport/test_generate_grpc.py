@@ -190,3 +190,26 @@ def test_generate_many_on_the_aio_clients(reference_server: ReferenceServer) -> 
                 _check_many(results)
 
     asyncio.run(main())
+
+
+def test_grpc_streams_are_retried_before_their_first_event_only(reference_server: ReferenceServer) -> None:
+    from inferkit import RetryPolicy
+    from inferkit.testing import Fault
+
+    policy = RetryPolicy(max_retries=2, backoff_initial=0.01)
+    with InferenceGRPCClient(reference_server.grpc_address, retry=policy) as grpc:
+        grpc.generate_stream("llm", {"text_input": "warm"}).close()  # metadata cached: only streams count below
+        reference_server.reset()
+        reference_server.inject(Fault(route="stream_infer", action="grpc_status", code="UNAVAILABLE", times=1))
+        assert [e["text_output"] for e in grpc.generate_stream("llm", {"text_input": TEXT})][-1] == "jumps"
+        assert reference_server.count("stream_infer") == 2
+        reference_server.inject(Fault(route="stream_infer", action="grpc_status", code="INVALID_ARGUMENT", times=1))
+        with pytest.raises(errors.InvalidInputError):
+            list(grpc.generate_stream("llm", {"text_input": TEXT}))
+
+    async def main() -> None:
+        async with aio.InferenceGRPCClient(reference_server.grpc_address, retry=policy) as g:
+            reference_server.inject(Fault(route="stream_infer", action="grpc_status", code="UNAVAILABLE", times=1))
+            assert [e["text_output"] async for e in g.generate_stream("llm", {"text_input": TEXT})][-1] == "jumps"
+
+    asyncio.run(main())
