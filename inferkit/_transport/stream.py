@@ -103,9 +103,9 @@ def _open_direct(t: SyncTransport, prep: Prepared, budget: Budget, fresh: bool, 
             keep = complete and not raw.will_close
             return Reply(raw.status, raw.msg, data)
         source = _DirectSource(t, pool, conn, sock, raw)
+        handed = True  # the source gives the connection back (or closes it) from here on, failures included
         opened = Opened(raw.status, raw.msg, b"", source=source)
         _first_event(opened)
-        handed = True
         return opened
     except (AttemptFailed, BodyTooLarge):
         raise

@@ -141,6 +141,27 @@ def test_a_stream_cut_after_its_first_event_is_not_retried() -> None:
         assert server.requests == 1
 
 
+def test_failures_before_the_first_event_are_retried_and_give_each_connection_back_once(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from inferkit._transport import pool as pools
+
+    moves: list[str] = []
+    checkout, checkin = pools.checkout, pools.checkin
+    monkeypatch.setattr(pools, "checkout", lambda *a, **k: moves.append("out") or checkout(*a, **k))
+    monkeypatch.setattr(pools, "checkin", lambda *a, **k: moves.append("in") or checkin(*a, **k))
+
+    def respond(conn: int, index: int, request: bytes) -> bytes:  # the head of a stream, then the connection closes
+        return http_reply(b": hello\n", headers={"Content-Type": "text/event-stream"}, content_length=100)
+
+    config = RESTConfig(retry=RetryPolicy(max_retries=2, backoff_initial=0.01))
+    with RawHTTPServer(respond) as server, InferenceRESTClient(server.url, config=config) as c:
+        with pytest.raises(errors.ConnectError):
+            c.generate_stream("m", {"text_input": "x"})
+        assert server.requests == 3
+    assert moves.count("out") == moves.count("in") == 3
+
+
 def test_a_malformed_event_is_a_decode_error_with_its_first_bytes() -> None:
     body = b'data: {"text_output": "a"}\n\ndata: not json at all\n\n'
 
