@@ -20,7 +20,12 @@ from google.protobuf.descriptor import FieldDescriptor
 
 from inferkit.codec.grpc_params import encode_repository_parameters
 from inferkit.codec.grpc_wire import pb
-from inferkit.codec.server_settings import log_settings_wire, read_log_settings, read_trace_settings, trace_settings_wire
+from inferkit.codec.server_settings import (
+    log_settings_wire,
+    read_log_settings,
+    read_trace_settings,
+    trace_settings_wire,
+)
 from inferkit.codec.tensors import check_shm_registration
 
 __all__ = [

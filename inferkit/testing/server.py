@@ -225,6 +225,8 @@ class ReferenceServer:
         self._book.reset()
         self._engine.shm.unregister(None)
         self._engine.reset_statistics()
+        self._engine.settings.reset()
+        self._engine.config_overrides.clear()
         for name in self._engine.loaded:
             self._engine.loaded[name] = True
 

@@ -93,7 +93,10 @@ def test_grpc_wire_types_are_those_triton_reads() -> None:
     msg = pb.ModelInferRequest.FromString(
         serialize_infer_request(_request(sequence_id="s", sequence_start=True, priority=1, timeout=0.5))
     )
-    kinds = {k: (v.WhichOneof("parameter_choice"), getattr(v, v.WhichOneof("parameter_choice"))) for k, v in msg.parameters.items()}
+    kinds = {
+        k: (v.WhichOneof("parameter_choice"), getattr(v, v.WhichOneof("parameter_choice")))
+        for k, v in msg.parameters.items()
+    }
     assert kinds == {
         "sequence_id": ("string_param", "s"),
         "sequence_start": ("bool_param", True),

@@ -17,6 +17,8 @@ class TritonPythonModel:
             ended = pb_utils.get_input_tensor_by_name(request, "END").as_numpy().astype(np.int32).reshape(1)
             out = np.array([self.total], dtype=np.int32)
             responses.append(
-                pb_utils.InferenceResponse(output_tensors=[pb_utils.Tensor("OUTPUT", out), pb_utils.Tensor("ENDED", ended)])
+                pb_utils.InferenceResponse(
+                    output_tensors=[pb_utils.Tensor("OUTPUT", out), pb_utils.Tensor("ENDED", ended)]
+                )
             )
         return responses
