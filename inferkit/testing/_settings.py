@@ -54,8 +54,11 @@ class ServerSettings:
         for key, value in update.items():
             if key not in _TRACE_DEFAULTS:
                 continue  # as Triton: unknown settings are ignored
-            if value is None:
-                staged.pop(key, None) if model else staged.__setitem__(key, _TRACE_DEFAULTS[key])
+            if value is None:  # a model follows the global value again; the global one returns to its default
+                if model:
+                    staged.pop(key, None)
+                else:
+                    staged[key] = _TRACE_DEFAULTS[key]
             elif key == "trace_file":
                 raise ModelError(501, "trace file location can not be updated through network protocol")
             elif key == "trace_level":
