@@ -105,6 +105,8 @@ class InferenceGRPCClient(RebuildOnUnpickle, BatchMixin, GRPCClientBase):
             ``grpc.http2.ping_timeout_ms`` (the one grpc-core applies to an unanswered keep-alive ping).
         idle_timeout: Seconds without calls before the channel goes IDLE and closes its connection; the next call
             reconnects (default 1800, gRPC's own; None: never idle).
+        propagate_trace: Send the current OpenTelemetry span's trace context (W3C ``traceparent`` metadata) with
+            every call, when the application uses OpenTelemetry (the ``opentelemetry`` extra); False: never.
 
     The keep-alive settings are channel options (``grpc.keepalive_time_ms``, ``grpc.keepalive_timeout_ms``,
     ``grpc.http2.ping_timeout_ms``, ``grpc.client_idle_timeout_ms``): a key given in ``channel_args`` wins.

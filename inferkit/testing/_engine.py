@@ -65,6 +65,8 @@ class Engine:
         self.stopping = threading.Event()
         self.shm = ShmRegistry()
         self.settings = ServerSettings()
+        #: The headers (REST) or metadata (gRPC) of the last request received, names in lower case.
+        self.last_headers: dict[str, str] = {}
         #: Model configurations given by ``load_model(name, config=...)``, in force until a load without one.
         self.config_overrides: dict[str, dict[str, Any]] = {}
         self._max_workers = max_workers

@@ -247,6 +247,7 @@ def _unary_handler(
     route = RPC_ROUTES[rpc]
 
     async def handle(request: Any, context: Any) -> Any:
+        engine.last_headers = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
         abort: _Abort | None = None
         reply: Any = None
         model = None
@@ -296,6 +297,7 @@ def _stream_handler(
     engine: Engine, book: FaultBook, auth: tuple[str, str] | None
 ) -> Callable[[AsyncIterator[bytes], Any], AsyncIterator[bytes]]:
     async def handle(requests: AsyncIterator[bytes], context: Any) -> AsyncIterator[bytes]:
+        engine.last_headers = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
         if not _authorized(context, auth):
             assert auth is not None
             await context.abort(

@@ -108,7 +108,7 @@ def build_app(engine: Engine, book: FaultBook, auth: tuple[str, str] | None) -> 
     api = _Api(engine)
 
     def add(method: str, path: str, route: str, handler: Handler) -> None:
-        app.router.add_route(method, path, _wrap(route, handler, book, auth))
+        app.router.add_route(method, path, _wrap(route, handler, book, auth, engine))
 
     add("GET", "/v2/health/live", "live", api.live)
     add("GET", "/v2/health/ready", "ready", api.ready)
@@ -142,8 +142,9 @@ def build_app(engine: Engine, book: FaultBook, auth: tuple[str, str] | None) -> 
     return app
 
 
-def _wrap(route: str, handler: Handler, book: FaultBook, auth: tuple[str, str] | None) -> Any:
+def _wrap(route: str, handler: Handler, book: FaultBook, auth: tuple[str, str] | None, engine: Engine) -> Any:
     async def serve(request: web.Request) -> web.StreamResponse:
+        engine.last_headers = {k.lower(): v for k, v in request.headers.items()}
         fault = book.arrive(route, request.match_info.get("model"), "rest")
         if fault is not None and fault.action in _PRE_ACTIONS:
             if fault.action == "delay":

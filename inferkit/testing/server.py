@@ -230,6 +230,11 @@ class ReferenceServer:
         for name in self._engine.loaded:
             self._engine.loaded[name] = True
 
+    def last_headers(self) -> dict[str, str]:
+        """The headers (REST) or metadata (gRPC) of the last request received, names in lower case (e.g. to check
+        that a client sent ``traceparent``)."""
+        return dict(self._engine.last_headers)
+
     def load(self, name: str) -> None:
         """Load a model (as ``POST /v2/repository/models/{name}/load`` does)."""
         self._engine.load(name)
