@@ -18,9 +18,9 @@ import logging
 import time
 from typing import Any, Callable, Generator, Iterable, Mapping, NamedTuple, Sequence, Union
 
-from inferkit._trace_context import with_trace
 from inferkit._grpc_errors import map_rpc_error
 from inferkit._retry import RetryState
+from inferkit._trace_context import with_trace
 from inferkit._version import __version__
 from inferkit.codec.grpc_calls import GRPCCall, GRPCCalls, grpc_codec
 from inferkit.codec.tensors import InferRequest

@@ -40,9 +40,9 @@ def _no_inject(carrier: dict[str, str]) -> None:
     return None
 
 
-def with_trace(headers: Optional[Mapping[str, str]]) -> Any:
-    """``headers`` plus the current trace context (``headers`` itself when there is none); the caller's own
-    headers win over the injected ones (a ``traceparent`` set by hand is kept)."""
+def with_trace(headers: Any) -> Any:
+    """``headers`` (a mapping, pairs or None) plus the current trace context (``headers`` itself when there is
+    none); the caller's own headers win over the injected ones (a ``traceparent`` set by hand is kept)."""
     if "opentelemetry.context" not in sys.modules:
         return headers
     inject = _injector()
@@ -54,5 +54,5 @@ def with_trace(headers: Optional[Mapping[str, str]]) -> Any:
     if not carrier:
         return headers  # no valid span is current
     if headers:
-        carrier.update(headers)
+        carrier.update(headers.items() if isinstance(headers, Mapping) else headers)
     return carrier

@@ -33,7 +33,6 @@ import requests.adapters
 import requests.utils
 import urllib3
 
-from inferkit._trace_context import with_trace
 from inferkit import errors
 from inferkit._retry import (
     Attempt,
@@ -44,6 +43,7 @@ from inferkit._retry import (
     closed_kind,
     rest_exchange,
 )
+from inferkit._trace_context import with_trace
 from inferkit._transport import pool as pools
 from inferkit._transport import wire
 from inferkit._transport.driver import CancelScope, clock, current_scope, drive

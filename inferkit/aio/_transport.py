@@ -33,7 +33,6 @@ import ssl
 import urllib.request
 from typing import Any, Mapping, NamedTuple
 
-from inferkit._trace_context import with_trace
 from inferkit import errors
 from inferkit._retry import (
     Attempt,
@@ -44,6 +43,7 @@ from inferkit._retry import (
     closed_kind,
     rest_exchange,
 )
+from inferkit._trace_context import with_trace
 from inferkit.aio._driver import drive
 from inferkit.codec.http_wire import (
     READ_CHUNK,
