@@ -67,6 +67,9 @@ class Engine:
         self.settings = ServerSettings()
         #: The headers (REST) or metadata (gRPC) of the last request received, names in lower case.
         self.last_headers: dict[str, str] = {}
+        #: (route, "rest" | "grpc") of each call whose client went away before its reply: a cancelled gRPC call, or
+        #: an HTTP connection closed while the request ran.
+        self.abandoned: list[tuple[str, str]] = []
         #: Model configurations given by ``load_model(name, config=...)``, in force until a load without one.
         self.config_overrides: dict[str, dict[str, Any]] = {}
         self._max_workers = max_workers

@@ -269,6 +269,9 @@ def _unary_handler(
         if abort is None:
             try:
                 reply = await impl(request, fault)
+            except asyncio.CancelledError:  # the client cancelled the call (or its deadline ran out)
+                engine.abandoned.append((route, "grpc"))
+                raise
             except _Abort as exc:
                 abort = exc
             except ModelError as exc:

@@ -169,6 +169,8 @@ def _wrap(route: str, handler: Handler, book: FaultBook, auth: tuple[str, str] |
                 reply = Reply.error(400, str(exc))
             except Exception as exc:  # a bug here or in a model: answer like a server would, with the reason
                 reply = Reply.error(500, f"reference server error: {type(exc).__name__}: {exc}")
+        if request.transport is None or request.transport.is_closing():
+            engine.abandoned.append((route, "rest"))  # the client closed its connection while the request ran
         if fault is not None:
             reply = _bend(reply, fault)
         reply = _compress(reply, request.headers.get("Accept-Encoding", ""))

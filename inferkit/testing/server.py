@@ -227,8 +227,14 @@ class ReferenceServer:
         self._engine.reset_statistics()
         self._engine.settings.reset()
         self._engine.config_overrides.clear()
+        self._engine.abandoned.clear()
         for name in self._engine.loaded:
             self._engine.loaded[name] = True
+
+    def abandoned(self, route: str | None = None) -> list[str]:
+        """The transports (``"rest"``, ``"grpc"``) of the calls to ``route`` (None: any) whose client went away
+        before the reply: a cancelled gRPC call, or an HTTP connection closed while the request ran."""
+        return [t for r, t in self._engine.abandoned if route is None or r == route]
 
     def last_headers(self) -> dict[str, str]:
         """The headers (REST) or metadata (gRPC) of the last request received, names in lower case (e.g. to check
