@@ -15,8 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import importlib
-import json
 import inspect
+import json
 import time
 from collections.abc import Iterator
 from typing import Any, Callable
