@@ -221,7 +221,8 @@ class ReferenceServer:
         return self._book.count(route, model)
 
     def reset(self) -> None:
-        """Clear faults, counters and statistics, unregister every shared memory region, load every model again."""
+        """Clear faults, counters and statistics, unregister every shared memory region, load every model again (with
+        its own configuration), and restore the trace and log settings."""
         self._book.reset()
         self._engine.shm.unregister(None)
         self._engine.reset_statistics()
