@@ -16,7 +16,8 @@ from typing import Any, Callable, Mapping
 from urllib.parse import quote
 
 from inferkit import errors
-from inferkit.codec import _json, repository, rest_v1, rest_v2, server_settings
+from inferkit.codec import _json, rest_v1, rest_v2
+from inferkit.codec import repository, server_settings  # Triton's repository, trace and logging extensions
 from inferkit.codec.routes import Route, v1, v2
 from inferkit.codec.tensors import InferRequest, InferRequestedOutput, check_shm_registration
 from inferkit.config import RESTConfig, parse_retry_after
