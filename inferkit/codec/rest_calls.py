@@ -17,8 +17,14 @@ from urllib.parse import quote
 
 from inferkit import errors
 from inferkit.codec import _json, rest_v1, rest_v2
-from inferkit.codec import repository, server_settings  # Triton's repository, trace and logging extensions
+from inferkit.codec.repository import load_parameters
 from inferkit.codec.routes import Route, v1, v2
+from inferkit.codec.server_settings import (
+    log_settings_wire,
+    read_log_settings,
+    read_trace_settings,
+    trace_settings_wire,
+)
 from inferkit.codec.tensors import InferRequest, InferRequestedOutput, check_shm_registration
 from inferkit.config import RESTConfig, parse_retry_after
 
@@ -182,7 +188,7 @@ class RestCalls:
     def load_model(self, model_name: str, config: str | None, files: Mapping[str, bytes] | None) -> RestCall:
         self._require_v2("load_model()")
         _model_name(model_name, "load_model")
-        params = repository.load_parameters(model_name, config, files, base64_files=True)
+        params = load_parameters(model_name, config, files, base64_files=True)
         route = v2.repository_load(model_name)
         if not params:
             return _post_json(route, model_name)
@@ -207,7 +213,7 @@ class RestCalls:
         route = v2.trace_setting(model_name, update=settings is not None)
         if settings is None:
             return RestCall(route.method, route.path, parse=_trace_reply, model_name=model_name)
-        body = _json.dumps(server_settings.trace_settings_wire(settings, f"trace settings of {model_name or 'server'}"))
+        body = _json.dumps(trace_settings_wire(settings, f"trace settings of {model_name or 'server'}"))
         return RestCall(route.method, route.path, body, _JSON_HEADERS, parse=_trace_reply, model_name=model_name)
 
     def log_settings(self, settings: Mapping[str, Any] | None) -> RestCall:
@@ -216,7 +222,7 @@ class RestCalls:
         route = v2.logging(update=settings is not None)
         if settings is None:
             return RestCall(route.method, route.path, parse=_log_reply)
-        body = _json.dumps(server_settings.log_settings_wire(settings, "log settings"))
+        body = _json.dumps(log_settings_wire(settings, "log settings"))
         return RestCall(route.method, route.path, body, _JSON_HEADERS, parse=_log_reply)
 
     # -- system shared memory (Triton extension) ----------------------------------------------------------------
@@ -397,11 +403,11 @@ def _post_json(route: Route, model_name: str | None, parse: Parser = _no_result)
 
 
 def _trace_reply(call: RestCall, reply: Reply) -> dict[str, Any]:
-    return server_settings.read_trace_settings(_json.loads(reply.body, what="trace settings"))
+    return read_trace_settings(_json.loads(reply.body, what="trace settings"))
 
 
 def _log_reply(call: RestCall, reply: Reply) -> dict[str, Any]:
-    return server_settings.read_log_settings(_json.loads(reply.body, what="log settings"))
+    return read_log_settings(_json.loads(reply.body, what="log settings"))
 
 
 def _repository_index(call: RestCall, reply: Reply) -> list[dict[str, Any]]:
