@@ -21,6 +21,7 @@ from typing import Any, Callable, Generator, Iterable, Mapping, NamedTuple, Sequ
 from inferkit._grpc_errors import map_rpc_error
 from inferkit._grpc_generate import GenerateSpecs
 from inferkit._retry import RetryState
+from inferkit._trace_context import with_trace
 from inferkit._version import __version__
 from inferkit.codec.grpc_calls import GRPCCall, GRPCCalls, grpc_codec
 from inferkit.codec.tensors import InferRequest
@@ -227,8 +228,10 @@ class GRPCSettings:
         keepalive_time: float | None = DEFAULT_KEEPALIVE_TIME,
         keepalive_timeout: float | None = DEFAULT_KEEPALIVE_TIMEOUT,
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+        propagate_trace: bool = True,
     ) -> None:
         grpc = load_grpc()
+        self.propagate_trace = bool(propagate_trace)
         self.target, tls = parse_target(url, use_ssl)
         self.verbose = bool(verbose)
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
@@ -288,6 +291,12 @@ class GRPCSettings:
 
     def call_metadata(self, headers: Headers) -> tuple[tuple[str, str], ...]:
         return self.metadata + normalize_metadata(headers) if headers else self.metadata
+
+    def metadata_for(self, headers: Headers) -> Any:
+        """What one call sends: the client's metadata, the call's ``headers`` and the current trace context."""
+        if self.propagate_trace:
+            headers = with_trace(headers)
+        return self.metadata + normalize_metadata(headers) if headers else self.wire_metadata
 
     def deadline(self, timeout: float | None) -> float | None:
         """The call's deadline across retries: the per-call timeout (or the client's), capped by the policy's."""
@@ -458,6 +467,7 @@ class GRPCClientBase:
         keepalive_time: float | None = DEFAULT_KEEPALIVE_TIME,
         keepalive_timeout: float | None = DEFAULT_KEEPALIVE_TIMEOUT,
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+        propagate_trace: bool = True,
     ) -> None:
         self._s = GRPCSettings(
             url,
@@ -478,6 +488,7 @@ class GRPCClientBase:
             keepalive_time,
             keepalive_timeout,
             idle_timeout,
+            propagate_trace,
         )
         self._grpc = load_grpc()
         self._calls = GRPCCalls(self._s.retry)
@@ -492,7 +503,7 @@ class GRPCClientBase:
     def _stream_args(self, timeout: float | None, headers: Headers) -> tuple[Any, float | None, Any]:
         """The ``ModelStreamInfer`` stub, the stream's deadline and its metadata."""
         stub = self._transport.stub("ModelStreamInfer")
-        return stub, self._s.stream_deadline(timeout), self._s.call_metadata(headers)
+        return stub, self._s.stream_deadline(timeout), self._s.metadata_for(headers)
 
     @property
     def host(self) -> str:

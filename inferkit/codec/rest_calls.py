@@ -17,7 +17,14 @@ from urllib.parse import quote
 
 from inferkit import errors
 from inferkit.codec import _json, generate, rest_v1, rest_v2
+from inferkit.codec.repository import load_parameters
 from inferkit.codec.routes import Route, v1, v2
+from inferkit.codec.server_settings import (
+    log_settings_wire,
+    read_log_settings,
+    read_trace_settings,
+    trace_settings_wire,
+)
 from inferkit.codec.sse import Event, SSEDecoder
 from inferkit.codec.tensors import InferRequest, InferRequestedOutput, check_shm_registration
 from inferkit.config import RESTConfig, parse_retry_after
@@ -191,15 +198,45 @@ class RestCalls:
         self._require_v2("get_model_repository_index()")
         return _post_json(v2.repository_index(), None, _repository_index)
 
-    def load_model(self, model_name: str) -> RestCall:
+    def load_model(self, model_name: str, config: str | None, files: Mapping[str, bytes] | None) -> RestCall:
         self._require_v2("load_model()")
         _model_name(model_name, "load_model")
-        return _post_json(v2.repository_load(model_name), model_name)
+        params = load_parameters(model_name, config, files, base64_files=True)
+        route = v2.repository_load(model_name)
+        if not params:
+            return _post_json(route, model_name)
+        body = _json.dumps({"parameters": params})
+        return RestCall(route.method, route.path, body, _JSON_HEADERS, retryable=False, model_name=model_name)
 
-    def unload_model(self, model_name: str) -> RestCall:
+    def unload_model(self, model_name: str, unload_dependents: bool) -> RestCall:
         self._require_v2("unload_model()")
         _model_name(model_name, "unload_model")
-        return _post_json(v2.repository_unload(model_name), model_name)
+        route = v2.repository_unload(model_name)
+        if not unload_dependents:
+            return _post_json(route, model_name)
+        body = _json.dumps({"parameters": {"unload_dependents": True}})
+        return RestCall(route.method, route.path, body, _JSON_HEADERS, model_name=model_name)
+
+    # -- trace and log settings (Triton extensions) ------------------------------------------------------------
+    def trace_settings(self, model_name: str | None, settings: Mapping[str, Any] | None) -> RestCall:
+        """GET (``settings`` None) or POST the trace settings, globally or of one model; parsed to the shared dict."""
+        self._require_v2("get_trace_settings()" if settings is None else "update_trace_settings()")
+        if model_name is not None:
+            _model_name(model_name, "get_trace_settings")
+        route = v2.trace_setting(model_name, update=settings is not None)
+        if settings is None:
+            return RestCall(route.method, route.path, parse=_trace_reply, model_name=model_name)
+        body = _json.dumps(trace_settings_wire(settings, f"trace settings of {model_name or 'server'}"))
+        return RestCall(route.method, route.path, body, _JSON_HEADERS, parse=_trace_reply, model_name=model_name)
+
+    def log_settings(self, settings: Mapping[str, Any] | None) -> RestCall:
+        """GET (``settings`` None) or POST the log settings."""
+        self._require_v2("get_log_settings()" if settings is None else "update_log_settings()")
+        route = v2.logging(update=settings is not None)
+        if settings is None:
+            return RestCall(route.method, route.path, parse=_log_reply)
+        body = _json.dumps(log_settings_wire(settings, "log settings"))
+        return RestCall(route.method, route.path, body, _JSON_HEADERS, parse=_log_reply)
 
     # -- system shared memory (Triton extension) ----------------------------------------------------------------
     def shm_status(self, region_name: str | None) -> RestCall:
@@ -391,6 +428,14 @@ def _get_json(route: Route, model_name: str | None = None) -> RestCall:
 
 def _post_json(route: Route, model_name: str | None, parse: Parser = _no_result) -> RestCall:
     return RestCall(route.method, route.path, _EMPTY_JSON, _JSON_HEADERS, parse=parse, model_name=model_name)
+
+
+def _trace_reply(call: RestCall, reply: Reply) -> dict[str, Any]:
+    return read_trace_settings(_json.loads(reply.body, what="trace settings"))
+
+
+def _log_reply(call: RestCall, reply: Reply) -> dict[str, Any]:
+    return read_log_settings(_json.loads(reply.body, what="log settings"))
 
 
 def _repository_index(call: RestCall, reply: Reply) -> list[dict[str, Any]]:

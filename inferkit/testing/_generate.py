@@ -5,7 +5,8 @@ model's metadata, as Triton does), running it through the engine, and answering 
 found before inference begins is an error status with ``{"error": ...}``; ``/generate`` on a model that sends more
 than one response answers 200 with ``{"error": ...}``; a stream that fails after its start ends with an event
 ``data: {"error": ...}``; a client that goes away stops the generation (the model's generator is closed at the
-next response, so a decoupled model produces nothing more). :data:`counters` says how many streams ended which way.
+next response, so a decoupled model produces nothing more) and is recorded in ``engine.abandoned``
+(``ReferenceServer.abandoned("generate_stream")``).
 Must not import: grpc.
 """
 
@@ -22,10 +23,7 @@ from inferkit.codec.tensors import InferResponse
 from inferkit.testing._engine import Engine
 from inferkit.testing._model import ModelError
 
-__all__ = ["generate", "generate_stream", "counters"]
-
-#: Streams by how they ended: "complete", "error" (an error event) and "disconnected" (the client went away).
-counters: dict[str, int] = {"complete": 0, "error": 0, "disconnected": 0}
+__all__ = ["generate", "generate_stream"]
 
 
 def _responses(engine: Engine, model: str, version: str | None, payload: Mapping[str, Any]) -> AsyncIterator[Any]:
@@ -72,7 +70,6 @@ async def generate_stream(engine: Engine, request: web.Request, payload: Mapping
         await responses.aclose()  # type: ignore[attr-defined]
         raise
     answer = web.StreamResponse(status=200, headers={"Content-Type": "text/event-stream; charset=utf-8"})
-    how = "complete"
     try:
         await answer.prepare(request)
         if first is not None:
@@ -80,14 +77,14 @@ async def generate_stream(engine: Engine, request: web.Request, payload: Mapping
             async for response in responses:
                 await answer.write(_event(response_to_dict(response)))
     except ModelError as exc:
-        how = "error"
         await answer.write(_event({"error": exc.message}))
-    except (ConnectionError, asyncio.CancelledError):
-        how = "disconnected"
-        counters[how] += 1
+    except ConnectionError:
+        engine.abandoned.append(("generate_stream", "rest"))  # the client went away: generation stops here
+        return answer
+    except asyncio.CancelledError:
+        engine.abandoned.append(("generate_stream", "rest"))
         raise
     finally:
         await responses.aclose()  # type: ignore[attr-defined]
-    counters[how] += 1
     await answer.write_eof()
     return answer

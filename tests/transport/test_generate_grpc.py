@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
+import time
 from typing import Any
 
 import pytest
@@ -109,6 +110,10 @@ def test_grpc_leaving_early_cancels_the_call(reference_server: ReferenceServer) 
         with stream:
             next(stream)
         assert inner._cancelled and stream._stream is None
+        deadline = time.monotonic() + 5
+        while not reference_server.abandoned("stream_infer") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert reference_server.abandoned("stream_infer") == ["grpc"]  # the server saw the call cancelled
         fds = len(os.listdir("/proc/self/fd"))
         for _ in range(200):
             for _event in grpc.generate_stream("llm", {"text_input": " ".join(["w"] * 40)}):

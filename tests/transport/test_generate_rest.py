@@ -15,7 +15,6 @@ import pytest
 import inferkit.aio as aio
 from inferkit import InferenceRESTClient, RESTConfig, RetryPolicy, Timeout, errors
 from inferkit.testing import Fault, ReferenceServer
-from inferkit.testing._generate import counters
 from tests.reliability.rawserver import RawHTTPServer, http_reply
 
 TEXT = "the quick brown fox jumps"
@@ -186,13 +185,12 @@ def test_a_malformed_event_is_a_decode_error_with_its_first_bytes() -> None:
 
 def test_leaving_early_closes_the_connection_and_stops_generation(reference_server: ReferenceServer) -> None:
     with InferenceRESTClient(reference_server.http_url) as c:
-        before = counters["disconnected"]
         with c.generate_stream("llm", {"text_input": " ".join(["w"] * 100), "delay": 0.05}) as stream:
             next(stream)
-        assert _wait_for(lambda: counters["disconnected"] == before + 1)
+        assert _wait_for(lambda: reference_server.abandoned("generate_stream") == ["rest"])
         for _event in c.generate_stream("llm", {"text_input": " ".join(["w"] * 100), "delay": 0.05}):
             break
-        assert _wait_for(lambda: counters["disconnected"] == before + 2)
+        assert _wait_for(lambda: reference_server.abandoned("generate_stream") == ["rest", "rest"])
         # The pool is intact: the next calls work on fresh or clean connections.
         assert c.generate("llm_once", {"text_input": "ok"})["text_output"] == "ok"
 
@@ -280,7 +278,6 @@ def test_aio_cancel_and_early_exit_close_the_connection(reference_server: Refere
 
     async def main() -> None:
         async with aio.InferenceRESTClient(reference_server.http_url) as c:
-            before = counters["disconnected"]
 
             async def reader() -> None:
                 async for _ in c.generate_stream("llm", payload):
@@ -295,10 +292,10 @@ def test_aio_cancel_and_early_exit_close_the_connection(reference_server: Refere
             async with c.generate_stream("llm", payload) as s:
                 await s.__anext__()
             for _ in range(100):
-                if counters["disconnected"] >= before + 2:
+                if len(reference_server.abandoned("generate_stream")) >= 2:
                     break
                 await asyncio.sleep(0.05)
-            assert counters["disconnected"] == before + 2
+            assert reference_server.abandoned("generate_stream") == ["rest", "rest"]
             fast = {"text_input": " ".join(["w"] * 40)}
             baseline = _fds()
             for _ in range(1000):
