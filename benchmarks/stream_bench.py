@@ -166,12 +166,17 @@ def sync_cpu_per_event(url: str, events: int, streams: int, runs: int) -> dict[s
                 gc.collect()
                 c0, t0 = time.process_time(), time.perf_counter()
                 total = sum(stack.stream(body)[0] for _ in range(streams))
-                samples[name].append(((time.process_time() - c0) / total * 1e6, (time.perf_counter() - t0) / total * 1e6))
+                samples[name].append(
+                    ((time.process_time() - c0) / total * 1e6, (time.perf_counter() - t0) / total * 1e6)
+                )
     finally:
         for stack, _ in stacks.values():
             stack.close()
     return {
-        k: {"cpu_us_per_event": statistics.median(c for c, _ in v), "wall_us_per_event": statistics.median(w for _, w in v)}
+        k: {
+            "cpu_us_per_event": statistics.median(c for c, _ in v),
+            "wall_us_per_event": statistics.median(w for _, w in v),
+        }
         for k, v in samples.items()
     }
 

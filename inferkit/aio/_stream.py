@@ -56,10 +56,13 @@ class _Runner:
 async def _open(t: AsyncTransport, prep: _Prepared, budget: Budget) -> Any:
     aiohttp = t.aiohttp
     slots = prep.loop.slots
-    try:
-        await asyncio.wait_for(slots.acquire(), budget.pool)
-    except asyncio.TimeoutError as exc:
-        raise AttemptFailed("pool", exc, timeout=budget.pool) from None
+    if slots.locked():  # as the transport's own attempts: wait_for (a task) only when the pool is full
+        try:
+            await asyncio.wait_for(slots.acquire(), budget.pool)
+        except asyncio.TimeoutError as exc:
+            raise AttemptFailed("pool", exc, timeout=budget.pool) from None
+    else:
+        await slots.acquire()
     resp = None
     handed = got_status = False
     try:
