@@ -374,11 +374,15 @@ def test_the_python_example_of_the_bench_page_runs(reference_server, capsys):
     from pathlib import Path
 
     page = (Path(__file__).resolve().parents[2] / "docs" / "bench.md").read_text()
-    (block,) = re.findall(r"```python\n(.*?)```", page, re.S)
+    stream_block, block = re.findall(r"```python\n(.*?)```", page, re.S)
     namespace: dict = {}
     exec(compile(block.replace("grpc://127.0.0.1:8001", reference_server.grpc_url), "bench.md", "exec"), namespace)  # noqa: S102
     assert [s.ok for s in namespace["report"].steps] == [400, 400, 400] and namespace["best"].throughput > 0
     assert "concurrency" in capsys.readouterr().out
+    namespace = {}
+    exec(compile(stream_block.replace("http://127.0.0.1:8000", reference_server.http_url), "bench.md", "exec"), namespace)  # noqa: S102
+    assert [(s.ok, s.events) for s in namespace["report"].steps] == [(20, 160), (20, 160)]
+    assert namespace["tokens_per_s"] > 0 and "TTFE p50" in capsys.readouterr().out
 
 
 # -- --stream: generate_stream steps against the stand-in LLM ------------------------------------------------------
