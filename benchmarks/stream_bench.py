@@ -13,7 +13,9 @@ repetitions, the stacks interleaved within each repetition (their order rotating
    ``generate_stream(...)`` call to the first ``next()``), median per stack; overhead = inferkit - raw;
 3. **100 concurrent aio streams**: ``asyncio.gather`` of ``--concurrency`` streams of ``--events`` events on one
    ``inferkit.aio.InferenceRESTClient`` vs a raw ``aiohttp.ClientSession`` loop (``async for line in
-   resp.content``): events/s and client CPU per event.
+   resp.content``): events/s and client CPU per event. Both with a 10 s read timeout (inferkit's per-event
+   ``Timeout.read``, aiohttp's ``sock_read``), so a stalled stream fails its run (reported, left out of the
+   medians) instead of hanging it.
 
 Goals (issue 18): per-event client CPU <= 1.2x the raw loop; time-to-first-event overhead <= 0.2 ms; 100
 concurrent aio streams at >= 1.0x the raw aiohttp loop's events/s.
@@ -49,7 +51,7 @@ for _p in (str(ROOT), str(ROOT / "benchmarks")):
     if _p not in sys.path:
         sys.path.insert(0, _p)
 
-from inferkit import InferenceRESTClient  # noqa: E402
+from inferkit import InferenceRESTClient, RESTConfig, Timeout  # noqa: E402
 from inferkit import aio as inferkit_aio  # noqa: E402
 
 try:
@@ -70,6 +72,7 @@ with ReferenceServer([llm_model("llm")], grpc=False, max_workers=16) as s:
     sys.stdin.read()
 """
 ROUTE = "/v2/models/llm/generate_stream"
+READ_TIMEOUT = 10.0
 
 
 def payload(events: int) -> dict[str, Any]:
@@ -219,8 +222,11 @@ async def aio_concurrent(url: str, events: int, concurrency: int, runs: int) -> 
 
     body_json = json.dumps(payload(events)).encode()
     body = payload(events)
-    session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency))
-    client = inferkit_aio.InferenceRESTClient(url)
+    # Both with a 10 s read timeout per wait for bytes (inferkit's is the time per event; aiohttp's sock_read)
+    session = aiohttp.ClientSession(
+        connector=aiohttp.TCPConnector(limit=concurrency), timeout=aiohttp.ClientTimeout(sock_read=READ_TIMEOUT)
+    )
+    client = inferkit_aio.InferenceRESTClient(url, RESTConfig(timeout=Timeout(read=READ_TIMEOUT)))
 
     async def raw_one() -> int:
         n = 0
@@ -242,23 +248,34 @@ async def aio_concurrent(url: str, events: int, concurrency: int, runs: int) -> 
 
     stacks = {"raw aiohttp": raw_one, "inferkit.aio": ik_one}
     samples: dict[str, list[tuple[float, float]]] = {k: [] for k in stacks}
+    failed: dict[str, list[str]] = {k: [] for k in stacks}
     try:
         for one in stacks.values():  # warm-up: open the connections of every concurrent stream
-            assert sum(await asyncio.gather(*(one() for _ in range(concurrency)))) == events * concurrency
+            await asyncio.gather(*(one() for _ in range(concurrency)), return_exceptions=True)
         order = list(stacks.items())
         for r in range(runs):
             order = order[1:] + order[:1] if r else order
             for name, one in order:
                 gc.collect()
                 c0, t0 = time.process_time(), time.perf_counter()
-                total = sum(await asyncio.gather(*(one() for _ in range(concurrency))))
+                got = await asyncio.gather(*(one() for _ in range(concurrency)), return_exceptions=True)
                 wall, cpu = time.perf_counter() - t0, time.process_time() - c0
+                errors = [f"{type(x).__name__}: {x}" for x in got if isinstance(x, BaseException)]
+                if errors:  # a run with a failed stream is not a measurement: said, and left out of the medians
+                    failed[name].append(f"{len(errors)} of {concurrency} streams failed: {errors[0][:200]}")
+                    continue
+                total = sum(got)
                 samples[name].append((total / wall, cpu / total * 1e6))
     finally:
         await session.close()
         await client.close()
     return {
-        k: {"events_per_s": statistics.median(e for e, _ in v), "cpu_us_per_event": statistics.median(c for _, c in v)}
+        k: {
+            "events_per_s": statistics.median(e for e, _ in v) if v else float("nan"),
+            "cpu_us_per_event": statistics.median(c for _, c in v) if v else float("nan"),
+            "runs": len(v),
+            "failed_runs": failed[k],
+        }
         for k, v in samples.items()
     }
 
@@ -270,10 +287,10 @@ def run_server(url: str, quick: bool) -> dict[str, Any]:
     runs = 3 if quick else 7
     events = 100 if quick else 200
     res: dict[str, Any] = {"url": url}
+    res["settings"] = {"runs": runs, "events": events, "aio_events": 20 if quick else 50, "concurrency": 100}
     res["cpu"] = sync_cpu_per_event(url, events, 5 if quick else 10, runs)
     res["ttfe"] = sync_ttfe(url, 50 if quick else 200, runs)
-    res["aio"] = asyncio.run(aio_concurrent(url, 20 if quick else 50, 100, runs))
-    res["settings"] = {"runs": runs, "events": events, "aio_events": 20 if quick else 50, "concurrency": 100}
+    res["aio"] = asyncio.run(aio_concurrent(url, res["settings"]["aio_events"], 100, runs))
     return res
 
 
@@ -311,6 +328,9 @@ def render(results: dict[str, Any]) -> str:
             f"+{over:.3f} ms | <= +0.2 ms | {'yes' if over <= 0.2 else 'NO'} |"
         )
         a_raw, a_ik = r["aio"]["raw aiohttp"], r["aio"]["inferkit.aio"]
+        for stack, entry in (("raw aiohttp", a_raw), ("inferkit.aio", a_ik)):
+            for why in entry.get("failed_runs", ()):
+                lines.append(f"| {name} | aio run left out ({stack}): {why} | | | | | |")
         ev = a_ik["events_per_s"] / a_raw["events_per_s"]
         lines.append(
             f"| {name} | aio: {st['concurrency']} concurrent streams x {st['aio_events']} events, events/s | "
@@ -339,6 +359,8 @@ def _triton(quick: bool) -> dict[str, Any]:
             return run_server(srv.http_url, quick)
     except servers.harness.HarnessError as exc:
         return {"skipped": str(exc).splitlines()[0]}
+    except Exception as exc:  # noqa: BLE001 - a failed measurement must not lose the reference server's results
+        return {"skipped": f"failed: {type(exc).__name__}: {str(exc)[:200]}"}
 
 
 def main() -> int:
