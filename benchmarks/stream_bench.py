@@ -274,6 +274,7 @@ async def aio_concurrent(url: str, events: int, concurrency: int, runs: int) -> 
             "events_per_s": statistics.median(e for e, _ in v) if v else float("nan"),
             "cpu_us_per_event": statistics.median(c for _, c in v) if v else float("nan"),
             "runs": len(v),
+            "events_per_s_samples": [round(e) for e, _ in v],
             "failed_runs": failed[k],
         }
         for k, v in samples.items()

@@ -117,10 +117,6 @@ class _Source:
     def __init__(self, resp: Any, slots: asyncio.Semaphore) -> None:
         self.resp, self._slots, self._done = resp, slots, False
 
-    async def read(self) -> bytes:
-        data: bytes = await self.resp.content.readany()
-        return data
-
     def release(self) -> None:
         """Read to its end: aiohttp pools the connection if the server keeps it."""
         if not self._done:
@@ -208,10 +204,10 @@ class AsyncEventStream:
                 self._close()
                 raise self._deadline_error()
         try:
-            if left is None:
-                chunk = await source.read()
+            if left is None:  # straight to aiohttp's reader: one coroutine less per event
+                chunk = await source.resp.content.readany()
             else:
-                chunk = await asyncio.wait_for(source.read(), left)
+                chunk = await asyncio.wait_for(source.resp.content.readany(), left)
         except asyncio.TimeoutError as exc:  # also aiohttp's sock_read timeout (a subclass)
             self._close()
             if left is not None and (self._read is None or left < self._read):
