@@ -380,7 +380,8 @@ def test_the_python_example_of_the_bench_page_runs(reference_server, capsys):
     assert [s.ok for s in namespace["report"].steps] == [400, 400, 400] and namespace["best"].throughput > 0
     assert "concurrency" in capsys.readouterr().out
     namespace = {}
-    exec(compile(stream_block.replace("http://127.0.0.1:8000", reference_server.http_url), "bench.md", "exec"), namespace)  # noqa: S102
+    stream_code = stream_block.replace("http://127.0.0.1:8000", reference_server.http_url)
+    exec(compile(stream_code, "bench.md", "exec"), namespace)  # noqa: S102
     assert [(s.ok, s.events) for s in namespace["report"].steps] == [(20, 160), (20, 160)]
     assert namespace["tokens_per_s"] > 0 and "TTFE p50" in capsys.readouterr().out
 
