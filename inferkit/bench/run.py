@@ -95,8 +95,10 @@ def _validate(options: BenchOptions) -> None:
         raise BenchError(f"--retries {options.retries!r}: expected an integer >= 0")
     if options.seed < 0:
         raise BenchError(f"--seed {options.seed!r}: expected an integer >= 0")
-    if options.stream and (options.shapes or options.datatypes):
-        raise BenchError("--shape and --datatype are for infer; with --stream the --payload says what to send")
+    if options.stream and (options.shapes or options.datatypes or options.batch_size != 1 or options.data != "random"):
+        raise BenchError(
+            "--shape, --datatype, --batch-size and --data are for infer; with --stream the --payload says what to send"
+        )
     if options.payload is not None and not options.stream:
         raise BenchError("--payload is what --stream sends: add --stream (or drop --payload to benchmark infer)")
     if options.payload is not None and not isinstance(options.payload, dict):

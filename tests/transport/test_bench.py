@@ -473,7 +473,9 @@ def test_stream_payload_from_a_file(reference_server, tmp_path):
         (["--stream", "--payload", "{bad"], "--payload: not JSON"),
         (["--stream", "--payload", "[1, 2]"], "--payload: expected a JSON object"),
         (["--stream", "--payload", "@/nonexistent-dir-xyz/p.json"], "--payload file '/nonexistent-dir-xyz/p.json'"),
-        (["--stream", "--shape", "INPUT0:1,16"], "--shape and --datatype are for infer"),
+        (["--stream", "--shape", "INPUT0:1,16"], "--shape, --datatype, --batch-size and --data are for infer"),
+        (["--stream", "-b", "4"], "with --stream the --payload says what to send"),
+        (["--stream", "--data", "zeros"], "with --stream the --payload says what to send"),
     ],
 )
 def test_stream_user_mistakes_are_one_line_and_exit_2(flags, message, capsys):
