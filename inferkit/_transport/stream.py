@@ -17,23 +17,21 @@ from __future__ import annotations
 import http.client
 import socket
 import ssl
-from collections import deque
 from typing import Any, Generator
 
 import requests
 import urllib3
 
-from inferkit import errors
 from inferkit._retry import Attempt, AttemptFailed, Budget, closed_kind
 from inferkit._transport import pool as pools
 from inferkit._transport import wire
 from inferkit._transport.driver import CancelScope, clock, current_scope, drive
 from inferkit._transport.http import Prepared, SyncTransport
-from inferkit.codec.generate import decode_event, is_event_stream
+from inferkit.codec.event_stream import EventStreamBase
+from inferkit.codec.generate import is_event_stream
 from inferkit.codec.http_wire import BodyTooLarge
 from inferkit.codec.rest_calls import Opened, Reply, RestCall
 from inferkit.codec.rest_v2 import BodyParts
-from inferkit.codec.sse import Event, SSEDecoder
 
 __all__ = ["EventStream", "open_stream"]
 
@@ -166,14 +164,8 @@ def _open_session(t: SyncTransport, prep: Prepared, budget: Budget) -> Any:
 def _first_event(opened: Opened) -> None:
     """Read until the first event is complete (or the stream ends); the source is closed if this fails."""
     try:
-        while not opened.events:
-            chunk = opened.source.read(None)
-            if not chunk:
-                opened.events += opened.decoder.end()
-                opened.ended = True
-                opened.source.release()
-                return
-            opened.events += opened.decoder.feed(chunk)
+        while not opened.feed(opened.source.read(None)):
+            pass
     except BaseException:
         opened.source.close()
         raise
@@ -259,7 +251,7 @@ class _SessionSource:
         self._resp.close()
 
 
-class EventStream:
+class EventStream(EventStreamBase):
     """The events of one ``generate_stream`` call, as dicts: an iterator and a context manager.
 
     Leaving the ``with`` block, :meth:`close`, or breaking out of a ``for`` loop over it (the generator form closes
@@ -274,97 +266,34 @@ class EventStream:
     def __init__(
         self, model_name: str, opened: Any, read: float | None, deadline: float | None, policy_deadline: bool
     ) -> None:
-        self.model_name = model_name
-        self._read = read
-        self._deadline = deadline
-        self._policy_deadline = policy_deadline
-        self.events_received = 0
-        if type(opened) is Opened:
-            self._pending: deque[Event] = deque(opened.events)
-            self._source: Any = None if opened.ended else opened.source
-            self._decoder = opened.decoder
-        else:  # a 2xx answer that is not an event stream: one JSON object, taken as the only event
-            self._pending = deque([Event("message", bytes(opened.body))])
-            self._source = None
-            self._decoder = SSEDecoder()
+        super().__init__(model_name)
+        self._begin(opened, read, deadline, policy_deadline)
 
     def __iter__(self) -> EventStream:
         return self
 
     def __next__(self) -> dict[str, Any]:
-        while not self._pending:
+        while True:
+            value = self._next_event()
+            if value is not None:
+                return value
             if self._source is None:
                 raise StopIteration
-            self._fill()
-        event = self._pending.popleft()
-        try:
-            value = decode_event(self.model_name, event)
-        except errors.DecodeError as exc:
-            exc.message = f"{exc.message} (event {self.events_received + 1})"
-            self.close()
-            raise
-        except errors.ServerError:
-            self.close()
-            raise
-        self.events_received += 1
-        return value
-
-    def _fill(self) -> None:
-        source = self._source
-        timeout, by_deadline = self._read, False
-        if self._deadline is not None:
-            left = self._deadline - clock()
-            if left <= 0:
-                self.close()
-                raise self._deadline_error()
-            if timeout is None or left < timeout:
-                timeout, by_deadline = left, True
-        try:
-            chunk = source.read(timeout)
-        except (socket.timeout, TimeoutError, urllib3.exceptions.ReadTimeoutError) as exc:
-            self.close()
-            if by_deadline:
-                raise self._deadline_error() from exc
-            raise errors.ReadTimeout(
-                f"generate_stream: no event from model '{self.model_name}' within the {self._read:g} s read timeout "
-                f"after {self.events_received} events (raise Timeout(read=...) for a slower model)",
-                model_name=self.model_name,
-            ) from exc
-        except (OSError, http.client.HTTPException, urllib3.exceptions.HTTPError, ValueError) as exc:
-            self.close()
-            raise errors.ConnectError(
-                f"generate_stream: the connection broke after {self.events_received} events of model "
-                f"'{self.model_name}' ({type(exc).__name__}: {exc}); not retried once events were received",
-                model_name=self.model_name,
-            ) from exc
-        if not chunk:
-            self._pending.extend(self._decoder.end())
-            self._source = None
-            source.release()
-            return
-        self._pending.extend(self._decoder.feed(chunk))
-
-    def _deadline_error(self) -> errors.InferTimeoutError:
-        cls = errors.DeadlineExceeded if self._policy_deadline else errors.ReadTimeout
-        return cls(
-            f"generate_stream: the call's deadline ran out after {self.events_received} events of model "
-            f"'{self.model_name}' (RetryPolicy.deadline / Timeout.total bound the whole stream)",
-            model_name=self.model_name,
-        )
+            timeout, by_deadline = self._read_timeout(clock())
+            try:
+                chunk = self._source.read(timeout)
+            except (socket.timeout, TimeoutError, urllib3.exceptions.ReadTimeoutError) as exc:
+                raise self._timed_out(by_deadline) from exc
+            except (OSError, http.client.HTTPException, urllib3.exceptions.HTTPError, ValueError) as exc:
+                raise self._broken(exc) from exc
+            self._received(chunk)
 
     def close(self) -> None:
         """End the stream now: its connection is closed (the server stops generating). Safe to call twice."""
-        source, self._source = self._source, None
-        self._pending.clear()
-        if source is not None:
-            source.close()
+        self._close()
 
     def __enter__(self) -> EventStream:
         return self
 
     def __exit__(self, *exc_info: object) -> None:
-        self.close()
-
-    def __del__(self) -> None:
-        if getattr(self, "_source", None) is not None:
-            self.close()
+        self._close()

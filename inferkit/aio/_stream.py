@@ -14,17 +14,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from typing import Any, Generator, Mapping
 
 from inferkit import errors
 from inferkit._retry import Attempt, AttemptFailed, Budget
 from inferkit.aio._driver import drive
 from inferkit.aio._transport import AsyncTransport, _classify, _Prepared
-from inferkit.codec.generate import decode_event, is_event_stream
+from inferkit.codec.event_stream import EventStreamBase
+from inferkit.codec.generate import is_event_stream
 from inferkit.codec.http_wire import READ_CHUNK, BodyReader, BodyTooLarge
 from inferkit.codec.rest_calls import Opened, Reply, RestCall
-from inferkit.codec.sse import Event, SSEDecoder
 
 __all__ = ["AsyncEventStream"]
 
@@ -90,14 +89,8 @@ async def _open(t: AsyncTransport, prep: _Prepared, budget: Budget) -> Any:
                 resp.close()
             return Reply(resp.status, resp.headers, data)
         opened = Opened(resp.status, resp.headers, b"", source=_Source(resp, slots))
-        while not opened.events:
-            chunk = await resp.content.readany()
-            if not chunk:
-                opened.events += opened.decoder.end()
-                opened.ended = True
-                opened.source.release()
-                break
-            opened.events += opened.decoder.feed(chunk)
+        while not opened.feed(await resp.content.readany()):
+            pass
         handed = True
         return opened
     except BaseException as exc:
@@ -132,7 +125,7 @@ class _Source:
             self._slots.release()
 
 
-class AsyncEventStream:
+class AsyncEventStream(EventStreamBase):
     """The events of one ``generate_stream`` call, as dicts: an async iterator and an async context manager.
 
     Nothing is sent until it is first used (``async for`` or ``async with``). Leaving the ``async with`` block,
@@ -147,15 +140,8 @@ class AsyncEventStream:
         headers: Mapping[str, str] | None,
         timeout: Any,
     ) -> None:
-        self.model_name = call.model_name or ""
-        self.events_received = 0
+        super().__init__(call.model_name or "")
         self._start: tuple[AsyncTransport, RestCall, Any, Any] | None = (transport, call, headers, timeout)
-        self._pending: deque[Event] = deque()
-        self._source: _Source | None = None
-        self._decoder = SSEDecoder()
-        self._read: float | None = None
-        self._deadline: float | None = None
-        self._policy_deadline = True
 
     async def _open(self) -> None:
         assert self._start is not None
@@ -164,16 +150,8 @@ class AsyncEventStream:
         prep = transport.prepare_call(call, headers, timeout)
         state = prep.state
         # The retry state's clock is time.monotonic (the aio transport passes no clock of its own).
-        self._deadline = None if state.deadline is None else state.start + state.deadline
-        self._policy_deadline = state.policy_deadline
-        self._read = prep.timeout.read
-        opened = await drive(_Runner(transport), prep)
-        if type(opened) is Opened:
-            self._pending.extend(opened.events)
-            self._source = None if opened.ended else opened.source
-            self._decoder = opened.decoder
-        else:  # a 2xx answer that is not an event stream: its JSON object is the only event
-            self._pending.append(Event("message", bytes(opened.body)))
+        deadline = None if state.deadline is None else state.start + state.deadline
+        self._begin(await drive(_Runner(transport), prep), prep.timeout.read, deadline, state.policy_deadline)
 
     def __aiter__(self) -> AsyncEventStream:
         return self
@@ -181,72 +159,29 @@ class AsyncEventStream:
     async def __anext__(self) -> dict[str, Any]:
         if self._start is not None:
             await self._open()
-        while not self._pending:
+        while True:
+            value = self._next_event()
+            if value is not None:
+                return value
             if self._source is None:
                 raise StopAsyncIteration
-            await self._fill()
-        event = self._pending.popleft()
-        try:
-            value = decode_event(self.model_name, event)
-        except errors.InferkitError:
-            self._close()
-            raise
-        self.events_received += 1
-        return value
-
-    async def _fill(self) -> None:
-        source = self._source
-        assert source is not None
-        left = None
-        if self._deadline is not None:
-            left = self._deadline - time.monotonic()
-            if left <= 0:
-                self._close()
-                raise self._deadline_error()
-        try:
-            if left is None:  # straight to aiohttp's reader: one coroutine less per event
-                chunk = await source.resp.content.readany()
-            else:
-                chunk = await asyncio.wait_for(source.resp.content.readany(), left)
-        except asyncio.TimeoutError as exc:  # also aiohttp's sock_read timeout (a subclass)
-            self._close()
-            if left is not None and (self._read is None or left < self._read):
-                raise self._deadline_error() from exc
-            raise errors.ReadTimeout(
-                f"generate_stream: no event from model '{self.model_name}' within the {self._read:g} s read timeout "
-                f"after {self.events_received} events (raise Timeout(read=...) for a slower model)",
-                model_name=self.model_name,
-            ) from exc
-        except BaseException as exc:
-            self._close()
-            if not isinstance(exc, Exception):
-                raise  # cancellation: the connection is closed, the task goes on being cancelled
-            raise errors.ConnectError(
-                f"generate_stream: the connection broke after {self.events_received} events of model "
-                f"'{self.model_name}' ({type(exc).__name__}: {exc}); not retried once events were received",
-                model_name=self.model_name,
-            ) from exc
-        if not chunk:
-            self._pending.extend(self._decoder.end())
-            self._source = None
-            source.release()
-            return
-        self._pending.extend(self._decoder.feed(chunk))
-
-    def _deadline_error(self) -> errors.InferTimeoutError:
-        cls = errors.DeadlineExceeded if self._policy_deadline else errors.ReadTimeout
-        return cls(
-            f"generate_stream: the call's deadline ran out after {self.events_received} events of model "
-            f"'{self.model_name}' (RetryPolicy.deadline / Timeout.total bound the whole stream)",
-            model_name=self.model_name,
-        )
+            timeout, by_deadline = self._read_timeout(time.monotonic())
+            read = self._source.resp.content.readany()
+            try:
+                # aiohttp's sock_read timeout bounds each read; a deadline needs wait_for (a task) on top.
+                chunk = await (read if self._deadline is None else asyncio.wait_for(read, timeout))
+            except asyncio.TimeoutError as exc:  # also aiohttp's sock_read timeout (a subclass)
+                raise self._timed_out(by_deadline) from exc
+            except BaseException as exc:
+                if not isinstance(exc, Exception):
+                    self._close()
+                    raise  # cancellation: the connection is closed, the task goes on being cancelled
+                raise self._broken(exc) from exc
+            self._received(chunk)
 
     def _close(self) -> None:
         self._start = None
-        source, self._source = self._source, None
-        self._pending.clear()
-        if source is not None:
-            source.close()
+        super()._close()
 
     async def close(self) -> None:
         """End the stream now: its connection is closed (the server stops generating). Safe to call twice."""
@@ -261,7 +196,3 @@ class AsyncEventStream:
 
     async def __aexit__(self, *exc_info: object) -> None:
         self._close()
-
-    def __del__(self) -> None:
-        if getattr(self, "_source", None) is not None:
-            self._close()

@@ -63,6 +63,17 @@ class Opened(Reply):
     events: list[Event] = field(default_factory=list)
     ended: bool = False
 
+    def feed(self, chunk: bytes) -> bool:
+        """Decode a chunk read before the first event; True once the first event is complete or the stream ended
+        (an empty chunk: the source is released)."""
+        if not chunk:
+            self.events += self.decoder.end()
+            self.ended = True
+            self.source.release()
+            return True
+        self.events += self.decoder.feed(chunk)
+        return bool(self.events)
+
 
 #: Triton answers its ALREADY_EXISTS errors with HTTP 400 over REST (ALREADY_EXISTS over gRPC, a ConflictError); the
 #: only ones a client meets are its shared memory managers' "shared memory region '<name>' already in manager"

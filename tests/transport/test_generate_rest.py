@@ -170,9 +170,18 @@ def test_a_malformed_event_is_a_decode_error_with_its_first_bytes() -> None:
     with RawHTTPServer(respond) as server, InferenceRESTClient(server.url) as c:
         stream = c.generate_stream("m", {"text_input": "x"})
         assert next(stream)["text_output"] == "a"
-        with pytest.raises(errors.DecodeError, match="model 'm'.*not json at all") as info:
+        with pytest.raises(errors.DecodeError, match=r"model 'm'.*not json at all.*\(event 2\)") as info:
             next(stream)
         assert info.value.model_name == "m"
+
+        async def aio_stream() -> None:  # the same error, worded the same, from the async stream
+            async with aio.InferenceRESTClient(server.url) as ac:
+                async with ac.generate_stream("m", {"text_input": "x"}) as astream:
+                    assert (await astream.__anext__())["text_output"] == "a"
+                    with pytest.raises(errors.DecodeError, match=r"model 'm'.*not json at all.*\(event 2\)"):
+                        await astream.__anext__()
+
+        asyncio.run(aio_stream())
         # A final event without its blank line is still delivered; a JSON answer to generate_stream is one event.
     for body2, ctype in ((b'data: {"x": 1}', "text/event-stream"), (b'{"x": 2}', "application/json")):
 
