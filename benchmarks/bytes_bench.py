@@ -152,8 +152,10 @@ def bench_memory() -> None:
         _, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
         kept = len(result.payload)
-        print(f"  {name:<14} peak {peak / payload:5.2f}x payload, of which the body {kept / payload:4.2f}x: "
-              f"extra {(peak - kept) / payload:5.2f}x")
+        print(
+            f"  {name:<14} peak {peak / payload:5.2f}x payload, of which the body {kept / payload:4.2f}x: "
+            f"extra {(peak - kept) / payload:5.2f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -187,7 +187,9 @@ def run(target: str, levels: list[int], channel_counts: list[int], args: argpars
     for level in levels:
         for r in range(args.runs):
             if args.aio:
-                samples = aio_samples(target, channel_counts if r % 2 == 0 else channel_counts[::-1], level, args.duration)
+                samples = aio_samples(
+                    target, channel_counts if r % 2 == 0 else channel_counts[::-1], level, args.duration
+                )
             else:
                 makers = list(sync_makers(target, channel_counts).items())
                 makers = makers[r % len(makers) :] + makers[: r % len(makers)]  # rotated from run to run
@@ -197,8 +199,10 @@ def run(target: str, levels: list[int], channel_counts: list[int], args: argpars
         print(f"  c={level} done", flush=True)
     peer = next(k for k in results if k.startswith("tritonclient"))
     mode = "asyncio, c tasks on one client" if args.aio else "threads"
-    print(f"\nTriton add_sub over gRPC, {mode}; req/s, median of {args.runs} x {args.duration:g} s "
-          f"(in brackets: / {peer}); client CPU us/req")
+    print(
+        f"\nTriton add_sub over gRPC, {mode}; req/s, median of {args.runs} x {args.duration:g} s "
+        f"(in brackets: / {peer}); client CPU us/req"
+    )
     print("| stack | " + " | ".join(f"c={c}" for c in levels) + " |")
     print("|---|" + "---|" * len(levels))
     med = {k: {c: statistics.median(r for r, _ in v[c]) for c in levels} for k, v in results.items()}

@@ -1,10 +1,11 @@
 """The sync gRPC transport under :class:`inferkit.grpc_client.InferenceGRPCClient` (grpcio).
 
 Owns: the grpcio channels (``channels=N``: calls take them in turn) and their stubs, made again in a forked child
-(a child cannot use its parent's channels), and one attempt of a unary RPC for the sync driver (:func:`inferkit._transport.driver.drive`): the stub called
-with the attempt's deadline and metadata, its ``grpc.RpcError`` caught and handed to the retry loop
-(:func:`inferkit._grpc_common.grpc_exchange`), which maps it (:func:`inferkit._grpc_common.map_rpc_error`), told
-by :meth:`GRPCTransport.channel_state` whether a deadline ran out while the channel was still connecting.
+(a child cannot use its parent's channels), and one attempt of a unary RPC for the sync driver
+(:func:`inferkit._transport.driver.drive`): the stub called with the attempt's deadline and metadata, its
+``grpc.RpcError`` caught and handed to the retry loop (:func:`inferkit._grpc_common.grpc_exchange`), which maps it
+(:func:`inferkit._grpc_common.map_rpc_error`), told by :meth:`GRPCTransport.channel_state` whether a deadline ran
+out while a channel was still connecting.
 Must not import: requests, urllib3, aiohttp, inferkit.aio, inferkit.rest_client; nor grpc at module level.
 """
 

@@ -2,9 +2,10 @@
 :mod:`inferkit._transport.grpc`.
 
 Owns: the grpc.aio channels (``channels=N``: calls take them in turn) and their stubs, made lazily in the running
-event loop and again when the client is used from another loop, and one attempt of a unary RPC for the async driver (:func:`inferkit.aio._driver.drive`): the
-stub awaited with the attempt's deadline and metadata, its ``grpc.RpcError`` handed to the retry loop
-(:func:`inferkit._grpc_common.grpc_exchange`). Cancelling the task cancels the call.
+event loop and again when the client is used from another loop, and one attempt of a unary RPC for the async
+driver (:func:`inferkit.aio._driver.drive`): the stub awaited with the attempt's deadline and metadata, its
+``grpc.RpcError`` handed to the retry loop (:func:`inferkit._grpc_common.grpc_exchange`). Cancelling the task
+cancels the call.
 Must not import: requests, urllib3, aiohttp, inferkit._transport, inferkit.rest_client, inferkit.grpc_client; nor
 grpc at module level.
 """

@@ -202,7 +202,7 @@ def _as_bytes_items(items: list[Any], tensor: str, first: int) -> list[bytes]:
     return converted
 
 
-class _Prefixes(dict):  # type: ignore[type-arg]
+class _Prefixes(dict[int, Any]):
     """Element length -> its 4-byte little-endian prefix (as bytes, or as latin-1 str); short lengths are kept."""
 
     def __init__(self, as_str: bool) -> None:

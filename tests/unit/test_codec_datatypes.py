@@ -336,7 +336,9 @@ def test_bytes_codec_agrees_with_tritonclient(items, kind, shape, chunk_exp):
     assert bytes(wire) == expected
     count = len(items)
     as_bytes = [x.encode("utf-8") if isinstance(x, str) else x for x in items]
-    assert list(dt.deserialize_bytes_tensor(wire, count)) == (list(utils.deserialize_bytes_tensor(expected)) if items else [])
+    assert list(dt.deserialize_bytes_tensor(wire, count)) == (
+        list(utils.deserialize_bytes_tensor(expected)) if items else []
+    )
     assert list(dt.deserialize_bytes_tensor(wire, count)) == as_bytes
     if kind in ("object-str", "U"):
         assert list(dt.deserialize_bytes_tensor(memoryview(wire), count, as_str=True)) == items
