@@ -19,7 +19,9 @@ import time
 from typing import Any, Callable, Generator, Iterable, Mapping, NamedTuple, Sequence, Union
 
 from inferkit._grpc_errors import map_rpc_error
+from inferkit._grpc_generate import GenerateSpecs
 from inferkit._retry import RetryState
+from inferkit._trace_context import with_trace
 from inferkit._version import __version__
 from inferkit.codec.grpc_calls import GRPCCall, GRPCCalls, grpc_codec
 from inferkit.codec.tensors import InferRequest
@@ -229,9 +231,11 @@ class GRPCSettings:
         keepalive_time: float | None = DEFAULT_KEEPALIVE_TIME,
         keepalive_timeout: float | None = DEFAULT_KEEPALIVE_TIMEOUT,
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+        propagate_trace: bool = True,
         channels: int = 1,
     ) -> None:
         grpc = load_grpc()
+        self.propagate_trace = bool(propagate_trace)
         if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
             raise ValueError(f"channels must be an integer >= 1, got {channels!r}")
         self.channels = channels
@@ -295,6 +299,12 @@ class GRPCSettings:
 
     def call_metadata(self, headers: Headers) -> tuple[tuple[str, str], ...]:
         return self.metadata + normalize_metadata(headers) if headers else self.metadata
+
+    def metadata_for(self, headers: Headers) -> Any:
+        """What one call sends: the client's metadata, the call's ``headers`` and the current trace context."""
+        if self.propagate_trace:
+            headers = with_trace(headers)
+        return self.metadata + normalize_metadata(headers) if headers else self.wire_metadata
 
     def deadline(self, timeout: float | None) -> float | None:
         """The call's deadline across retries: the per-call timeout (or the client's), capped by the policy's."""
@@ -465,6 +475,7 @@ class GRPCClientBase:
         keepalive_time: float | None = DEFAULT_KEEPALIVE_TIME,
         keepalive_timeout: float | None = DEFAULT_KEEPALIVE_TIMEOUT,
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+        propagate_trace: bool = True,
         channels: int = DEFAULT_CHANNELS,
     ) -> None:
         self._s = GRPCSettings(
@@ -486,10 +497,12 @@ class GRPCClientBase:
             keepalive_time,
             keepalive_timeout,
             idle_timeout,
+            propagate_trace,
             channels,
         )
         self._grpc = load_grpc()
         self._calls = GRPCCalls(self._s.retry)
+        self._generate_specs = GenerateSpecs()  # generate's per-model metadata, fetched once
         self._transport = self._open()
 
     def _open(self) -> Any:
@@ -500,7 +513,7 @@ class GRPCClientBase:
     def _stream_args(self, timeout: float | None, headers: Headers) -> tuple[Any, float | None, Any]:
         """The ``ModelStreamInfer`` stub, the stream's deadline and its metadata."""
         stub = self._transport.stub("ModelStreamInfer")
-        return stub, self._s.stream_deadline(timeout), self._s.call_metadata(headers)
+        return stub, self._s.stream_deadline(timeout), self._s.metadata_for(headers)
 
     @property
     def host(self) -> str:

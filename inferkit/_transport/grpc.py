@@ -112,7 +112,7 @@ class GRPCTransport:
         s = self._s
         request = call.request
         total = self._default_total if timeout is None else s.deadline(timeout)
-        metadata = s.call_metadata(headers) if headers else s.wire_metadata
+        metadata = s.metadata_for(headers)
         payload = once(request) if callable(request) else request
         return GRPCRun(call, self.stub(call.rpc), payload, total, metadata, clock())
 

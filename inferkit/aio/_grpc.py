@@ -95,7 +95,7 @@ class AsyncGRPCTransport:
         """Run one RPC with deadline, metadata and retries; its parsed result or its typed error."""
         s = self._s
         total = self._default_total if timeout is None else s.deadline(timeout)
-        metadata = s.call_metadata(headers) if headers else s.wire_metadata
+        metadata = s.metadata_for(headers)
         return await drive(self, _Run(call, self.stub(call.rpc), total, metadata, time.monotonic()))
 
     # The driver's interface (inferkit.aio._driver).

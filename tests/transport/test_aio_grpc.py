@@ -119,7 +119,7 @@ def test_sequence_requests_are_not_retried_and_deadline(srv: ReferenceServer) ->
 
     async def body(c: InferenceGRPCClient) -> None:
         with pytest.raises(errors.ServiceUnavailableError):
-            await c.infer(add_sub_request(parameters={"sequence_id": 3})[0])
+            await c.infer(add_sub_request(sequence_id=3)[0])
         with pytest.raises(TimeoutError):
             await c.infer(slow_request(2.0), timeout=0.3)
 

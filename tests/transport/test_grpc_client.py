@@ -253,8 +253,7 @@ def test_parameters_reach_the_model(client):
     seq = 4242
     for value, start, end, expected in ((3, True, False, 3), (4, False, True, 7)):
         x = InferInput("INPUT", [1], "INT32").set_data_from_numpy(np.array([value], np.int32))
-        params = {"sequence_id": seq, "sequence_start": start, "sequence_end": end}
-        resp = client.infer(InferRequest("sequence", [x], parameters=params))
+        resp = client.infer(InferRequest("sequence", [x], sequence_id=seq, sequence_start=start, sequence_end=end))
         assert resp.as_numpy("OUTPUT").reshape(-1)[0] == expected
 
 
@@ -366,7 +365,7 @@ def test_large_request_path_retries_and_rebuilds(client, server, monkeypatch):
 def test_sequence_request_is_never_retried(client, server):
     server.inject(Fault(route="infer", model="sequence", action="grpc_status", code="UNAVAILABLE", times=1))
     x = InferInput("INPUT", [1], "INT32").set_data_from_numpy(np.array([1], np.int32))
-    req = InferRequest("sequence", [x], parameters={"sequence_id": 99, "sequence_start": True})
+    req = InferRequest("sequence", [x], sequence_id=99, sequence_start=True)
     with pytest.raises(ServiceUnavailableError) as info:
         client.infer(req)
     assert info.value.attempts == 1
