@@ -209,10 +209,12 @@ class _DirectSource:
     def __init__(self, t: SyncTransport, pool: Any, conn: Any, sock: socket.socket, raw: http.client.HTTPResponse):
         self._t, self._pool, self._conn, self._sock, self._raw = t, pool, conn, sock, raw
         self._done = False
+        self._timeout = sock.gettimeout()
 
     def read(self, timeout: float | None) -> bytes:
-        if timeout is not None:
+        if timeout is not None and timeout != self._timeout:  # the same read timeout for every event: set once
             self._sock.settimeout(timeout)
+            self._timeout = timeout
         data = self._raw.read1(READ_SIZE)
         if not data and self._raw.length:  # closed short of its Content-Length (chunked raises by itself)
             raise http.client.IncompleteRead(b"", self._raw.length)

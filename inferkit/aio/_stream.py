@@ -56,10 +56,13 @@ class _Runner:
 async def _open(t: AsyncTransport, prep: _Prepared, budget: Budget) -> Any:
     aiohttp = t.aiohttp
     slots = prep.loop.slots
-    try:
-        await asyncio.wait_for(slots.acquire(), budget.pool)
-    except asyncio.TimeoutError as exc:
-        raise AttemptFailed("pool", exc, timeout=budget.pool) from None
+    if slots.locked():  # as the transport's own attempts: wait_for (a task) only when the pool is full
+        try:
+            await asyncio.wait_for(slots.acquire(), budget.pool)
+        except asyncio.TimeoutError as exc:
+            raise AttemptFailed("pool", exc, timeout=budget.pool) from None
+    else:
+        await slots.acquire()
     resp = None
     handed = got_status = False
     try:
@@ -113,10 +116,6 @@ class _Source:
 
     def __init__(self, resp: Any, slots: asyncio.Semaphore) -> None:
         self.resp, self._slots, self._done = resp, slots, False
-
-    async def read(self) -> bytes:
-        data: bytes = await self.resp.content.readany()
-        return data
 
     def release(self) -> None:
         """Read to its end: aiohttp pools the connection if the server keeps it."""
@@ -205,10 +204,10 @@ class AsyncEventStream:
                 self._close()
                 raise self._deadline_error()
         try:
-            if left is None:
-                chunk = await source.read()
+            if left is None:  # straight to aiohttp's reader: one coroutine less per event
+                chunk = await source.resp.content.readany()
             else:
-                chunk = await asyncio.wait_for(source.read(), left)
+                chunk = await asyncio.wait_for(source.resp.content.readany(), left)
         except asyncio.TimeoutError as exc:  # also aiohttp's sock_read timeout (a subclass)
             self._close()
             if left is not None and (self._read is None or left < self._read):

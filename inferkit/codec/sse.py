@@ -51,6 +51,12 @@ class SSEDecoder:
                 chunk = chunk[1:]
         buf = self._tail + chunk if self._tail else chunk
         events: list[Event] = []
+        if 0x0D not in buf:  # the usual case (Triton ends lines with LF): a split, no regex
+            lines = buf.split(b"\n")
+            self._tail = lines.pop()
+            for line in lines:
+                self._line(line, events)
+            return events
         pos = 0
         for match in _EOL.finditer(buf):
             self._line(buf[pos : match.start()], events)
@@ -78,7 +84,9 @@ class SSEDecoder:
     def _line(self, line: bytes, events: list[Event]) -> None:
         if not line:
             if self._data is not None:
-                events.append(Event(self._event.decode("utf-8", "replace") or "message", b"\n".join(self._data)))
+                kind = self._event.decode("utf-8", "replace") if self._event else "message"
+                data = self._data[0] if len(self._data) == 1 else b"\n".join(self._data)
+                events.append(Event(kind, data))
             self._data = None
             self._event = b""
             return
