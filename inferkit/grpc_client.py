@@ -109,6 +109,10 @@ class InferenceGRPCClient(RebuildOnUnpickle, BatchMixin, GRPCClientBase):
             reconnects (default 1800, gRPC's own; None: never idle).
         propagate_trace: Send the current OpenTelemetry span's trace context (W3C ``traceparent`` metadata) with
             every call, when the application uses OpenTelemetry (the ``opentelemetry`` extra); False: never.
+        channels: How many channels (each its own HTTP/2 connection) the client opens; calls take them in turn
+            (default 1: on the 2-core machines measured, more did not raise throughput at any concurrency from 1
+            to 256; see docs/performance.md). Try 2-4 when the client host has cores to spare and one
+            connection's stream limit or a server's per-connection thread is the bottleneck.
 
     The keep-alive settings are channel options (``grpc.keepalive_time_ms``, ``grpc.keepalive_timeout_ms``,
     ``grpc.http2.ping_timeout_ms``, ``grpc.client_idle_timeout_ms``): a key given in ``channel_args`` wins.

@@ -42,6 +42,7 @@ class InferenceGRPCClient(RebuildOnUnpickle, AsyncBatchMixin, GRPCClientBase):
     (``keepalive_time`` 330 s, ``keepalive_timeout`` 20 s, ``idle_timeout`` 30 min) work as in the sync client: a
     peer that vanished during a call is found by pings within ``keepalive_time + keepalive_timeout``; the server
     must accept that ping rate (``grpc.http2.min_ping_interval_without_data_ms``, 5 min by default).
+    ``channels=N`` opens N channels (connections) per event loop, taken in turn by the calls.
     """
 
     _repr_prefix = "aio."

@@ -156,8 +156,9 @@ def test_cancelled_infer_leaves_the_client_usable(srv: ReferenceServer) -> None:
     use(InferenceGRPCClient(srv.grpc_url, retry=FAST), body)
 
 
-def test_1000_concurrent_infers_and_loops(srv: ReferenceServer) -> None:
-    client = InferenceGRPCClient(srv.grpc_url, retry=FAST)  # made outside any loop
+@pytest.mark.parametrize("channels", [1, 3])
+def test_1000_concurrent_infers_and_loops(srv: ReferenceServer, channels: int) -> None:
+    client = InferenceGRPCClient(srv.grpc_url, retry=FAST, channels=channels)  # made outside any loop
 
     async def body() -> None:
         request, a, b = add_sub_request()
