@@ -444,6 +444,27 @@ def section_codec(s: Settings) -> str:
     )
 
 
+# -- streaming (benchmarks/stream_bench.py, run as it is: its own servers, the reference one and Triton's llm) ----
+
+
+def section_streaming(s: Settings, no_triton: bool) -> str:
+    """generate_stream against raw SSE loops: client CPU per event, time to first event, 100 aio streams."""
+    args = (["--quick"] if s.quick else []) + (["--no-triton"] if no_triton else [])
+    try:
+        proc = subprocess.run(
+            [sys.executable, str(HERE / "stream_bench.py"), *args],
+            capture_output=True,
+            text=True,
+            timeout=1200,
+            env=ENV,
+        )
+    except subprocess.TimeoutExpired:
+        return "(stream_bench.py timed out after 1200 s)"
+    return proc.stdout.strip() + (
+        f"\n(exit {proc.returncode}: {proc.stderr.strip()[-500:]})" if proc.returncode else ""
+    )
+
+
 # -- 5. import time and memory ------------------------------------------------------------------------------------
 
 IMPORT_CODE = """
@@ -621,6 +642,8 @@ def render(results: dict[str, Any], s: Settings, elapsed: float) -> str:
             "```",
             "",
         ]
+    if results.get("streaming"):
+        lines += ["### Streaming (this run's output of `benchmarks/stream_bench.py`)", "", results["streaming"], ""]
     lines += [
         "### How to read and reproduce",
         "",
@@ -751,6 +774,8 @@ def main() -> int:
     if not args.no_codec:
         log("codec microbenchmarks ...")
         results["codec"] = section_codec(s)
+    log("streaming ...")
+    results["streaming"] = section_streaming(s, args.no_triton)
     results["load_end"] = [round(x, 2) for x in os.getloadavg()]
     elapsed = time.perf_counter() - started
     text = render(results, s, elapsed)

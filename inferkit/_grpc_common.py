@@ -19,7 +19,9 @@ import time
 from typing import Any, Callable, Generator, Iterable, Mapping, NamedTuple, Sequence, Union
 
 from inferkit._grpc_errors import map_rpc_error
+from inferkit._grpc_generate import GenerateSpecs
 from inferkit._retry import RetryState
+from inferkit._trace_context import with_trace
 from inferkit._version import __version__
 from inferkit.codec.grpc_calls import GRPCCall, GRPCCalls, grpc_codec
 from inferkit.codec.tensors import InferRequest
@@ -40,6 +42,7 @@ __all__ = [
     "DEFAULT_KEEPALIVE_TIME",
     "DEFAULT_KEEPALIVE_TIMEOUT",
     "DEFAULT_IDLE_TIMEOUT",
+    "DEFAULT_CHANNELS",
     "GRPCSettings",
     "GRPCClientBase",
     "call_logger",
@@ -65,6 +68,8 @@ DEFAULT_KEEPALIVE_TIMEOUT = 20.0
 #: Default ``idle_timeout`` (s): a channel without calls this long goes IDLE and closes its connection (gRPC's own
 #: default, 30 min); the next call reconnects.
 DEFAULT_IDLE_TIMEOUT = 1800.0
+#: Channels (HTTP/2 connections) of one gRPC client; calls take them in turn (see docs/performance.md).
+DEFAULT_CHANNELS = 1
 #: What a disabled timer is set to (gRPC's "infinite": INT_MAX milliseconds).
 _GRPC_INFINITE_MS = 2**31 - 1
 
@@ -226,8 +231,14 @@ class GRPCSettings:
         keepalive_time: float | None = DEFAULT_KEEPALIVE_TIME,
         keepalive_timeout: float | None = DEFAULT_KEEPALIVE_TIMEOUT,
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+        propagate_trace: bool = True,
+        channels: int = 1,
     ) -> None:
         grpc = load_grpc()
+        self.propagate_trace = bool(propagate_trace)
+        if isinstance(channels, bool) or not isinstance(channels, int) or channels < 1:
+            raise ValueError(f"channels must be an integer >= 1, got {channels!r}")
+        self.channels = channels
         self.target, tls = parse_target(url, use_ssl)
         self.verbose = bool(verbose)
         if timeout is not None and (isinstance(timeout, bool) or not isinstance(timeout, (int, float)) or timeout <= 0):
@@ -278,15 +289,22 @@ class GRPCSettings:
         self.creds = creds
 
     def channel(self, grpc_module: Any) -> Any:
-        """A channel from ``grpc`` or ``grpc.aio`` (both have insecure_channel / secure_channel)."""
+        """A channel from ``grpc`` or ``grpc.aio`` (both have insecure_channel / secure_channel). When the client
+        has several (:attr:`channels`), each has its own subchannel pool, hence its own connection (channels with
+        equal options otherwise share one)."""
+        options = self.options if self.channels == 1 else (*self.options, ("grpc.use_local_subchannel_pool", 1))
         if self.creds is not None:
-            return grpc_module.secure_channel(
-                self.target, self.creds, options=self.options, compression=self.compression
-            )
-        return grpc_module.insecure_channel(self.target, options=self.options, compression=self.compression)
+            return grpc_module.secure_channel(self.target, self.creds, options=options, compression=self.compression)
+        return grpc_module.insecure_channel(self.target, options=options, compression=self.compression)
 
     def call_metadata(self, headers: Headers) -> tuple[tuple[str, str], ...]:
         return self.metadata + normalize_metadata(headers) if headers else self.metadata
+
+    def metadata_for(self, headers: Headers) -> Any:
+        """What one call sends: the client's metadata, the call's ``headers`` and the current trace context."""
+        if self.propagate_trace:
+            headers = with_trace(headers)
+        return self.metadata + normalize_metadata(headers) if headers else self.wire_metadata
 
     def deadline(self, timeout: float | None) -> float | None:
         """The call's deadline across retries: the per-call timeout (or the client's), capped by the policy's."""
@@ -457,6 +475,8 @@ class GRPCClientBase:
         keepalive_time: float | None = DEFAULT_KEEPALIVE_TIME,
         keepalive_timeout: float | None = DEFAULT_KEEPALIVE_TIMEOUT,
         idle_timeout: float | None = DEFAULT_IDLE_TIMEOUT,
+        propagate_trace: bool = True,
+        channels: int = DEFAULT_CHANNELS,
     ) -> None:
         self._s = GRPCSettings(
             url,
@@ -477,9 +497,12 @@ class GRPCClientBase:
             keepalive_time,
             keepalive_timeout,
             idle_timeout,
+            propagate_trace,
+            channels,
         )
         self._grpc = load_grpc()
         self._calls = GRPCCalls(self._s.retry)
+        self._generate_specs = GenerateSpecs()  # generate's per-model metadata, fetched once
         self._transport = self._open()
 
     def _open(self) -> Any:
@@ -490,7 +513,7 @@ class GRPCClientBase:
     def _stream_args(self, timeout: float | None, headers: Headers) -> tuple[Any, float | None, Any]:
         """The ``ModelStreamInfer`` stub, the stream's deadline and its metadata."""
         stub = self._transport.stub("ModelStreamInfer")
-        return stub, self._s.stream_deadline(timeout), self._s.call_metadata(headers)
+        return stub, self._s.stream_deadline(timeout), self._s.metadata_for(headers)
 
     @property
     def host(self) -> str:

@@ -391,6 +391,8 @@ class RESTConfig:
         binary_data: None: use the binary tensor extension when the server lists it (checked once per
             client); True: always; False: never (JSON only).
         max_response_size: Largest reply body accepted, checked while reading (also after decompression).
+        propagate_trace: Send the current OpenTelemetry span's trace context (W3C ``traceparent``) with every
+            call, when the application uses OpenTelemetry (the ``opentelemetry`` extra); False: never.
     """
 
     transport: Any = None
@@ -415,6 +417,7 @@ class RESTConfig:
     max_response_size: int = 2**31
     max_connections: int | None = None  # None: DEFAULT_MAX_CONNECTIONS (or pool_maxsize when given)
     max_keepalive: int | None = DEFAULT_MAX_KEEPALIVE
+    propagate_trace: bool = True
 
     def __post_init__(self) -> None:
         protocol = str(getattr(self.protocol, "value", self.protocol)).lower()

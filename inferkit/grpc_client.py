@@ -59,8 +59,10 @@ from inferkit._grpc_common import (
     StreamState,
     map_rpc_error,
 )
+from inferkit._grpc_generate import NO_CONFIG, GenerateSpecs, GenerateStream, single_answer
 from inferkit._transport.grpc import GRPCTransport
 from inferkit.batching import BatchMixin, RebuildOnUnpickle, StartFn, no_cancel, settle
+from inferkit.codec.generate import response_to_dict
 from inferkit.codec.grpc_calls import LARGE_REQUEST_BYTES, GRPCCall
 from inferkit.codec.tensors import InferRequest, InferResponse
 from inferkit.errors import InferkitError, ReadTimeout, ServerError
@@ -105,6 +107,12 @@ class InferenceGRPCClient(RebuildOnUnpickle, BatchMixin, GRPCClientBase):
             ``grpc.http2.ping_timeout_ms`` (the one grpc-core applies to an unanswered keep-alive ping).
         idle_timeout: Seconds without calls before the channel goes IDLE and closes its connection; the next call
             reconnects (default 1800, gRPC's own; None: never idle).
+        propagate_trace: Send the current OpenTelemetry span's trace context (W3C ``traceparent`` metadata) with
+            every call, when the application uses OpenTelemetry (the ``opentelemetry`` extra); False: never.
+        channels: How many channels (each its own HTTP/2 connection) the client opens; calls take them in turn
+            (default 1: on the 2-core machines measured, more did not raise throughput at any concurrency from 1
+            to 256; see docs/performance.md). Try 2-4 when the client host has cores to spare and one
+            connection's stream limit or a server's per-connection thread is the bottleneck.
 
     The keep-alive settings are channel options (``grpc.keepalive_time_ms``, ``grpc.keepalive_timeout_ms``,
     ``grpc.http2.ping_timeout_ms``, ``grpc.client_idle_timeout_ms``): a key given in ``channel_args`` wins.
@@ -208,7 +216,16 @@ class InferenceGRPCClient(RebuildOnUnpickle, BatchMixin, GRPCClientBase):
         config: str | None = None,
         files: Mapping[str, bytes] | None = None,
     ) -> None:
-        """Load (or reload) a model; ``config`` is a JSON model config, ``files`` maps ``"file:<path>"`` to bytes."""
+        """Load (or reload) a model (``model_repository`` extension).
+
+        Args:
+            model_name: The model.
+            config: A model configuration as JSON text (``json.dumps({...})``), used instead of the repository's
+                ``config.pbtxt`` (e.g. another ``max_batch_size``).
+            files: File overrides, ``{"file:<version>/<file name>": content_bytes}`` (e.g. ``"file:1/model.py"``):
+                the model is loaded from them and ``config`` alone (Triton needs both); sent as bytes over gRPC,
+                base64 over REST. Not resent once the request may have arrived.
+        """
         self._do(self._calls.load_model(model_name, config, files), headers, timeout)
 
     def unload_model(
@@ -221,6 +238,42 @@ class InferenceGRPCClient(RebuildOnUnpickle, BatchMixin, GRPCClientBase):
     ) -> None:
         """Unload a model (and, with ``unload_dependents``, the models that depend on it)."""
         self._do(self._calls.unload_model(model_name, unload_dependents), headers, timeout)
+
+    # -- trace and log settings (Triton extensions) ------------------------------------------------------------
+    def get_trace_settings(
+        self, model_name: str | None = None, headers: Headers = None, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Trace settings (``trace`` extension) of one model, or the server's (None); the same typed dict on REST
+        and gRPC: ``{"trace_level": ["OFF"], "trace_rate": 1000, "trace_count": -1, "log_frequency": 0,
+        "trace_file": "", "trace_mode": "triton"}`` (see :mod:`inferkit.codec.server_settings`)."""
+        result: dict[str, Any] = self._do(self._calls.trace_settings(model_name, None), headers, timeout)
+        return result
+
+    def update_trace_settings(
+        self,
+        model_name: str | None = None,
+        settings: Mapping[str, Any] | None = None,
+        headers: Headers = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """Change trace settings (e.g. ``{"trace_rate": 100, "trace_level": ["TIMESTAMPS"]}``) of one model or the
+        server; a value of None clears a model's own setting. Returns the settings now in force."""
+        call = self._calls.trace_settings(model_name, {} if settings is None else settings)
+        result: dict[str, Any] = self._do(call, headers, timeout)
+        return result
+
+    def get_log_settings(self, headers: Headers = None, timeout: float | None = None) -> dict[str, Any]:
+        """The server's log settings (``logging`` extension), typed: ``{"log_info": True, "log_verbose_level": 0,
+        "log_format": "default", "log_file": "", ...}``."""
+        result: dict[str, Any] = self._do(self._calls.log_settings(None), headers, timeout)
+        return result
+
+    def update_log_settings(
+        self, settings: Mapping[str, Any], headers: Headers = None, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Change log settings (bools, ints, str: ``{"log_verbose_level": 1}``); returns the settings now in force."""
+        result: dict[str, Any] = self._do(self._calls.log_settings(settings), headers, timeout)
+        return result
 
     # -- system shared memory (Triton extension) ------------------------------------------------------------
     def get_system_shared_memory_status(
@@ -365,6 +418,59 @@ class InferenceGRPCClient(RebuildOnUnpickle, BatchMixin, GRPCClientBase):
                 s.send(request)
             s.close_send()
             yield from s
+
+    # -- generate (Triton's generate extension, over ModelInfer / ModelStreamInfer) -----------------------------
+    def generate(
+        self,
+        model_name: str,
+        payload: Mapping[str, Any],
+        model_version: str | None = None,
+        headers: Headers = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """The REST client's ``generate`` over gRPC: the same payload, the same dict back.
+
+        The payload's fields become typed tensors from the model's metadata (fetched once per model), as Triton does
+        for HTTP; the call is ``ModelInfer``, or one ``ModelStreamInfer`` call on a decoupled model.
+        """
+        request, decoupled = self._generate_request(model_name, model_version, payload, headers, timeout)
+        if not decoupled:
+            return response_to_dict(self.infer(request, headers, timeout))
+        with self.stream(UNSET if timeout is None else timeout, headers) as stream:
+            stream.send(request)
+            stream.close_send()
+            return single_answer(model_name, list(stream))
+
+    def generate_stream(
+        self,
+        model_name: str,
+        payload: Mapping[str, Any],
+        model_version: str | None = None,
+        headers: Headers = None,
+        timeout: float | None = None,
+    ) -> GenerateStream:
+        """The REST client's ``generate_stream`` over one ``ModelStreamInfer`` call: a dict per response.
+
+        ``timeout`` is the deadline of the whole stream (default: the client's); leaving early cancels the call.
+        """
+        request, _ = self._generate_request(model_name, model_version, payload, headers, timeout)
+        return GenerateStream(
+            lambda: self.stream(UNSET if timeout is None else timeout, headers), request, self._s.retry
+        )
+
+    def _generate_request(
+        self, model_name: str, model_version: str | None, payload: Any, headers: Headers, timeout: float | None
+    ) -> tuple[InferRequest, bool]:
+        GenerateSpecs.check(model_name, payload)
+        spec = self._generate_specs.get(model_name, model_version)
+        if spec is None:
+            metadata = self.get_model_metadata(model_name, model_version, headers, timeout)
+            try:
+                config = self.get_model_config(model_name, model_version, headers, timeout)
+            except NO_CONFIG:
+                config = {}
+            spec = self._generate_specs.put(model_name, model_version, metadata, config)
+        return GenerateSpecs.request(model_name, model_version, payload, spec), spec.decoupled
 
 
 _END = object()

@@ -16,6 +16,7 @@ import requests
 from inferkit import errors
 from inferkit._transport.driver import CancelScope
 from inferkit._transport.http import SyncTransport
+from inferkit._transport.stream import EventStream, open_stream
 from inferkit.batching import BatchMixin, RebuildOnUnpickle
 from inferkit.codec.rest_calls import RestCall, RestCalls, check_infer_request
 from inferkit.codec.tensors import InferRequest, InferResponse
@@ -169,6 +170,59 @@ class InferenceRESTClient(RebuildOnUnpickle, BatchMixin):
         """KServe v1 ``:explain``; returns the reply's JSON (its shape depends on the explainer)."""
         return self._do(self._calls.explain(model_name, instances, inputs), headers, timeout)
 
+    # -- generate (Triton's generate extension) -----------------------------------------------------------------
+    def generate(
+        self,
+        model_name: str,
+        payload: Mapping[str, Any],
+        model_version: str | None = None,
+        headers: Headers = None,
+        timeout: TimeoutLike = None,
+    ) -> dict[str, Any]:
+        """``POST v2/models/{model}/generate``: one answer, as the dict Triton sends (e.g. ``text_output``).
+
+        Args:
+            payload: The model's inputs and ``parameters`` as Triton's generate schema has them, e.g.
+                ``{"text_input": "Hello", "max_tokens": 16}``.
+
+        Raises:
+            ServerError: An error status, or the ``{"error": ...}`` Triton answers with a 200 (e.g. for a model
+                that streams several responses: :class:`~inferkit.errors.InvalidInputError`, use
+                :meth:`generate_stream`).
+            DecodeError: The answer is not a JSON object.
+
+        Retried like ``infer`` (see :class:`~inferkit.config.RetryPolicy`).
+        """
+        result: dict[str, Any] = self._do(
+            self._calls.generate(model_name, model_version, payload, False), headers, timeout
+        )
+        return result
+
+    def generate_stream(
+        self,
+        model_name: str,
+        payload: Mapping[str, Any],
+        model_version: str | None = None,
+        headers: Headers = None,
+        timeout: TimeoutLike = None,
+    ) -> EventStream:
+        """``POST v2/models/{model}/generate_stream``: the server-sent events, one dict per event.
+
+        Returns once the first event has arrived (failures before it are retried under the retry policy, never
+        after it); iterate for the events, and use it as a context manager (or call ``close()``) to end it early,
+        which closes its connection so the server stops generating. The read timeout bounds the wait for each
+        event, ``RetryPolicy.deadline`` (or ``Timeout.total``) the whole stream. An error event raises
+        :class:`~inferkit.errors.ServerError` naming the model; a malformed event :class:`~inferkit.errors.DecodeError`.
+
+        Example:
+            >>> with client.generate_stream("llm", {"text_input": "Hello", "max_tokens": 64}) as events:
+            ...     for event in events:
+            ...         print(event["text_output"], end="")
+        """
+        return open_stream(
+            self._transport, self._calls.generate(model_name, model_version, payload, True), headers, timeout
+        )
+
     # -- health ---------------------------------------------------------------------------------------------------
     def is_server_live(self, headers: Headers = None, timeout: TimeoutLike = None) -> bool:
         """Whether the server is live. Raises a TransportError if it cannot be reached at all."""
@@ -232,13 +286,73 @@ class InferenceRESTClient(RebuildOnUnpickle, BatchMixin):
         result: list[dict[str, Any]] = self._do(self._calls.repository_index(), headers, timeout)
         return result
 
-    def load_model(self, model_name: str, headers: Headers = None, timeout: TimeoutLike = None) -> None:
-        """Load (or reload) a model (``model_repository`` extension)."""
-        self._do(self._calls.load_model(model_name), headers, timeout)
+    def load_model(
+        self,
+        model_name: str,
+        headers: Headers = None,
+        timeout: TimeoutLike = None,
+        *,
+        config: str | None = None,
+        files: Mapping[str, bytes] | None = None,
+    ) -> None:
+        """Load (or reload) a model (``model_repository`` extension).
 
-    def unload_model(self, model_name: str, headers: Headers = None, timeout: TimeoutLike = None) -> None:
-        """Unload a model (``model_repository`` extension)."""
-        self._do(self._calls.unload_model(model_name), headers, timeout)
+        Args:
+            model_name: The model.
+            config: A model configuration as JSON text (``json.dumps({...})``), used instead of the repository's
+                ``config.pbtxt`` (e.g. another ``max_batch_size``).
+            files: File overrides, ``{"file:<version>/<file name>": content_bytes}`` (e.g. ``"file:1/model.py"``):
+                the model is loaded from them and ``config`` alone (Triton needs both); sent as bytes over gRPC,
+                base64 over REST. Not resent once the request may have arrived.
+        """
+        self._do(self._calls.load_model(model_name, config, files), headers, timeout)
+
+    def unload_model(
+        self,
+        model_name: str,
+        headers: Headers = None,
+        timeout: TimeoutLike = None,
+        *,
+        unload_dependents: bool = False,
+    ) -> None:
+        """Unload a model (and, with ``unload_dependents``, the models that depend on it)."""
+        self._do(self._calls.unload_model(model_name, unload_dependents), headers, timeout)
+
+    # -- trace and log settings (Triton extensions) ------------------------------------------------------------
+    def get_trace_settings(
+        self, model_name: str | None = None, headers: Headers = None, timeout: TimeoutLike = None
+    ) -> dict[str, Any]:
+        """Trace settings (``trace`` extension) of one model, or the server's (None); the same typed dict on REST
+        and gRPC: ``{"trace_level": ["OFF"], "trace_rate": 1000, "trace_count": -1, "log_frequency": 0,
+        "trace_file": "", "trace_mode": "triton"}`` (see :mod:`inferkit.codec.server_settings`)."""
+        result: dict[str, Any] = self._do(self._calls.trace_settings(model_name, None), headers, timeout)
+        return result
+
+    def update_trace_settings(
+        self,
+        model_name: str | None = None,
+        settings: Mapping[str, Any] | None = None,
+        headers: Headers = None,
+        timeout: TimeoutLike = None,
+    ) -> dict[str, Any]:
+        """Change trace settings (e.g. ``{"trace_rate": 100, "trace_level": ["TIMESTAMPS"]}``) of one model or the
+        server; a value of None clears a model's own setting. Returns the settings now in force."""
+        call = self._calls.trace_settings(model_name, {} if settings is None else settings)
+        result: dict[str, Any] = self._do(call, headers, timeout)
+        return result
+
+    def get_log_settings(self, headers: Headers = None, timeout: TimeoutLike = None) -> dict[str, Any]:
+        """The server's log settings (``logging`` extension), typed: ``{"log_info": True, "log_verbose_level": 0,
+        "log_format": "default", "log_file": "", ...}``."""
+        result: dict[str, Any] = self._do(self._calls.log_settings(None), headers, timeout)
+        return result
+
+    def update_log_settings(
+        self, settings: Mapping[str, Any], headers: Headers = None, timeout: TimeoutLike = None
+    ) -> dict[str, Any]:
+        """Change log settings (bools, ints, str: ``{"log_verbose_level": 1}``); returns the settings now in force."""
+        result: dict[str, Any] = self._do(self._calls.log_settings(settings), headers, timeout)
+        return result
 
     # -- system shared memory (Triton extension) ------------------------------------------------------------
     def get_system_shared_memory_status(

@@ -1,15 +1,17 @@
 """The sync gRPC transport under :class:`inferkit.grpc_client.InferenceGRPCClient` (grpcio).
 
-Owns: the grpcio channel and its stubs, made again in a forked child (a child cannot use its parent's channel),
-and one attempt of a unary RPC for the sync driver (:func:`inferkit._transport.driver.drive`): the stub called
-with the attempt's deadline and metadata, its ``grpc.RpcError`` caught and handed to the retry loop
-(:func:`inferkit._grpc_common.grpc_exchange`), which maps it (:func:`inferkit._grpc_common.map_rpc_error`), told
-by :meth:`GRPCTransport.channel_state` whether a deadline ran out while the channel was still connecting.
+Owns: the grpcio channels (``channels=N``: calls take them in turn) and their stubs, made again in a forked child
+(a child cannot use its parent's channels), and one attempt of a unary RPC for the sync driver
+(:func:`inferkit._transport.driver.drive`): the stub called with the attempt's deadline and metadata, its
+``grpc.RpcError`` caught and handed to the retry loop (:func:`inferkit._grpc_common.grpc_exchange`), which maps it
+(:func:`inferkit._grpc_common.map_rpc_error`), told by :meth:`GRPCTransport.channel_state` whether a deadline ran
+out while a channel was still connecting.
 Must not import: requests, urllib3, aiohttp, inferkit.aio, inferkit.rest_client; nor grpc at module level.
 """
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 from typing import Any, Callable, Generator, Iterator, NamedTuple
@@ -52,7 +54,7 @@ class GRPCRun(NamedTuple):
 
 
 class GRPCTransport:
-    """One server's channel, shared by every thread; the sync driver's interface for unary RPCs."""
+    """One server's channels, shared by every thread; the sync driver's interface for unary RPCs."""
 
     def __init__(self, settings: GRPCSettings, grpc: Any) -> None:
         self._s = settings
@@ -61,41 +63,45 @@ class GRPCTransport:
         self._default_total = settings.deadline(None)  # the deadline of a call without its own timeout
         self._lock = threading.Lock()
         self._closed = False
-        self._channel: Any = None
-        self._stubs: dict[str, Any] = {}
+        self._channels: list[Any] = []
+        self._stubs: list[dict[str, Any]] = []
+        self._turn = itertools.count()  # next() is atomic under the GIL: the channels are taken round-robin
         self._pid = -1
         self._generation = -1
         self._connect()
 
     # -- the channel --------------------------------------------------------------------------------------------
     def _connect(self) -> None:
-        channel = self._s.channel(self._grpc)
-        self._channel, self._stubs = channel, make_stubs(channel)
+        self._channels = [self._s.channel(self._grpc) for _ in range(self._s.channels)]
+        self._stubs = [make_stubs(channel) for channel in self._channels]
         self._pid, self._generation = os.getpid(), _fork_generation
 
     def stub(self, name: str) -> Any:
-        """The callable of RPC ``name``; ConnectError once closed."""
+        """The callable of RPC ``name`` (on the next channel in turn); ConnectError once closed."""
         if self._generation != _fork_generation or self._closed:
             with self._lock:
                 if self._closed:
                     raise closed_error(self._s.target)
                 if self._generation != _fork_generation or self._pid != os.getpid():
-                    # A forked child cannot use the parent's channel (its threads and sockets are the parent's);
-                    # build a new one and leave the inherited object alone.
+                    # A forked child cannot use the parent's channels (their threads and sockets are the parent's);
+                    # build new ones and leave the inherited objects alone.
                     self._connect()
-        return self._stubs[name]
+        stubs = self._stubs
+        return stubs[next(self._turn) % len(stubs) if len(stubs) > 1 else 0][name]
 
     @property
     def channel(self) -> Any:
+        """The first channel."""
         self.stub("ServerLive")
-        return self._channel
+        return self._channels[0]
 
     def close(self) -> None:
         with self._lock:
             self._closed = True
-            channel, self._channel = self._channel, None
-        if channel is not None and self._pid == os.getpid():
-            channel.close()
+            channels, self._channels = self._channels, []
+        if self._pid == os.getpid():
+            for channel in channels:
+                channel.close()
 
     # -- one call -------------------------------------------------------------------------------------------------
     def call(self, call: GRPCCall, headers: Headers, timeout: float | None) -> Any:
@@ -106,7 +112,7 @@ class GRPCTransport:
         s = self._s
         request = call.request
         total = self._default_total if timeout is None else s.deadline(timeout)
-        metadata = s.call_metadata(headers) if headers else s.wire_metadata
+        metadata = s.metadata_for(headers)
         payload = once(request) if callable(request) else request
         return GRPCRun(call, self.stub(call.rpc), payload, total, metadata, clock())
 
@@ -137,19 +143,21 @@ class GRPCTransport:
         return grpc_exchange(run, first, self._s, clock=clock, channel_state=self.channel_state)
 
     def channel_state(self) -> str | None:
-        """The channel's connectivity (``"READY"``, ``"CONNECTING"``...), None when unknown: it tells a deadline that
-        ran out while connecting from one that ran out waiting for the reply (:func:`map_rpc_error`)."""
-        channel = self._channel
-        try:
-            # grpcio's sync Channel has no public getter (only subscribe(), which starts a polling thread per
-            # channel); its core channel's check_connectivity_state is what subscribe() itself polls.
-            value = channel._channel.check_connectivity_state(False)
-            for state in self._grpc.ChannelConnectivity:
-                if state.value[0] == value:
-                    return str(state.name)
-        except Exception:  # noqa: BLE001 - closed meanwhile, or another grpcio: unknown, the call stays ReadTimeout
-            return None
-        return None
+        """The channels' connectivity (``"READY"``, ``"CONNECTING"``...: the first not READY), None when unknown: it
+        tells a deadline that ran out while connecting from one that ran out waiting for the reply
+        (:func:`map_rpc_error`)."""
+        state = None
+        for channel in self._channels:
+            try:
+                # grpcio's sync Channel has no public getter (only subscribe(), which starts a polling thread per
+                # channel); its core channel's check_connectivity_state is what subscribe() itself polls.
+                value = channel._channel.check_connectivity_state(False)
+            except Exception:  # noqa: BLE001 - closed meanwhile, or another grpcio: unknown, the call stays ReadTimeout
+                return None
+            state = next((str(s.name) for s in self._grpc.ChannelConnectivity if s.value[0] == value), None)
+            if state != "READY":
+                return state
+        return state
 
 
 def closed_error(target: str) -> ConnectError:

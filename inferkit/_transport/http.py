@@ -43,6 +43,7 @@ from inferkit._retry import (
     closed_kind,
     rest_exchange,
 )
+from inferkit._trace_context import with_trace
 from inferkit._transport import pool as pools
 from inferkit._transport import wire
 from inferkit._transport.driver import CancelScope, clock, current_scope, drive
@@ -294,6 +295,8 @@ class SyncTransport:
         if isinstance(body, BodyParts) and (not self.direct or config.compression is not None):
             body = body.join()  # only the direct path writes parts; the others need one buffer (joined once)
         send_body, encoding = compress_body(body, config)  # type: ignore[arg-type]  # parts are never compressed
+        if config.propagate_trace:
+            headers = with_trace(headers)
         extra, drop = call_headers(call.method, send_body, call.content_headers, headers, encoding, self._const_lower)
         head = self._head(call.method, target, extra, drop) if self.direct else b""
         state = RetryState(

@@ -1,10 +1,11 @@
 """The async gRPC transport under :class:`inferkit.aio.InferenceGRPCClient` (grpc.aio), the twin of
 :mod:`inferkit._transport.grpc`.
 
-Owns: the grpc.aio channel and its stubs, made lazily in the running event loop and again when the client is used
-from another loop, and one attempt of a unary RPC for the async driver (:func:`inferkit.aio._driver.drive`): the
-stub awaited with the attempt's deadline and metadata, its ``grpc.RpcError`` handed to the retry loop
-(:func:`inferkit._grpc_common.grpc_exchange`). Cancelling the task cancels the call.
+Owns: the grpc.aio channels (``channels=N``: calls take them in turn) and their stubs, made lazily in the running
+event loop and again when the client is used from another loop, and one attempt of a unary RPC for the async
+driver (:func:`inferkit.aio._driver.drive`): the stub awaited with the attempt's deadline and metadata, its
+``grpc.RpcError`` handed to the retry loop (:func:`inferkit._grpc_common.grpc_exchange`). Cancelling the task
+cancels the call.
 Must not import: requests, urllib3, aiohttp, inferkit._transport, inferkit.rest_client, inferkit.grpc_client; nor
 grpc at module level.
 """
@@ -12,6 +13,7 @@ grpc at module level.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 from typing import Any, AsyncIterator, Callable, Generator, NamedTuple
 
@@ -37,7 +39,7 @@ class _Run(NamedTuple):
 
 
 class AsyncGRPCTransport:
-    """One server's grpc.aio channel (per event loop); the async driver's interface for unary RPCs."""
+    """One server's grpc.aio channels (per event loop); the async driver's interface for unary RPCs."""
 
     def __init__(self, settings: GRPCSettings, grpc: Any) -> None:
         self._s = settings
@@ -45,50 +47,55 @@ class AsyncGRPCTransport:
         self._rpc_error = grpc.RpcError
         self._default_total = settings.deadline(None)
         self._closed = False
-        self._channel: Any = None
-        self._stubs: dict[str, Any] = {}
+        self._channels: list[Any] = []
+        self._stubs: list[dict[str, Any]] = []
+        self._turn = itertools.count()
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # -- the channel --------------------------------------------------------------------------------------------
     def stub(self, name: str) -> Any:
-        """The callable of RPC ``name`` on the running loop's channel; ConnectError once closed."""
+        """The callable of RPC ``name`` on the running loop's channels (the next in turn); ConnectError once closed."""
         loop = asyncio.get_running_loop()
         if self._loop is not loop:
             if self._closed:
                 raise client_closed_error(self._s.target)
-            old, old_loop = self._channel, self._loop
-            self._channel = self._s.channel(self._grpc.aio)
-            self._stubs = make_stubs(self._channel)
+            old, old_loop = self._channels, self._loop
+            self._channels = [self._s.channel(self._grpc.aio) for _ in range(self._s.channels)]
+            self._stubs = [make_stubs(channel) for channel in self._channels]
             self._loop = loop
-            if old is not None and old_loop is not None and not old_loop.is_closed() and old_loop.is_running():
-                asyncio.run_coroutine_threadsafe(old.close(), old_loop)
-        return self._stubs[name]
+            if old_loop is not None and not old_loop.is_closed() and old_loop.is_running():
+                for channel in old:
+                    asyncio.run_coroutine_threadsafe(channel.close(), old_loop)
+        stubs = self._stubs
+        return stubs[next(self._turn) % len(stubs) if len(stubs) > 1 else 0][name]
 
     @property
     def channel(self) -> Any:
+        """The first channel of the running loop."""
         self.stub("ServerLive")
-        return self._channel
+        return self._channels[0]
 
     async def close(self) -> None:
         self._closed = True
-        channel, loop, self._channel, self._loop = self._channel, self._loop, None, None
-        if channel is None or loop is None:
+        channels, loop, self._channels, self._loop = self._channels, self._loop, [], None
+        if not channels or loop is None:
             return
         try:
             running = asyncio.get_running_loop()
         except RuntimeError:
             running = None
-        if loop is running:
-            await channel.close()
-        elif not loop.is_closed() and loop.is_running():
-            asyncio.run_coroutine_threadsafe(channel.close(), loop)
+        for channel in channels:
+            if loop is running:
+                await channel.close()
+            elif not loop.is_closed() and loop.is_running():
+                asyncio.run_coroutine_threadsafe(channel.close(), loop)
 
     # -- one call -------------------------------------------------------------------------------------------------
     async def call(self, call: GRPCCall, headers: Headers, timeout: float | None) -> Any:
         """Run one RPC with deadline, metadata and retries; its parsed result or its typed error."""
         s = self._s
         total = self._default_total if timeout is None else s.deadline(timeout)
-        metadata = s.call_metadata(headers) if headers else s.wire_metadata
+        metadata = s.metadata_for(headers)
         return await drive(self, _Run(call, self.stub(call.rpc), total, metadata, time.monotonic()))
 
     # The driver's interface (inferkit.aio._driver).
@@ -115,10 +122,15 @@ class AsyncGRPCTransport:
         return grpc_exchange(run, first, self._s, clock=time.monotonic, channel_state=self.channel_state)
 
     def channel_state(self) -> str | None:
-        """The channel's connectivity (``"READY"``, ``"CONNECTING"``...), None when unknown: it tells a deadline that
-        ran out while connecting from one that ran out waiting for the reply (:func:`map_rpc_error`)."""
-        channel = self._channel
-        try:
-            return str(channel.get_state(try_to_connect=False).name)
-        except Exception:  # noqa: BLE001 - closed meanwhile: unknown, the call stays ReadTimeout
-            return None
+        """The channels' connectivity (``"READY"``, ``"CONNECTING"``...: the first not READY), None when unknown: it
+        tells a deadline that ran out while connecting from one that ran out waiting for the reply
+        (:func:`map_rpc_error`)."""
+        state = None
+        for channel in self._channels:
+            try:
+                state = str(channel.get_state(try_to_connect=False).name)
+            except Exception:  # noqa: BLE001 - closed meanwhile: unknown, the call stays ReadTimeout
+                return None
+            if state != "READY":
+                return state
+        return state

@@ -43,6 +43,7 @@ from inferkit._retry import (
     closed_kind,
     rest_exchange,
 )
+from inferkit._trace_context import with_trace
 from inferkit.aio._driver import drive
 from inferkit.codec.http_wire import (
     READ_CHUNK,
@@ -315,6 +316,8 @@ class AsyncTransport:
         # aiohttp sends one buffer: a large binary body kept in parts is joined here, once for all attempts.
         body = call.body.join() if isinstance(call.body, BodyParts) else call.body
         send_body, encoding = compress_body(body, config)
+        if config.propagate_trace:
+            headers = with_trace(headers)
         extra, drop = call_headers(call.method, send_body, call.content_headers, headers, encoding, self._const_lower)
         if drop:
             items = [kv for kv in self._const_headers if kv[0].lower() not in drop] + extra

@@ -24,7 +24,7 @@ import numpy as np
 
 from inferkit.batching.batched import BatchedJob, OutputSpec
 from inferkit.batching.results import make_progress_bar
-from inferkit.batching.scheduler import HedgePolicy, _many_options, _Scheduler
+from inferkit.batching.scheduler import HedgePolicy, _many_options, _Scheduler, generate_call
 from inferkit.codec.tensors import InferRequest, InferResponse
 from inferkit.errors import ItemError
 
@@ -215,6 +215,27 @@ class AsyncBatchMixin:
     """
 
     infer: Callable[..., Any]
+    generate: Callable[..., Any]
+
+    def generate_many(
+        self,
+        model_name: str,
+        payloads: Iterable[Mapping[str, Any]],
+        model_version: Optional[str] = None,
+        concurrency: int = 8,
+        ordered: bool = True,
+        return_exceptions: bool = False,
+        progress: bool = False,
+        timeout: Any = None,
+        headers: Optional[Mapping[str, str]] = None,
+    ) -> AsyncInferManyIterator:
+        """``await generate(model_name, payload)`` for many payloads concurrently; an async iterator over the answers
+        (see :meth:`inferkit.InferenceRESTClient.generate_many`)."""
+        call = generate_call(self.generate, model_name, model_version)
+        options = _many_options(
+            call, payloads, concurrency, ordered, return_exceptions, progress, timeout, headers, None, 0.1
+        )
+        return AsyncInferManyIterator(_iterate_async(**options))
 
     def infer_many(
         self,

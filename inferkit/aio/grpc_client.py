@@ -21,9 +21,11 @@ from inferkit._grpc_common import (
     StreamState,
     load_grpc,
 )
+from inferkit._grpc_generate import NO_CONFIG, AsyncGenerateStream, GenerateSpecs, single_answer
 from inferkit.aio._grpc import AsyncGRPCTransport
 from inferkit.aio.batching import AsyncBatchMixin
 from inferkit.batching import RebuildOnUnpickle
+from inferkit.codec.generate import response_to_dict
 from inferkit.codec.grpc_calls import GRPCCall
 from inferkit.codec.tensors import InferRequest, InferResponse
 from inferkit.errors import InferkitError, ServerError, TransportError
@@ -40,6 +42,7 @@ class InferenceGRPCClient(RebuildOnUnpickle, AsyncBatchMixin, GRPCClientBase):
     (``keepalive_time`` 330 s, ``keepalive_timeout`` 20 s, ``idle_timeout`` 30 min) work as in the sync client: a
     peer that vanished during a call is found by pings within ``keepalive_time + keepalive_timeout``; the server
     must accept that ping rate (``grpc.http2.min_ping_interval_without_data_ms``, 5 min by default).
+    ``channels=N`` opens N channels (connections) per event loop, taken in turn by the calls.
     """
 
     _repr_prefix = "aio."
@@ -138,7 +141,16 @@ class InferenceGRPCClient(RebuildOnUnpickle, AsyncBatchMixin, GRPCClientBase):
         config: str | None = None,
         files: Mapping[str, bytes] | None = None,
     ) -> None:
-        """Load (or reload) a model; ``config`` is a JSON model config, ``files`` maps ``"file:<path>"`` to bytes."""
+        """Load (or reload) a model (``model_repository`` extension).
+
+        Args:
+            model_name: The model.
+            config: A model configuration as JSON text (``json.dumps({...})``), used instead of the repository's
+                ``config.pbtxt`` (e.g. another ``max_batch_size``).
+            files: File overrides, ``{"file:<version>/<file name>": content_bytes}`` (e.g. ``"file:1/model.py"``):
+                the model is loaded from them and ``config`` alone (Triton needs both); sent as bytes over gRPC,
+                base64 over REST. Not resent once the request may have arrived.
+        """
         await self._do(self._calls.load_model(model_name, config, files), headers, timeout)
 
     async def unload_model(
@@ -151,6 +163,42 @@ class InferenceGRPCClient(RebuildOnUnpickle, AsyncBatchMixin, GRPCClientBase):
     ) -> None:
         """Unload a model (and, with ``unload_dependents``, the models that depend on it)."""
         await self._do(self._calls.unload_model(model_name, unload_dependents), headers, timeout)
+
+    # -- trace and log settings (Triton extensions) ------------------------------------------------------------
+    async def get_trace_settings(
+        self, model_name: str | None = None, headers: Headers = None, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Trace settings (``trace`` extension) of one model, or the server's (None); the same typed dict on REST
+        and gRPC: ``{"trace_level": ["OFF"], "trace_rate": 1000, "trace_count": -1, "log_frequency": 0,
+        "trace_file": "", "trace_mode": "triton"}`` (see :mod:`inferkit.codec.server_settings`)."""
+        result: dict[str, Any] = await self._do(self._calls.trace_settings(model_name, None), headers, timeout)
+        return result
+
+    async def update_trace_settings(
+        self,
+        model_name: str | None = None,
+        settings: Mapping[str, Any] | None = None,
+        headers: Headers = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """Change trace settings (e.g. ``{"trace_rate": 100, "trace_level": ["TIMESTAMPS"]}``) of one model or the
+        server; a value of None clears a model's own setting. Returns the settings now in force."""
+        call = self._calls.trace_settings(model_name, {} if settings is None else settings)
+        result: dict[str, Any] = await self._do(call, headers, timeout)
+        return result
+
+    async def get_log_settings(self, headers: Headers = None, timeout: float | None = None) -> dict[str, Any]:
+        """The server's log settings (``logging`` extension), typed: ``{"log_info": True, "log_verbose_level": 0,
+        "log_format": "default", "log_file": "", ...}``."""
+        result: dict[str, Any] = await self._do(self._calls.log_settings(None), headers, timeout)
+        return result
+
+    async def update_log_settings(
+        self, settings: Mapping[str, Any], headers: Headers = None, timeout: float | None = None
+    ) -> dict[str, Any]:
+        """Change log settings (bools, ints, str: ``{"log_verbose_level": 1}``); returns the settings now in force."""
+        result: dict[str, Any] = await self._do(self._calls.log_settings(settings), headers, timeout)
+        return result
 
     # -- system shared memory (Triton extension) ------------------------------------------------------------
     async def get_system_shared_memory_status(
@@ -230,6 +278,56 @@ class InferenceGRPCClient(RebuildOnUnpickle, AsyncBatchMixin, GRPCClientBase):
             await s.close_send()
             async for response in s:
                 yield response
+
+    # -- generate (Triton's generate extension, over ModelInfer / ModelStreamInfer) -----------------------------
+    async def generate(
+        self,
+        model_name: str,
+        payload: Mapping[str, Any],
+        model_version: str | None = None,
+        headers: Headers = None,
+        timeout: float | None = None,
+    ) -> dict[str, Any]:
+        """The REST client's ``generate`` over gRPC (see :meth:`inferkit.InferenceGRPCClient.generate`)."""
+        request, decoupled = await self._generate_request(model_name, model_version, payload, headers, timeout)
+        if not decoupled:
+            return response_to_dict(await self.infer(request, headers, timeout))
+        async with self.stream(UNSET if timeout is None else timeout, headers) as stream:
+            await stream.send(request)
+            await stream.close_send()
+            return single_answer(model_name, [response async for response in stream])
+
+    def generate_stream(
+        self,
+        model_name: str,
+        payload: Mapping[str, Any],
+        model_version: str | None = None,
+        headers: Headers = None,
+        timeout: float | None = None,
+    ) -> AsyncGenerateStream:
+        """NOT awaited: ``async for event in client.generate_stream(...)`` or ``async with``; a dict per response
+        (see :meth:`inferkit.InferenceGRPCClient.generate_stream`). Cancelling the reading task cancels the call."""
+
+        async def opener() -> tuple[Any, InferRequest]:
+            request, _ = await self._generate_request(model_name, model_version, payload, headers, timeout)
+            return self.stream(UNSET if timeout is None else timeout, headers), request
+
+        GenerateSpecs.check(model_name, payload)
+        return AsyncGenerateStream(model_name, opener, self._s.retry)
+
+    async def _generate_request(
+        self, model_name: str, model_version: str | None, payload: Any, headers: Headers, timeout: float | None
+    ) -> tuple[InferRequest, bool]:
+        GenerateSpecs.check(model_name, payload)
+        spec = self._generate_specs.get(model_name, model_version)
+        if spec is None:
+            metadata = await self.get_model_metadata(model_name, model_version, headers, timeout)
+            try:
+                config = await self.get_model_config(model_name, model_version, headers, timeout)
+            except NO_CONFIG:
+                config = {}
+            spec = self._generate_specs.put(model_name, model_version, metadata, config)
+        return GenerateSpecs.request(model_name, model_version, payload, spec), spec.decoupled
 
 
 class AsyncInferStream(StreamState):

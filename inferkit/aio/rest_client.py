@@ -14,6 +14,7 @@ import time
 from typing import Any, Mapping, Optional
 
 from inferkit import errors
+from inferkit.aio._stream import AsyncEventStream
 from inferkit.aio._transport import AsyncTransport
 from inferkit.aio.batching import AsyncBatchMixin
 from inferkit.batching import RebuildOnUnpickle
@@ -153,6 +154,36 @@ class InferenceRESTClient(RebuildOnUnpickle, AsyncBatchMixin):
         """KServe v1 ``:explain``; returns the reply's JSON."""
         return await self._do(self._calls.explain(model_name, instances, inputs), headers, timeout)
 
+    # -- generate (Triton's generate extension) -----------------------------------------------------------------
+    async def generate(
+        self,
+        model_name: str,
+        payload: Mapping[str, Any],
+        model_version: str | None = None,
+        headers: Headers = None,
+        timeout: TimeoutLike = None,
+    ) -> dict[str, Any]:
+        """``POST v2/models/{model}/generate`` (see :meth:`inferkit.InferenceRESTClient.generate`)."""
+        call = self._calls.generate(model_name, model_version, payload, False)
+        result: dict[str, Any] = await self._do(call, headers, timeout)
+        return result
+
+    def generate_stream(
+        self,
+        model_name: str,
+        payload: Mapping[str, Any],
+        model_version: str | None = None,
+        headers: Headers = None,
+        timeout: TimeoutLike = None,
+    ) -> AsyncEventStream:
+        """``POST v2/models/{model}/generate_stream``: NOT awaited; ``async for event in ...`` or ``async with``.
+
+        The request is sent when the stream is first used (see :meth:`inferkit.InferenceRESTClient.generate_stream`
+        for retries, timeouts and errors); cancelling the task that reads it closes its connection.
+        """
+        call = self._calls.generate(model_name, model_version, payload, True)
+        return AsyncEventStream(self._transport, call, headers, timeout)
+
     # -- health ---------------------------------------------------------------------------------------------------
     async def is_server_live(self, headers: Headers = None, timeout: TimeoutLike = None) -> bool:
         """Whether the server is live. Raises a TransportError if it cannot be reached at all."""
@@ -209,13 +240,73 @@ class InferenceRESTClient(RebuildOnUnpickle, AsyncBatchMixin):
         result: list[dict[str, Any]] = await self._do(self._calls.repository_index(), headers, timeout)
         return result
 
-    async def load_model(self, model_name: str, headers: Headers = None, timeout: TimeoutLike = None) -> None:
-        """Load (or reload) a model (``model_repository`` extension)."""
-        await self._do(self._calls.load_model(model_name), headers, timeout)
+    async def load_model(
+        self,
+        model_name: str,
+        headers: Headers = None,
+        timeout: TimeoutLike = None,
+        *,
+        config: str | None = None,
+        files: Mapping[str, bytes] | None = None,
+    ) -> None:
+        """Load (or reload) a model (``model_repository`` extension).
 
-    async def unload_model(self, model_name: str, headers: Headers = None, timeout: TimeoutLike = None) -> None:
-        """Unload a model (``model_repository`` extension)."""
-        await self._do(self._calls.unload_model(model_name), headers, timeout)
+        Args:
+            model_name: The model.
+            config: A model configuration as JSON text (``json.dumps({...})``), used instead of the repository's
+                ``config.pbtxt`` (e.g. another ``max_batch_size``).
+            files: File overrides, ``{"file:<version>/<file name>": content_bytes}`` (e.g. ``"file:1/model.py"``):
+                the model is loaded from them and ``config`` alone (Triton needs both); sent as bytes over gRPC,
+                base64 over REST. Not resent once the request may have arrived.
+        """
+        await self._do(self._calls.load_model(model_name, config, files), headers, timeout)
+
+    async def unload_model(
+        self,
+        model_name: str,
+        headers: Headers = None,
+        timeout: TimeoutLike = None,
+        *,
+        unload_dependents: bool = False,
+    ) -> None:
+        """Unload a model (and, with ``unload_dependents``, the models that depend on it)."""
+        await self._do(self._calls.unload_model(model_name, unload_dependents), headers, timeout)
+
+    # -- trace and log settings (Triton extensions) ------------------------------------------------------------
+    async def get_trace_settings(
+        self, model_name: str | None = None, headers: Headers = None, timeout: TimeoutLike = None
+    ) -> dict[str, Any]:
+        """Trace settings (``trace`` extension) of one model, or the server's (None); the same typed dict on REST
+        and gRPC: ``{"trace_level": ["OFF"], "trace_rate": 1000, "trace_count": -1, "log_frequency": 0,
+        "trace_file": "", "trace_mode": "triton"}`` (see :mod:`inferkit.codec.server_settings`)."""
+        result: dict[str, Any] = await self._do(self._calls.trace_settings(model_name, None), headers, timeout)
+        return result
+
+    async def update_trace_settings(
+        self,
+        model_name: str | None = None,
+        settings: Mapping[str, Any] | None = None,
+        headers: Headers = None,
+        timeout: TimeoutLike = None,
+    ) -> dict[str, Any]:
+        """Change trace settings (e.g. ``{"trace_rate": 100, "trace_level": ["TIMESTAMPS"]}``) of one model or the
+        server; a value of None clears a model's own setting. Returns the settings now in force."""
+        call = self._calls.trace_settings(model_name, {} if settings is None else settings)
+        result: dict[str, Any] = await self._do(call, headers, timeout)
+        return result
+
+    async def get_log_settings(self, headers: Headers = None, timeout: TimeoutLike = None) -> dict[str, Any]:
+        """The server's log settings (``logging`` extension), typed: ``{"log_info": True, "log_verbose_level": 0,
+        "log_format": "default", "log_file": "", ...}``."""
+        result: dict[str, Any] = await self._do(self._calls.log_settings(None), headers, timeout)
+        return result
+
+    async def update_log_settings(
+        self, settings: Mapping[str, Any], headers: Headers = None, timeout: TimeoutLike = None
+    ) -> dict[str, Any]:
+        """Change log settings (bools, ints, str: ``{"log_verbose_level": 1}``); returns the settings now in force."""
+        result: dict[str, Any] = await self._do(self._calls.log_settings(settings), headers, timeout)
+        return result
 
     # -- system shared memory (Triton extension) ------------------------------------------------------------
     async def get_system_shared_memory_status(

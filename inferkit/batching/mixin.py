@@ -20,7 +20,7 @@ from inferkit.batching.batched import BatchedJob, OutputSpec
 from inferkit.batching.engines import StartFn, _iterate_pooled
 from inferkit.batching.hedging import _iterate_hedged
 from inferkit.batching.results import InferManyIterator
-from inferkit.batching.scheduler import HedgePolicy, _many_options
+from inferkit.batching.scheduler import HedgePolicy, _many_options, generate_call
 from inferkit.codec.tensors import InferRequest
 
 __all__ = ["BatchMixin", "RebuildOnUnpickle", "infer_batched", "infer_many"]
@@ -99,6 +99,7 @@ class BatchMixin:
     """
 
     infer: Callable[..., Any]
+    generate: Callable[..., Any]
     #: A factory of cancel scopes for requests run on worker threads (the REST client's ``CancelScope``: leaving
     #: early or a losing hedge copy closes that request's connection); None: they cannot be cancelled.
     _many_scope: Optional[Callable[[], Any]] = None
@@ -155,6 +156,29 @@ class BatchMixin:
         )
         start = self._starter(headers, timeout, options)
         return InferManyIterator(_iterate_sync(**options, start=start, scope=self._many_scope))
+
+    def generate_many(
+        self,
+        model_name: str,
+        payloads: Iterable[Mapping[str, Any]],
+        model_version: Optional[str] = None,
+        concurrency: int = 8,
+        ordered: bool = True,
+        return_exceptions: bool = False,
+        progress: bool = False,
+        timeout: Any = None,
+        headers: Optional[Mapping[str, str]] = None,
+    ) -> InferManyIterator[Any]:
+        """Run ``generate(model_name, payload)`` for many payloads concurrently; an iterator over the answers (dicts).
+
+        The batch job of LLM users: ``concurrency``, ``ordered``, ``return_exceptions`` (an :class:`ItemError` whose
+        ``.request`` is the payload), ``progress`` and the early exit work as in :meth:`infer_many`.
+        """
+        call = generate_call(self.generate, model_name, model_version)
+        options = _many_options(
+            call, payloads, concurrency, ordered, return_exceptions, progress, timeout, headers, None, 0.1
+        )
+        return InferManyIterator(_iterate_sync(**options, scope=self._many_scope))
 
     def _starter(self, headers: Optional[Mapping[str, str]], timeout: Any, options: dict[str, Any]) -> StartFn | None:
         """The client's non-blocking start, bound to the call's headers and timeout; None: worker threads.

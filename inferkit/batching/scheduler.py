@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 from inferkit.batching.results import Outcome, _mark_failed, _present
 
-__all__ = ["HedgePolicy"]
+__all__ = ["HedgePolicy", "generate_call"]
 
 
 # -- hedging policy ----------------------------------------------------------------------------------------------
@@ -238,3 +238,13 @@ def _many_options(
         "hedge": hedge,
         "total": _length_hint(requests) if total == -1 else total,
     }
+
+
+def generate_call(generate: Callable[..., Any], model_name: str, model_version: str | None) -> Callable[..., Any]:
+    """``generate`` bound to a model, with ``infer``'s call shape (``(payload, headers=, timeout=)``), so that the
+    batch drivers run generate payloads exactly as they run requests (sync and aio alike)."""
+
+    def call(payload: Mapping[str, Any], headers: Mapping[str, str] | None = None, timeout: Any = None) -> Any:
+        return generate(model_name, payload, model_version, headers, timeout)
+
+    return call

@@ -14,6 +14,8 @@ The package re-exports the public names of its modules, bottom layer first (each
 
 * :mod:`~inferkit.bench.options`: :class:`BenchOptions`, :class:`InputSpec`, :class:`BenchError`, value parsers;
 * :mod:`~inferkit.bench.inputs`: what to send (:func:`resolve_inputs`, :func:`build_request`);
+* :mod:`~inferkit.bench.stream`: ``--stream``: one ``generate_stream`` request timed event by event, and the
+  stream figures of a step (time to first event, time between events, events/s);
 * :mod:`~inferkit.bench.step`: one step, on threads or asyncio, and its :class:`StepResult`;
 * :mod:`~inferkit.bench.progress`: the running step's progress display;
 * :mod:`~inferkit.bench.report`: :class:`BenchReport` and its outputs (table, JSON, CSV, plot);
@@ -29,7 +31,7 @@ from __future__ import annotations
 
 from inferkit.bench.command import EXIT_ERRORS, EXIT_OK, EXIT_USAGE, add_arguments, options_from_args, run_command
 from inferkit.bench.inputs import build_request, make_data, resolve_inputs
-from inferkit.bench.options import BenchError, BenchOptions, InputSpec, parse_levels
+from inferkit.bench.options import DEFAULT_PAYLOAD, BenchError, BenchOptions, InputSpec, parse_levels, parse_payload
 from inferkit.bench.report import (
     BenchReport,
     format_errors,
@@ -44,6 +46,7 @@ from inferkit.bench.run import run_bench
 from inferkit.bench.step import StepResult
 
 __all__ = [
+    "DEFAULT_PAYLOAD",
     "EXIT_ERRORS",
     "EXIT_OK",
     "EXIT_USAGE",
@@ -60,6 +63,7 @@ __all__ = [
     "make_data",
     "options_from_args",
     "parse_levels",
+    "parse_payload",
     "resolve_inputs",
     "run_bench",
     "run_command",

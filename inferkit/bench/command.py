@@ -14,7 +14,15 @@ import os
 import sys
 from typing import TextIO
 
-from inferkit.bench.options import BenchError, BenchOptions, _parse_named, _parse_warmup, _shape, parse_levels
+from inferkit.bench.options import (
+    BenchError,
+    BenchOptions,
+    _parse_named,
+    _parse_warmup,
+    _shape,
+    parse_levels,
+    parse_payload,
+)
 from inferkit.bench.report import format_header, format_table, write_csv, write_json, write_plot
 from inferkit.bench.run import run_bench
 
@@ -41,6 +49,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     load.add_argument("--request-rate", metavar="RATE[,RATE...]", help="fixed request rate(s) per second (open loop)")
     load.add_argument("--request-rate-range", metavar="START:END[:STEP]", help="request rates, e.g. 100:400:100")
     parser.add_argument("--async", dest="use_async", action="store_true", help="asyncio with inferkit.aio")
+    parser.add_argument(
+        "--stream",
+        action="store_true",
+        help="benchmark generate_stream (LLM token streams): time to first event, time between events, events/s",
+    )
+    parser.add_argument(
+        "--payload",
+        metavar="JSON|@FILE",
+        help='--stream: the generate payload (default {"text_input": "Write a short story...", "max_tokens": 64})',
+    )
     parser.add_argument("--shape", action="append", metavar="NAME:DIMS", help="input shape, e.g. INPUT0:1,16")
     parser.add_argument("--datatype", action="append", metavar="NAME:TYPE", help="input datatype, e.g. INPUT0:INT32")
     parser.add_argument("-b", "--batch-size", type=int, default=1, help="replaces -1 in metadata shapes (default 1)")
@@ -103,6 +121,8 @@ def options_from_args(args: argparse.Namespace) -> BenchOptions:
         max_error_rate=args.max_error_rate,
         seed=args.seed,
         keep_going=args.keep_going,
+        stream=args.stream,
+        payload=parse_payload(args.payload) if args.payload is not None else None,
     )
 
 

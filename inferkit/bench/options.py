@@ -1,7 +1,8 @@
 """``inferkit bench`` options: what a run needs, as a value usable from Python, and the parsing of its flags' values.
 
 Owns: :class:`BenchOptions`, :class:`InputSpec`, :class:`BenchError` (the benchmark cannot run as asked; says what
-to do) and the value parsers (:func:`parse_levels`, the warm-up, ``NAME:VALUE`` and shape parsers).
+to do) and the value parsers (:func:`parse_levels`, :func:`parse_payload`, the warm-up, ``NAME:VALUE`` and shape
+parsers).
 
 Must not import: the clients, the codec at module level, grpc, aiohttp, tqdm, matplotlib (stdlib only: option
 parsing stays import-light), nor the other ``inferkit.bench`` modules (this is their bottom layer).
@@ -9,11 +10,18 @@ parsing stays import-light), nor the other ``inferkit.bench`` modules (this is t
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Optional, Sequence
 
-__all__ = ["BenchError", "BenchOptions", "InputSpec", "parse_levels"]
+__all__ = ["DEFAULT_PAYLOAD", "BenchError", "BenchOptions", "InputSpec", "parse_levels", "parse_payload"]
+
+#: What ``--stream`` sends when no ``--payload`` is given (Triton's generate schema, as TensorRT-LLM and vLLM take it).
+DEFAULT_PAYLOAD: dict[str, Any] = {
+    "text_input": "Write a short story about a robot who learns to paint.",
+    "max_tokens": 64,
+}
 
 
 class BenchError(ValueError):
@@ -55,6 +63,10 @@ class BenchOptions:
         seed: Seed of the random input data.
         keep_going: Run every step even after one in which every request failed (by default the run stops
             there: the next steps would fail the same way, for longer).
+        stream: Benchmark ``generate_stream`` (server-sent events on REST, ModelStreamInfer on gRPC) with
+            ``payload`` instead of ``infer``: each request is one whole stream, and the step also reports the time
+            to first event, the time between events and events per second.
+        payload: The generate payload of ``stream`` (None: :data:`DEFAULT_PAYLOAD`).
     """
 
     url: str
@@ -77,6 +89,8 @@ class BenchOptions:
     max_error_rate: float = 0.0
     seed: int = 0
     keep_going: bool = False
+    stream: bool = False
+    payload: Optional[dict[str, Any]] = None
 
     @property
     def transport(self) -> str:
@@ -129,6 +143,29 @@ def parse_levels(text: str, *, integer: bool = True, what: str = "--concurrency"
     if not levels or any(not math.isfinite(v) or v <= 0 for v in levels):
         raise BenchError(f"{what} {text!r}: every level must be > 0")
     return tuple(levels)
+
+
+def parse_payload(text: str) -> dict[str, Any]:
+    """``--payload``: a JSON object, or ``@FILE`` holding one.
+
+    Raises:
+        BenchError: Not JSON, not an object, or a file that cannot be read.
+    """
+    source = "--payload"
+    if text.startswith("@"):
+        source = f"--payload file {text[1:]!r}"
+        try:
+            with open(text[1:], encoding="utf-8") as f:
+                text = f.read()
+        except OSError as exc:
+            raise BenchError(f"{source}: cannot read it: {exc.strerror or exc}") from None
+    try:
+        value = json.loads(text)
+    except ValueError as exc:
+        raise BenchError(f"{source}: not JSON ({exc}); e.g. --payload '{json.dumps(DEFAULT_PAYLOAD)}'") from None
+    if not isinstance(value, dict):
+        raise BenchError(f"{source}: expected a JSON object such as {json.dumps(DEFAULT_PAYLOAD)}")
+    return value
 
 
 def _parse_warmup(text: str) -> tuple[int, float]:

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Optional
 
 from inferkit._version import __version__
-from inferkit.bench.options import BenchError, BenchOptions, InputSpec
+from inferkit.bench.options import DEFAULT_PAYLOAD, BenchError, BenchOptions, InputSpec
 from inferkit.bench.step import StepResult
 
 __all__ = [
@@ -87,13 +87,19 @@ class BenchReport:
 
 
 _COLUMNS = ("requests", "ok", "errors", "infer/s", "p50 ms", "p90 ms", "p99 ms", "max ms")
+# --stream: requests/s and events/s, then time to first event (TTFE) and time between events (TBE) percentiles.
+_STREAM_COLUMNS = ("requests", "ok", "errors", "req/s", "events/s", "TTFE p50", "p95", "p99", "TBE p50", "p95", "p99")
 
 
 def format_header(report: BenchReport) -> str:
     """The lines above the table: server, model, mode, inputs, machine."""
     o, s = report.options, report.system
     load = " ".join(f"{x:.2f}" for x in s.get("loadavg") or ())
-    inputs = ", ".join(f"{i.name} {i.datatype}{list(i.shape)}" for i in report.inputs)
+    if o.stream:
+        payload = json.dumps(o.payload if o.payload is not None else DEFAULT_PAYLOAD)
+        inputs = "generate_stream payload " + (payload if len(payload) <= 100 else payload[:97] + "...")
+    else:
+        inputs = ", ".join(f"{i.name} {i.datatype}{list(i.shape)}" for i in report.inputs) + f" ({o.data})"
     bound = " / ".join(
         x for x in (f"{o.requests} requests" if o.requests else "", f"{o.duration:g} s" if o.duration else "") if x
     )
@@ -104,7 +110,7 @@ def format_header(report: BenchReport) -> str:
             + (f" version {o.model_version}" if o.model_version else ""),
             f"  {o.transport} via {'asyncio' if o.use_async else 'threads'}, {o.mode} mode; "
             f"each step: warm-up {warm}, then {bound}",
-            f"  inputs: {inputs} ({o.data})",
+            f"  inputs: {inputs}",
             f"  machine: nproc {s.get('nproc')}, load average {load}, "
             f"memory {s.get('mem_available_gib', '?')}/{s.get('mem_total_gib', '?')} GiB free",
         ]
@@ -114,16 +120,33 @@ def format_header(report: BenchReport) -> str:
 def format_table(report: BenchReport) -> str:
     """The results as a fixed-width table, one row per step, then the first message of each error class."""
     first = "rate" if report.options.mode == "rate" else "concurrency"
-    head = f"{first:>11} " + " ".join(f"{c:>9}" for c in _COLUMNS) + "  error classes"
+    columns = _STREAM_COLUMNS if report.options.stream else _COLUMNS
+    head = f"{first:>11} " + " ".join(f"{c:>9}" for c in columns) + "  error classes"
     lines = [head, "-" * len(head)]
+    if report.options.stream:  # a line above the percentile columns says what they are
+        lines.insert(
+            0, (" " * 62 + "time to first event, ms".center(29) + " " + "time between events, ms".center(29)).rstrip()
+        )
     for s in report.steps:
         classes = ", ".join(f"{k} x{v}" for k, v in s.errors.items())
         err = sum(s.errors.values())
+        if report.options.stream:
+            cells = (s.ttfe_p50_ms, s.ttfe_p95_ms, s.ttfe_p99_ms, s.tbe_p50_ms, s.tbe_p95_ms, s.tbe_p99_ms)
+            lines.append(
+                f"{s.label:>11} {s.requests:>9} {s.ok:>9} {err:>9} {s.throughput:>9.1f} {s.events_per_s or 0:>9.1f} "
+                + " ".join(f"{_ms(x):>9}" for x in cells)
+                + f"  {classes}".rstrip()
+            )
+            continue
         lines.append(
             f"{s.label:>11} {s.requests:>9} {s.ok:>9} {err:>9} {s.throughput:>9.1f} "
             f"{s.p50_ms:>9.2f} {s.p90_ms:>9.2f} {s.p99_ms:>9.2f} {s.max_ms:>9.2f}  {classes}".rstrip()
         )
     return "\n".join(lines + format_errors(report))
+
+
+def _ms(value: float | None) -> str:
+    return "nan" if value is None or math.isnan(value) else f"{value:.2f}"
 
 
 def format_errors(report: BenchReport) -> list[str]:
@@ -174,6 +197,14 @@ CSV_FIELDS = (
     "max_ms",
     "mean_ms",
     "send_lag_p99_ms",
+    "events",
+    "events_per_s",
+    "ttfe_p50_ms",
+    "ttfe_p95_ms",
+    "ttfe_p99_ms",
+    "tbe_p50_ms",
+    "tbe_p95_ms",
+    "tbe_p99_ms",
     "errors",
 )
 
@@ -208,19 +239,36 @@ def write_plot(report: BenchReport, path: str) -> None:
     if not steps:
         raise BenchError("no plot written: no step had a successful request, so there is no latency to plot")
     # Figure + Agg canvas directly: no pyplot, so no global backend state in the caller's process.
-    fig = Figure(figsize=(7, 4.5), dpi=100)
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    x = [s.throughput for s in steps]
-    ax.plot(x, [s.p50_ms for s in steps], marker="o", label="p50")
-    ax.plot(x, [s.p99_ms for s in steps], marker="s", label="p99")
-    for s in steps:
-        ax.annotate(s.label, (s.throughput, s.p50_ms), textcoords="offset points", xytext=(4, 4), fontsize=8)
     o = report.options
-    ax.set_title(f"{o.model} over {o.transport} ({'asyncio' if o.use_async else 'threads'}, {o.mode} sweep)")
-    ax.set_xlabel("throughput (infer/s)")
-    ax.set_ylabel("latency (ms)")
-    ax.grid(True, alpha=0.3)
-    ax.legend()
+    title = f"{o.model} over {o.transport} ({'asyncio' if o.use_async else 'threads'}, {o.mode} sweep)"
+    if o.stream:  # time to first event against requests/s, time between events against events/s
+        fig = Figure(figsize=(11, 4.5), dpi=100)
+        panels = [
+            ("requests/s", "time to first event (ms)", "throughput", ("ttfe_p50_ms", "ttfe_p99_ms")),
+            ("events/s", "time between events (ms)", "events_per_s", ("tbe_p50_ms", "tbe_p99_ms")),
+        ]
+        fig.suptitle(f"generate_stream: {title}")
+    else:
+        fig = Figure(figsize=(7, 4.5), dpi=100)
+        panels = [("throughput (infer/s)", "latency (ms)", "throughput", ("p50_ms", "p99_ms"))]
+    FigureCanvasAgg(fig)
+    for i, (xlabel, ylabel, xkey, (low, high)) in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        x = [getattr(s, xkey) or 0.0 for s in steps]
+        y50 = [_nan(getattr(s, low)) for s in steps]
+        ax.plot(x, y50, marker="o", label="p50")
+        ax.plot(x, [_nan(getattr(s, high)) for s in steps], marker="s", label="p99")
+        for s, xi, yi in zip(steps, x, y50):
+            ax.annotate(s.label, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=8)
+        if not o.stream:
+            ax.set_title(title)
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.grid(True, alpha=0.3)
+        ax.legend()
     fig.tight_layout()
     fig.savefig(path, format="png")
+
+
+def _nan(value: float | None) -> float:
+    return float("nan") if value is None else value

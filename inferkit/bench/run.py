@@ -1,8 +1,9 @@
 """A whole ``inferkit bench`` run: the client, the request, every step in turn, the report.
 
 Owns: :func:`run_bench` (threads and the sync clients, or one asyncio loop and ``inferkit.aio``), the client
-made for a run (shared by every worker), the checks of the options before anything is sent, and the error that
-says why the model's metadata could not be read.
+made for a run (shared by every worker), what each request does (``infer`` of the request built from the inputs,
+or with ``--stream`` a whole ``generate_stream`` of the payload), the checks of the options before anything is
+sent, and the error that says why the model's metadata could not be read.
 
 Must not import at module level: grpc, aiohttp, tqdm, matplotlib, ``inferkit.aio`` and the clients (each loads
 only when the options ask for it, with an error naming the extra).
@@ -21,7 +22,17 @@ from inferkit.bench.inputs import build_request, resolve_inputs
 from inferkit.bench.options import BenchError, BenchOptions, InputSpec
 from inferkit.bench.progress import _Progress
 from inferkit.bench.report import BenchReport, system_info
-from inferkit.bench.step import StepResult, _Recorder, _run_step_async, _run_step_threads, _summarize, _Tickets
+from inferkit.bench.step import (
+    StepResult,
+    _Recorder,
+    _run_step_async,
+    _run_step_threads,
+    _summarize,
+    _Tickets,
+    async_infer_sender,
+    infer_sender,
+)
+from inferkit.bench.stream import async_stream_sender, stream_sender
 
 __all__ = ["run_bench"]
 
@@ -50,13 +61,17 @@ def _make_client(options: BenchOptions) -> Any:
         raise BenchError(f"--url {options.url!r}: {exc}") from None
 
 
-def _prepare(options: BenchOptions, client: Any, metadata: dict[str, Any] | None) -> tuple[list[InputSpec], Any]:
+def _prepare(options: BenchOptions, metadata: dict[str, Any] | None) -> tuple[list[InputSpec], Any]:
+    """The inputs and the request of an ``infer`` run (a stream run sends its payload: neither)."""
+    if options.stream:
+        return [], None
     specs = resolve_inputs(metadata, options.shapes, options.datatypes, options.batch_size, options.model)
     return specs, build_request(options, specs)
 
 
 def _need_metadata(options: BenchOptions) -> bool:
-    return not (options.shapes and all(name in options.datatypes for name in options.shapes))
+    """A stream run reads it too: an unknown model or a server down is then one clear line, before any step."""
+    return options.stream or not (options.shapes and all(name in options.datatypes for name in options.shapes))
 
 
 def _validate(options: BenchOptions) -> None:
@@ -80,6 +95,14 @@ def _validate(options: BenchOptions) -> None:
         raise BenchError(f"--retries {options.retries!r}: expected an integer >= 0")
     if options.seed < 0:
         raise BenchError(f"--seed {options.seed!r}: expected an integer >= 0")
+    if options.stream and (options.shapes or options.datatypes or options.batch_size != 1 or options.data != "random"):
+        raise BenchError(
+            "--shape, --datatype, --batch-size and --data are for infer; with --stream the --payload says what to send"
+        )
+    if options.payload is not None and not options.stream:
+        raise BenchError("--payload is what --stream sends: add --stream (or drop --payload to benchmark infer)")
+    if options.payload is not None and not isinstance(options.payload, dict):
+        raise BenchError(f"--payload: expected a JSON object (a dict), got {type(options.payload).__name__}")
     _check_url(options.url)
 
 
@@ -130,14 +153,15 @@ def run_bench(
                 metadata = client.get_model_metadata(options.model, options.model_version)
             except Exception as exc:  # unreachable server, unknown model: nothing can be measured
                 raise BenchError(_metadata_error(options, exc)) from exc
-        specs, request = _prepare(options, client, metadata)
+        specs, request = _prepare(options, metadata)
+        send = stream_sender(options, client) if options.stream else infer_sender(options, client, request)
         report = BenchReport(options, system_info(), specs)
         for level in options.levels():
             tickets = _Tickets(options, time.perf_counter)
             recorders: list[_Recorder] = []
             shower.run(_step_label(options, level), tickets, recorders)
             try:
-                _run_step_threads(options, client, request, level, tickets, recorders)
+                _run_step_threads(options, send, level, tickets, recorders)
             finally:
                 shower.done()
             if not _record(report, _summarize(options, level, tickets, recorders), on_step):
@@ -158,14 +182,18 @@ async def _run_async(
                 metadata = await client.get_model_metadata(options.model, options.model_version)
             except Exception as exc:
                 raise BenchError(_metadata_error(options, exc)) from exc
-        specs, request = _prepare(options, client, metadata)
+        specs, request = _prepare(options, metadata)
+        if options.stream:
+            send = async_stream_sender(options, client)
+        else:
+            send = async_infer_sender(options, client, request)
         report = BenchReport(options, system_info(), specs)
         for level in options.levels():
             tickets = _Tickets(options, time.perf_counter)
             recorders: list[_Recorder] = []
             shower.run(_step_label(options, level), tickets, recorders)
             try:
-                await _run_step_async(options, client, request, level, tickets, recorders)
+                await _run_step_async(options, send, level, tickets, recorders)
             finally:
                 shower.done()
             if not _record(report, _summarize(options, level, tickets, recorders), on_step):
@@ -193,9 +221,10 @@ def _all_failed(step: StepResult) -> bool:
 
 
 def _metadata_error(options: BenchOptions, exc: Exception) -> str:
+    fix = "" if options.stream else ", or give every input with --shape NAME:DIMS --datatype NAME:TYPE"
     return (
         f"cannot read the metadata of model {options.model!r} at {options.url}: {type(exc).__name__}: {exc}. "
-        "Check --url and --model, or give every input with --shape NAME:DIMS --datatype NAME:TYPE"
+        f"Check --url and --model{fix}"
     )
 
 

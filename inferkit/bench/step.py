@@ -3,7 +3,9 @@
 Owns: the request slots of a step (``_Tickets``: warm-up, then measured, then stop), each worker's results
 (``_Recorder``), :class:`StepResult` and the step's summary, and the two ways of driving a step: worker threads
 with the sync clients (``_run_step_threads``) or tasks on one asyncio loop with ``inferkit.aio``
-(``_run_step_async``). In rate mode a request's latency counts from its due time (no coordinated omission).
+(``_run_step_async``), each request being what the run's sender does (``infer``, or a whole ``generate_stream``:
+see :mod:`~inferkit.bench.stream`). In rate mode a request's latency counts from its due time (no coordinated
+omission).
 
 Must not import: grpc, aiohttp, tqdm, matplotlib, ``inferkit.aio`` (the client is given), the run or the
 command line modules.
@@ -17,11 +19,12 @@ import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Awaitable, Callable, Optional, Sequence
 
 import numpy as np
 
 from inferkit.bench.options import BenchOptions
+from inferkit.bench.stream import stream_figures
 
 __all__ = ["StepResult"]
 
@@ -92,7 +95,7 @@ class _Tickets:
 class _Recorder:
     """Results of one worker (no lock: each worker has its own; merged after the step)."""
 
-    __slots__ = ("latencies", "errors", "messages", "last_end", "lags")
+    __slots__ = ("latencies", "errors", "messages", "last_end", "lags", "ttfe", "gaps", "events")
 
     def __init__(self) -> None:
         self.latencies: list[float] = []
@@ -100,6 +103,9 @@ class _Recorder:
         self.messages: dict[str, str] = {}  # error class -> its first message (what to fix is in it)
         self.last_end = 0.0
         self.lags: list[float] = []
+        self.ttfe: list[float] = []  # streams: seconds to the first event, then between events, and their count
+        self.gaps: list[float] = []
+        self.events = 0
 
     def done(self, kind: int, start: float, end: float, error: BaseException | None) -> None:
         if kind != _MEASURE:
@@ -136,6 +142,9 @@ class StepResult:
         p50_ms, p90_ms, p99_ms, max_ms, mean_ms: Latency percentiles.
         error_rate: errors / requests.
         send_lag_p99_ms: Rate mode: 99th percentile of how late requests were sent after their due time.
+        events, events_per_s: Streams (``--stream``): events of the successful streams, and per second.
+        ttfe_p50_ms, ttfe_p95_ms, ttfe_p99_ms: Streams: time to first event (from the call, or the due time).
+        tbe_p50_ms, tbe_p95_ms, tbe_p99_ms: Streams: time between consecutive events of a stream.
     """
 
     mode: str
@@ -153,6 +162,14 @@ class StepResult:
     error_rate: float
     send_lag_p99_ms: Optional[float] = None
     error_messages: dict[str, str] = field(default_factory=dict)
+    events: Optional[int] = None
+    events_per_s: Optional[float] = None
+    ttfe_p50_ms: Optional[float] = None
+    ttfe_p95_ms: Optional[float] = None
+    ttfe_p99_ms: Optional[float] = None
+    tbe_p50_ms: Optional[float] = None
+    tbe_p95_ms: Optional[float] = None
+    tbe_p99_ms: Optional[float] = None
 
     @property
     def label(self) -> str:
@@ -182,6 +199,7 @@ def _summarize(options: BenchOptions, level: float, tickets: _Tickets, recorders
         p50 = p90 = p99 = mx = mean = float("nan")
     lags = [x for r in recorders for x in r.lags]
     lag = float(np.percentile(np.array(lags) * 1e3, 99)) if lags else None
+    streams = stream_figures(recorders, seconds) if options.stream else {}
     return StepResult(
         mode=options.mode,
         level=level,
@@ -198,6 +216,7 @@ def _summarize(options: BenchOptions, level: float, tickets: _Tickets, recorders
         error_rate=n_err / total if total else 0.0,
         send_lag_p99_ms=lag,
         error_messages=dict(sorted(messages.items())),
+        **streams,
     )
 
 
@@ -205,15 +224,29 @@ def _interval(rate: float) -> float:
     return 1.0 / rate
 
 
+def infer_sender(options: BenchOptions, client: Any, request: Any) -> Callable[[_Recorder, bool, float], Any]:
+    """``send(recorder, measured, start)``: one ``infer`` of ``request``."""
+    timeout = options.timeout
+
+    def send(rec: _Recorder, measured: bool, start: float) -> Any:
+        return client.infer(request, timeout=timeout)
+
+    return send
+
+
 def _run_step_threads(
-    options: BenchOptions, client: Any, request: Any, level: float, tickets: _Tickets, recorders: list[_Recorder]
+    options: BenchOptions,
+    send: Callable[[_Recorder, bool, float], Any],
+    level: float,
+    tickets: _Tickets,
+    recorders: list[_Recorder],
 ) -> None:
     clock = time.perf_counter
 
     def call(rec: _Recorder, kind: int, start: float) -> None:
         error: BaseException | None = None
         try:
-            client.infer(request, timeout=options.timeout)
+            send(rec, kind == _MEASURE, start)
         except Exception as exc:  # every failure is a figure of the step, by class
             error = exc
         rec.done(kind, start, clock(), error)
@@ -282,15 +315,31 @@ def _join_all(threads: Sequence[threading.Thread], tickets: _Tickets) -> None:
         raise
 
 
+def async_infer_sender(
+    options: BenchOptions, client: Any, request: Any
+) -> Callable[[_Recorder, bool, float], Awaitable[Any]]:
+    """The aio :func:`infer_sender`."""
+    timeout = options.timeout
+
+    async def send(rec: _Recorder, measured: bool, start: float) -> Any:
+        return await client.infer(request, timeout=timeout)
+
+    return send
+
+
 async def _run_step_async(
-    options: BenchOptions, client: Any, request: Any, level: float, tickets: _Tickets, recorders: list[_Recorder]
+    options: BenchOptions,
+    send: Callable[[_Recorder, bool, float], Awaitable[Any]],
+    level: float,
+    tickets: _Tickets,
+    recorders: list[_Recorder],
 ) -> None:
     clock = time.perf_counter
 
     async def call(rec: _Recorder, kind: int, start: float) -> None:
         error: BaseException | None = None
         try:
-            await client.infer(request, timeout=options.timeout)
+            await send(rec, kind == _MEASURE, start)
         except Exception as exc:  # every failure is a figure of the step, by class
             error = exc
         rec.done(kind, start, clock(), error)

@@ -13,6 +13,7 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any, Callable, Mapping, NamedTuple
 
+from inferkit.codec.repository import load_parameters
 from inferkit.codec.tensors import InferRequest
 from inferkit.config import RetryPolicy
 from inferkit.errors import argument_type_error, infer_argument_error
@@ -146,9 +147,7 @@ class GRPCCalls:
 
     def load_model(self, model_name: str, config: str | None, files: Mapping[str, bytes] | None) -> GRPCCall:
         _model_name(model_name, "load_model")
-        params: dict[str, Any] = dict(files or {})
-        if config is not None:
-            params["config"] = config
+        params = load_parameters(model_name, config, files, base64_files=False)
         request = grpc_codec().repository_load_request(model_name, params)
         return GRPCCall("RepositoryModelLoad", request, _none, model_name, retryable=False)
 
@@ -157,6 +156,19 @@ class GRPCCalls:
         params = {"unload_dependents": True} if unload_dependents else None
         request = grpc_codec().repository_unload_request(model_name, params)
         return GRPCCall("RepositoryModelUnload", request, _none, model_name, retryable=False)
+
+    def trace_settings(self, model_name: str | None, settings: Mapping[str, Any] | None) -> GRPCCall:
+        """``TraceSetting``: read (``settings`` None) or update, globally or for one model."""
+        if model_name is not None:
+            _model_name(model_name, "get_trace_settings")
+        c = grpc_codec()
+        request = c.trace_setting_request(model_name, settings)
+        return GRPCCall("TraceSetting", request, c.trace_settings_to_dict, model_name)
+
+    def log_settings(self, settings: Mapping[str, Any] | None) -> GRPCCall:
+        """``LogSettings``: read (``settings`` None) or update."""
+        c = grpc_codec()
+        return GRPCCall("LogSettings", c.log_settings_request(settings), c.log_settings_to_dict)
 
     def infer(self, request: InferRequest) -> GRPCCall:
         """``ModelInfer``: serialized once; from :data:`LARGE_REQUEST_BYTES` on, joined inside each attempt instead

@@ -370,14 +370,12 @@ def decode_infer_request(data: InferRequestLike) -> InferRequest:
             if isinstance(class_count, bool) or not isinstance(class_count, int) or class_count < 0:
                 raise DecodeError(f"{where}: output {entry.name!r}: classification must be an integer >= 0")
             outputs.append(InferRequestedOutput(entry.name, True, class_count, params))
+    params = validate_parameters(decode_parameters(msg.parameters), where, DecodeError)
     try:
-        return InferRequest(
-            msg.model_name,
-            inputs,
-            request_id=msg.id or None,
-            parameters=validate_parameters(decode_parameters(msg.parameters), where, DecodeError),
-            outputs=outputs,
-            model_version=msg.model_version or None,
+        request = InferRequest(
+            msg.model_name, inputs, request_id=msg.id or None, outputs=outputs, model_version=msg.model_version or None
         )
     except EncodeError as exc:
         raise DecodeError(exc.message) from exc
+    request.parameters = params  # as received: the reserved names (sequence_id...) are the server's to read
+    return request

@@ -20,6 +20,12 @@ from google.protobuf.descriptor import FieldDescriptor
 
 from inferkit.codec.grpc_params import encode_repository_parameters
 from inferkit.codec.grpc_wire import pb
+from inferkit.codec.server_settings import (
+    log_settings_wire,
+    read_log_settings,
+    read_trace_settings,
+    trace_settings_wire,
+)
 from inferkit.codec.tensors import check_shm_registration
 
 __all__ = [
@@ -33,6 +39,10 @@ __all__ = [
     "shm_status_request",
     "shm_register_request",
     "shm_unregister_request",
+    "trace_setting_request",
+    "trace_settings_to_dict",
+    "log_settings_request",
+    "log_settings_to_dict",
     "message_to_dict",
     "server_metadata_to_dict",
     "model_metadata_to_dict",
@@ -99,6 +109,43 @@ def shm_register_request(name: str, key: str, byte_size: int, offset: int = 0) -
 def shm_unregister_request(name: str | None = None) -> Any:
     """``SystemSharedMemoryUnregisterRequest`` (no name: every region)."""
     return pb.SystemSharedMemoryUnregisterRequest(name=name or "")
+
+
+def trace_setting_request(model_name: str | None, settings: Mapping[str, Any] | None) -> Any:
+    """``TraceSettingRequest``: no settings reads them; a setting of None clears the model's own value."""
+    msg = pb.TraceSettingRequest(model_name=model_name or "")
+    for key, value in trace_settings_wire(settings, f"trace settings of {model_name or 'server'}").items():
+        entry = msg.settings[key]  # an empty SettingValue clears
+        if value is not None:
+            entry.value.extend([value] if isinstance(value, str) else value)
+    return msg
+
+
+def trace_settings_to_dict(message: Any) -> dict[str, Any]:
+    """``TraceSettingResponse`` -> the dict of :func:`inferkit.codec.server_settings.read_trace_settings`."""
+    return read_trace_settings({key: list(entry.value) for key, entry in message.settings.items()})
+
+
+def log_settings_request(settings: Mapping[str, Any] | None) -> Any:
+    """``LogSettingsRequest``: bool -> ``bool_param``, int -> ``uint32_param``, str -> ``string_param``."""
+    msg = pb.LogSettingsRequest()
+    for key, value in log_settings_wire(settings or {}, "log settings").items():
+        if isinstance(value, bool):
+            msg.settings[key].bool_param = value
+        elif isinstance(value, int):
+            msg.settings[key].uint32_param = value
+        else:
+            msg.settings[key].string_param = value
+    return msg
+
+
+def log_settings_to_dict(message: Any) -> dict[str, Any]:
+    """``LogSettingsResponse`` -> ``{"log_info": True, "log_verbose_level": 0, "log_format": "default", ...}``."""
+    raw = {}
+    for key, entry in message.settings.items():
+        choice = entry.WhichOneof("parameter_choice")
+        raw[key] = getattr(entry, choice) if choice else None
+    return read_log_settings(raw)
 
 
 # -- replies -> dicts --------------------------------------------------------------------------------------------------

@@ -11,21 +11,30 @@ Must not import: requests, urllib3, aiohttp, grpc.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping
 from urllib.parse import quote
 
 from inferkit import errors
-from inferkit.codec import _json, rest_v1, rest_v2
+from inferkit.codec import _json, generate, rest_v1, rest_v2
+from inferkit.codec.repository import load_parameters
 from inferkit.codec.routes import Route, v1, v2
+from inferkit.codec.server_settings import (
+    log_settings_wire,
+    read_log_settings,
+    read_trace_settings,
+    trace_settings_wire,
+)
+from inferkit.codec.sse import Event, SSEDecoder
 from inferkit.codec.tensors import InferRequest, InferRequestedOutput, check_shm_registration
 from inferkit.config import RESTConfig, parse_retry_after
 
-__all__ = ["Reply", "RestCall", "RestCalls", "check_infer_request", "reply_error"]
+__all__ = ["Reply", "Opened", "RestCall", "RestCalls", "check_infer_request", "reply_error"]
 
 Parser = Callable[["RestCall", "Reply"], Any]
 
 _JSON_HEADERS: Mapping[str, str] = {"Content-Type": rest_v2.JSON_CONTENT_TYPE}
+_STREAM_HEADERS: Mapping[str, str] = {"Content-Type": rest_v2.JSON_CONTENT_TYPE, "Accept": generate.EVENT_STREAM}
 _EMPTY_JSON = b"{}"
 
 
@@ -42,6 +51,28 @@ class Reply:
     def header(self, name: str) -> str | None:
         value = self.headers.get(name)
         return None if value is None else str(value)
+
+
+@dataclass(slots=True)
+class Opened(Reply):
+    """The start of a 2xx event stream, as a transport's attempt returns it once the first event is complete:
+    the decoder, the events read so far, whether the stream already ended, and the transport's open ``source``."""
+
+    source: Any = None
+    decoder: SSEDecoder = field(default_factory=SSEDecoder)
+    events: list[Event] = field(default_factory=list)
+    ended: bool = False
+
+    def feed(self, chunk: bytes) -> bool:
+        """Decode a chunk read before the first event; True once the first event is complete or the stream ended
+        (an empty chunk: the source is released)."""
+        if not chunk:
+            self.events += self.decoder.end()
+            self.ended = True
+            self.source.release()
+            return True
+        self.events += self.decoder.feed(chunk)
+        return bool(self.events)
 
 
 #: Triton answers its ALREADY_EXISTS errors with HTTP 400 over REST (ALREADY_EXISTS over gRPC, a ConflictError); the
@@ -178,15 +209,45 @@ class RestCalls:
         self._require_v2("get_model_repository_index()")
         return _post_json(v2.repository_index(), None, _repository_index)
 
-    def load_model(self, model_name: str) -> RestCall:
+    def load_model(self, model_name: str, config: str | None, files: Mapping[str, bytes] | None) -> RestCall:
         self._require_v2("load_model()")
         _model_name(model_name, "load_model")
-        return _post_json(v2.repository_load(model_name), model_name)
+        params = load_parameters(model_name, config, files, base64_files=True)
+        route = v2.repository_load(model_name)
+        if not params:
+            return _post_json(route, model_name)
+        body = _json.dumps({"parameters": params})
+        return RestCall(route.method, route.path, body, _JSON_HEADERS, retryable=False, model_name=model_name)
 
-    def unload_model(self, model_name: str) -> RestCall:
+    def unload_model(self, model_name: str, unload_dependents: bool) -> RestCall:
         self._require_v2("unload_model()")
         _model_name(model_name, "unload_model")
-        return _post_json(v2.repository_unload(model_name), model_name)
+        route = v2.repository_unload(model_name)
+        if not unload_dependents:
+            return _post_json(route, model_name)
+        body = _json.dumps({"parameters": {"unload_dependents": True}})
+        return RestCall(route.method, route.path, body, _JSON_HEADERS, model_name=model_name)
+
+    # -- trace and log settings (Triton extensions) ------------------------------------------------------------
+    def trace_settings(self, model_name: str | None, settings: Mapping[str, Any] | None) -> RestCall:
+        """GET (``settings`` None) or POST the trace settings, globally or of one model; parsed to the shared dict."""
+        self._require_v2("get_trace_settings()" if settings is None else "update_trace_settings()")
+        if model_name is not None:
+            _model_name(model_name, "get_trace_settings")
+        route = v2.trace_setting(model_name, update=settings is not None)
+        if settings is None:
+            return RestCall(route.method, route.path, parse=_trace_reply, model_name=model_name)
+        body = _json.dumps(trace_settings_wire(settings, f"trace settings of {model_name or 'server'}"))
+        return RestCall(route.method, route.path, body, _JSON_HEADERS, parse=_trace_reply, model_name=model_name)
+
+    def log_settings(self, settings: Mapping[str, Any] | None) -> RestCall:
+        """GET (``settings`` None) or POST the log settings."""
+        self._require_v2("get_log_settings()" if settings is None else "update_log_settings()")
+        route = v2.logging(update=settings is not None)
+        if settings is None:
+            return RestCall(route.method, route.path, parse=_log_reply)
+        body = _json.dumps(log_settings_wire(settings, "log settings"))
+        return RestCall(route.method, route.path, body, _JSON_HEADERS, parse=_log_reply)
 
     # -- system shared memory (Triton extension) ----------------------------------------------------------------
     def shm_status(self, region_name: str | None) -> RestCall:
@@ -260,6 +321,21 @@ class RestCalls:
             retryable=self._retry_infer and not request.is_sequence,
             model_name=name,
             request_id=request.request_id,
+        )
+
+    def generate(self, model_name: str, model_version: str | None, payload: Any, stream: bool) -> RestCall:
+        """Triton's ``/generate`` (parsed into a dict) or ``/generate_stream`` (the transport reads its events)."""
+        self._require_v2("generate")
+        body = generate.encode_payload(model_name, payload)
+        route = v2.generate(model_name, model_version, stream)
+        return RestCall(
+            route.method,
+            route.path,
+            body,
+            _STREAM_HEADERS if stream else _JSON_HEADERS,
+            parse=_no_result if stream else _generate_reply,
+            retryable=self._retry_infer,
+            model_name=model_name,
         )
 
     def predict(self, model_name: str, instances: Any, inputs: Any) -> RestCall:
@@ -365,11 +441,23 @@ def _post_json(route: Route, model_name: str | None, parse: Parser = _no_result)
     return RestCall(route.method, route.path, _EMPTY_JSON, _JSON_HEADERS, parse=parse, model_name=model_name)
 
 
+def _trace_reply(call: RestCall, reply: Reply) -> dict[str, Any]:
+    return read_trace_settings(_json.loads(reply.body, what="trace settings"))
+
+
+def _log_reply(call: RestCall, reply: Reply) -> dict[str, Any]:
+    return read_log_settings(_json.loads(reply.body, what="log settings"))
+
+
 def _repository_index(call: RestCall, reply: Reply) -> list[dict[str, Any]]:
     result = _json.loads(reply.body, what="repository index") if reply.body else []
     if not isinstance(result, list):
         raise errors.DecodeError(f"the repository index must be a JSON list, got {type(result).__name__}")
     return result
+
+
+def _generate_reply(call: RestCall, reply: Reply) -> Any:
+    return generate.decode_answer(call.model_name, reply.body)
 
 
 def _infer_reply(call: RestCall, reply: Reply) -> Any:

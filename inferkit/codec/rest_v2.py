@@ -389,17 +389,13 @@ def decode_infer_request(
     request_id = header.get("id")
     if request_id is not None and not isinstance(request_id, str):
         raise DecodeError(f"{where}: 'id' must be a string")
+    params = validate_parameters(header.get("parameters"), where, DecodeError)
     try:
-        return InferRequest(
-            model_name,
-            inputs,
-            request_id=request_id,
-            parameters=validate_parameters(header.get("parameters"), where, DecodeError),
-            outputs=outputs,
-            model_version=model_version,
-        )
+        request = InferRequest(model_name, inputs, request_id=request_id, outputs=outputs, model_version=model_version)
     except EncodeError as exc:
         raise DecodeError(exc.message) from exc
+    request.parameters = params  # as received: the reserved names (sequence_id...) are the server's to read
+    return request
 
 
 def encode_infer_response(

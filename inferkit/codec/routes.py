@@ -86,6 +86,15 @@ class v2:  # noqa: N801 - a namespace mirroring the protocol's name
     def repository_unload(model: str) -> Route:
         return Route("POST", f"/v2/repository/models/{_q(model)}/unload")
 
+    @staticmethod
+    def trace_setting(model: str | None = None, update: bool = False) -> Route:
+        path = "/v2/trace/setting" if model is None else f"/v2/models/{_q(model)}/trace/setting"
+        return Route("POST" if update else "GET", path)
+
+    @staticmethod
+    def logging(update: bool = False) -> Route:
+        return Route("POST" if update else "GET", "/v2/logging")
+
 
 class v1:  # noqa: N801
     """KServe v1 (TensorFlow-Serving style) routes."""

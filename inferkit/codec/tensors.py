@@ -28,6 +28,7 @@ from inferkit.codec.datatypes import (
     serialize_bytes_tensor,
     to_wire_array,
 )
+from inferkit.codec.request_controls import request_parameters
 from inferkit.codec.tensor_specs import (
     _SHM_KEYS,
     SHM_BYTE_SIZE,
@@ -457,9 +458,12 @@ class InferRequest:
         model_name: The model to run.
         inputs: The input tensors.
         request_id: An id the server echoes back in the response.
-        parameters: Request parameters (bool, int, float or str values), e.g. ``sequence_id``, ``priority``.
+        parameters: The model's own request parameters (bool, int, float or str values); names the protocol
+            reserves (``sequence_id``, ``priority``, ``timeout``, ``binary_data_output``...) raise EncodeError.
         outputs: Which outputs to return (all when None).
         model_version: A specific model version (the server's policy when None).
+        priority, timeout, sequence_id, sequence_start, sequence_end: Triton's request controls (keyword only;
+            ``timeout`` in seconds): see :func:`inferkit.codec.request_controls.request_parameters`.
     """
 
     __slots__ = ("model_name", "inputs", "request_id", "parameters", "outputs", "model_version")
@@ -472,6 +476,12 @@ class InferRequest:
         parameters: Mapping[str, Any] | None = None,
         outputs: Sequence[InferRequestedOutput] | None = None,
         model_version: str | None = None,
+        *,
+        priority: int | None = None,
+        timeout: float | None = None,
+        sequence_id: int | str | None = None,
+        sequence_start: bool = False,
+        sequence_end: bool = False,
     ) -> None:
         if not isinstance(model_name, str) or not model_name:
             raise EncodeError(f"model_name must be a non-empty string, got {model_name!r}")
@@ -486,7 +496,9 @@ class InferRequest:
         if len(set(names)) != len(names):
             raise EncodeError(f"model {model_name!r}: duplicate input names {names}")
         self.request_id = request_id
-        self.parameters = validate_parameters(parameters, f"model {model_name!r} request")
+        self.parameters = request_parameters(
+            f"model {model_name!r} request", parameters, priority, timeout, sequence_id, sequence_start, sequence_end
+        )
         self.outputs = list(outputs) if outputs is not None else None
         self.model_version = str(model_version) if model_version not in (None, "") else None
 

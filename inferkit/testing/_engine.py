@@ -8,6 +8,7 @@ gRPC (``_grpc``) front ends call into it with codec objects. Must not import: ai
 from __future__ import annotations
 
 import asyncio
+import json
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -16,6 +17,7 @@ from typing import Any, AsyncIterator, Iterable, Mapping
 from inferkit._version import __version__
 from inferkit.codec.tensors import InferRequest, InferResponse
 from inferkit.testing._model import Model, ModelError
+from inferkit.testing._settings import ServerSettings
 from inferkit.testing._shm import ShmRegistry
 
 __all__ = ["Engine", "EXTENSIONS", "SERVER_NAME", "interruptible_sleep"]
@@ -62,6 +64,14 @@ class Engine:
         self.loaded: dict[str, bool] = {name: True for name in self.models}
         self.stopping = threading.Event()
         self.shm = ShmRegistry()
+        self.settings = ServerSettings()
+        #: The headers (REST) or metadata (gRPC) of the last request received, names in lower case.
+        self.last_headers: dict[str, str] = {}
+        #: (route, "rest" | "grpc") of each call whose client went away before its reply: a cancelled gRPC call, or
+        #: an HTTP connection closed while the request ran.
+        self.abandoned: list[tuple[str, str]] = []
+        #: Model configurations given by ``load_model(name, config=...)``, in force until a load without one.
+        self.config_overrides: dict[str, dict[str, Any]] = {}
         self._max_workers = max_workers
         self._executor: ThreadPoolExecutor | None = None
 
@@ -120,10 +130,32 @@ class Engine:
                 )
         return index
 
-    def load(self, name: str) -> None:
+    def load(self, name: str, parameters: Mapping[str, Any] | None = None) -> None:
+        """Load ``name``; ``parameters`` may hold ``config`` (JSON text) and ``file:<version>/<name>`` overrides."""
+        parameters = parameters or {}
+        config = parameters.get("config")
+        files = [key for key in parameters if key.startswith("file:")]
         if name not in self.models:  # Triton 2.51 answers 500 (INTERNAL) for a model not in the repository
+            if files and config is not None:
+                raise ModelError(501, f"failed to load '{name}': the reference server runs only the models given to it")
             raise ModelError(500, f"failed to load '{name}', failed to poll from model repository")
+        if files and config is None:
+            raise ModelError(400, f"failed to load '{name}', failed to poll from model repository: config is required")
+        if config is None:
+            self.config_overrides.pop(name, None)
+        else:
+            try:
+                given = json.loads(config)
+            except (TypeError, ValueError) as exc:
+                raise ModelError(400, f"failed to load '{name}': the config parameter is not JSON: {exc}") from None
+            if not isinstance(given, dict):
+                raise ModelError(400, f"failed to load '{name}': the config parameter must be a JSON object")
+            self.config_overrides[name] = given
         self.loaded[name] = True
+
+    def model_config(self, model: Model) -> dict[str, Any]:
+        """``model``'s configuration, with the one given at its last load over it (as Triton's auto-complete)."""
+        return {**model.model_config(), **self.config_overrides.get(model.name, {})}
 
     def unload(self, name: str) -> None:
         if name not in self.models:  # Triton 2.51: unloading an unknown model succeeds (nothing to do)

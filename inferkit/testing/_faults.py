@@ -20,6 +20,8 @@ ROUTES = (
     "model_metadata",
     "model_ready",
     "infer",
+    "generate",
+    "generate_stream",
     "model_config",
     "model_statistics",
     "repository_index",

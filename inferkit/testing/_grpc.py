@@ -84,7 +84,7 @@ def _code_for(error: ModelError) -> str:
 def _model_of(rpc: str, request: Any) -> str | None:
     if rpc in ("ModelReady", "ModelMetadata", "ModelConfig", "ModelStatistics"):
         return request.name or None
-    if rpc in ("RepositoryModelLoad", "RepositoryModelUnload"):
+    if rpc in ("RepositoryModelLoad", "RepositoryModelUnload", "TraceSetting"):
         return request.model_name or None
     return None
 
@@ -141,7 +141,7 @@ class _Service:
     async def ModelConfig(self, request: Any, fault: Fault | None) -> Any:  # noqa: N802
         model, _ = self.engine.get(request.name, request.version or None)
         reply = pb.ModelConfigResponse()
-        json_format.ParseDict(model.model_config(), reply.config, ignore_unknown_fields=True)
+        json_format.ParseDict(self.engine.model_config(model), reply.config, ignore_unknown_fields=True)
         return reply
 
     async def ModelStatistics(self, request: Any, fault: Fault | None) -> Any:  # noqa: N802
@@ -155,7 +155,11 @@ class _Service:
         return reply
 
     async def RepositoryModelLoad(self, request: Any, fault: Fault | None) -> Any:  # noqa: N802
-        self.engine.load(request.model_name)
+        params = {}
+        for key, entry in request.parameters.items():
+            choice = entry.WhichOneof("parameter_choice")
+            params[key] = getattr(entry, choice) if choice else None
+        self.engine.load(request.model_name, params)
         return pb.RepositoryModelLoadResponse()
 
     async def RepositoryModelUnload(self, request: Any, fault: Fault | None) -> Any:  # noqa: N802
@@ -191,10 +195,36 @@ class _Service:
         return pb.CudaSharedMemoryUnregisterResponse()
 
     async def TraceSetting(self, request: Any, fault: Fault | None) -> Any:  # noqa: N802
-        return pb.TraceSettingResponse()
+        model = request.model_name or None
+        if model is not None and not self.engine.loaded.get(model, False):
+            raise ModelError(400, f"Request for unknown model : {model}")
+        update: dict[str, Any] = {}
+        for key, entry in request.settings.items():  # an empty value clears; trace_level is the only list
+            values = list(entry.value)
+            update[key] = None if not values else values if key == "trace_level" else values[0]
+        current = self.engine.settings.update_trace(model, update) if update else self.engine.settings.get_trace(model)
+        reply = pb.TraceSettingResponse()
+        for key, value in current.items():
+            reply.settings[key].value.extend(value if isinstance(value, list) else [value])
+        return reply
 
     async def LogSettings(self, request: Any, fault: Fault | None) -> Any:  # noqa: N802
-        return pb.LogSettingsResponse()
+        update: dict[str, Any] = {}
+        for key, entry in request.settings.items():
+            choice = entry.WhichOneof("parameter_choice")
+            update[key] = getattr(entry, choice) if choice else None
+        current = self.engine.settings.update_log(update)
+        reply = pb.LogSettingsResponse()
+        for key, value in current.items():
+            field = (
+                "bool_param"
+                if isinstance(value, bool)
+                else "uint32_param"
+                if isinstance(value, int)
+                else "string_param"
+            )
+            setattr(reply.settings[key], field, value)
+        return reply
 
     async def ModelInfer(self, request: Any, fault: Fault | None) -> Any:  # noqa: N802
         response = await self.engine.infer(request)
@@ -217,6 +247,7 @@ def _unary_handler(
     route = RPC_ROUTES[rpc]
 
     async def handle(request: Any, context: Any) -> Any:
+        engine.last_headers = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
         abort: _Abort | None = None
         reply: Any = None
         model = None
@@ -238,6 +269,9 @@ def _unary_handler(
         if abort is None:
             try:
                 reply = await impl(request, fault)
+            except asyncio.CancelledError:  # the client cancelled the call (or its deadline ran out)
+                engine.abandoned.append((route, "grpc"))
+                raise
             except _Abort as exc:
                 abort = exc
             except ModelError as exc:
@@ -266,6 +300,7 @@ def _stream_handler(
     engine: Engine, book: FaultBook, auth: tuple[str, str] | None
 ) -> Callable[[AsyncIterator[bytes], Any], AsyncIterator[bytes]]:
     async def handle(requests: AsyncIterator[bytes], context: Any) -> AsyncIterator[bytes]:
+        engine.last_headers = {k: v for k, v in context.invocation_metadata() or () if isinstance(v, str)}
         if not _authorized(context, auth):
             assert auth is not None
             await context.abort(
@@ -304,6 +339,9 @@ def _stream_handler(
             except (DecodeError, EncodeError) as exc:
                 yield _stream_error(request, str(exc))
                 continue
+            except (asyncio.CancelledError, GeneratorExit):  # the client cancelled the stream mid-request
+                engine.abandoned.append(("stream_infer", "grpc"))
+                raise
             if final_flag:
                 final = InferResponse(
                     request.model_name,

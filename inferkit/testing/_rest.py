@@ -8,6 +8,7 @@ Bodies are built and parsed only with ``inferkit.codec`` (``rest_v2``, ``rest_v1
 from __future__ import annotations
 
 import asyncio
+import base64
 import dataclasses
 import gzip
 import logging
@@ -22,6 +23,7 @@ from inferkit.codec import _json, rest_v1, rest_v2
 from inferkit.errors import DecodeError, EncodeError, http_status_for_grpc_code
 from inferkit.testing._engine import Engine
 from inferkit.testing._faults import Fault, FaultBook
+from inferkit.testing._generate import generate, generate_stream
 from inferkit.testing._model import ModelError
 
 __all__ = ["build_app", "RequestLog"]
@@ -54,7 +56,7 @@ class Reply:
         return web.Response(status=self.status, body=self.body, headers=self.headers)
 
 
-Handler = Callable[[web.Request, "Fault | None"], Awaitable[Reply]]
+Handler = Callable[[web.Request, "Fault | None"], Awaitable["Reply | web.StreamResponse"]]
 
 
 class RequestLog(logging.LoggerAdapter):  # type: ignore[type-arg]  # generic only in the stubs of 3.11+
@@ -113,7 +115,7 @@ def build_app(engine: Engine, book: FaultBook, auth: tuple[str, str] | None) -> 
     api = _Api(engine)
 
     def add(method: str, path: str, route: str, handler: Handler) -> None:
-        app.router.add_route(method, path, _wrap(route, handler, book, auth))
+        app.router.add_route(method, path, _wrap(route, handler, book, auth, engine))
 
     add("GET", "/v2/health/live", "live", api.live)
     add("GET", "/v2/health/ready", "ready", api.ready)
@@ -125,9 +127,17 @@ def build_app(engine: Engine, book: FaultBook, auth: tuple[str, str] | None) -> 
         add("GET", base + "/config", "model_config", api.model_config)
         add("GET", base + "/stats", "model_statistics", api.statistics)
         add("POST", base + "/infer", "infer", api.infer)
+        add("POST", base + "/generate", "generate", api.generate)
+        add("POST", base + "/generate_stream", "generate_stream", api.generate_stream)
     add("POST", "/v2/repository/index", "repository_index", api.repository_index)
     add("POST", "/v2/repository/models/{model}/load", "repository_load", api.repository_load)
     add("POST", "/v2/repository/models/{model}/unload", "repository_unload", api.repository_unload)
+    add("GET", "/v2/trace/setting", "trace_setting", api.trace_setting)
+    add("POST", "/v2/trace/setting", "trace_setting", api.trace_setting)
+    add("GET", "/v2/models/{model}/trace/setting", "trace_setting", api.trace_setting)
+    add("POST", "/v2/models/{model}/trace/setting", "trace_setting", api.trace_setting)
+    add("GET", "/v2/logging", "log_settings", api.log_settings)
+    add("POST", "/v2/logging", "log_settings", api.log_settings)
     add("GET", "/v2/systemsharedmemory/status", "shm_status", api.shm_status)
     add("GET", "/v2/systemsharedmemory/region/{region}/status", "shm_status", api.shm_status)
     add("POST", "/v2/systemsharedmemory/region/{region}/register", "shm_register", api.shm_register)
@@ -141,8 +151,9 @@ def build_app(engine: Engine, book: FaultBook, auth: tuple[str, str] | None) -> 
     return app
 
 
-def _wrap(route: str, handler: Handler, book: FaultBook, auth: tuple[str, str] | None) -> Any:
+def _wrap(route: str, handler: Handler, book: FaultBook, auth: tuple[str, str] | None, engine: Engine) -> Any:
     async def serve(request: web.Request) -> web.StreamResponse:
+        engine.last_headers = {k.lower(): v for k, v in request.headers.items()}
         fault = book.arrive(route, request.match_info.get("model"), "rest")
         if fault is not None and fault.action in _PRE_ACTIONS:
             if fault.action == "delay":
@@ -156,7 +167,10 @@ def _wrap(route: str, handler: Handler, book: FaultBook, auth: tuple[str, str] |
             reply = Reply.error(401, f"missing or wrong '{auth[0]}' header: this server requires authentication")
         else:
             try:
-                reply = await handler(request, fault)
+                answer = await handler(request, fault)
+                if isinstance(answer, web.StreamResponse):
+                    return answer  # already sent (an event stream)
+                reply = answer
             except ModelError as exc:
                 reply = Reply.error(exc.status, exc.message)
             except DecodeError as exc:
@@ -167,6 +181,8 @@ def _wrap(route: str, handler: Handler, book: FaultBook, auth: tuple[str, str] |
                 reply = Reply.error(400, str(exc))
             except Exception as exc:  # a bug here or in a model: answer like a server would, with the reason
                 reply = Reply.error(500, f"reference server error: {type(exc).__name__}: {exc}")
+        if request.transport is None or request.transport.is_closing():
+            engine.abandoned.append((route, "rest"))  # the client closed its connection while the request ran
         if fault is not None:
             reply = _bend(reply, fault)
         reply = _compress(reply, request.headers.get("Accept-Encoding", ""))
@@ -287,7 +303,7 @@ class _Api:
 
     async def model_config(self, request: web.Request, fault: Fault | None) -> Reply:
         model, _ = self.engine.get(request.match_info["model"], request.match_info.get("version"))
-        return Reply.json(model.model_config())
+        return Reply.json(self.engine.model_config(model))
 
     async def statistics(self, request: web.Request, fault: Fault | None) -> Reply:
         stats = self.engine.statistics(request.match_info.get("model"), request.match_info.get("version"))
@@ -310,20 +326,51 @@ class _Api:
         encoded = rest_v2.encode_infer_response(response, requested=infer_request.outputs, binary_output=binary_output)
         return Reply(200, encoded.body, dict(encoded.headers))
 
+    async def generate(self, request: web.Request, fault: Fault | None) -> Reply:
+        status, value = await generate(
+            self.engine, request.match_info["model"], request.match_info.get("version"), await _json_body(request)
+        )
+        return Reply.json(value, status)
+
+    async def generate_stream(self, request: web.Request, fault: Fault | None) -> web.StreamResponse:
+        return await generate_stream(self.engine, request, await _json_body(request))
+
     # -- repository -------------------------------------------------------------------------------------------
     async def repository_index(self, request: web.Request, fault: Fault | None) -> Reply:
         body = await _json_body(request)
         return Reply.json(self.engine.repository_index(bool(body.get("ready", False))))
 
     async def repository_load(self, request: web.Request, fault: Fault | None) -> Reply:
-        await _json_body(request)
-        self.engine.load(request.match_info["model"])
+        params = dict((await _json_body(request)).get("parameters") or {})
+        for key, value in params.items():  # file overrides travel as base64 over REST
+            if key.startswith("file:"):
+                try:
+                    params[key] = base64.b64decode(value, validate=True)
+                except (TypeError, ValueError):
+                    raise ModelError(400, f"failed to load: file override '{key}' is not base64") from None
+        self.engine.load(request.match_info["model"], params)
         return Reply(200, b"", {"Content-Type": _JSON})
 
     async def repository_unload(self, request: web.Request, fault: Fault | None) -> Reply:
         await _json_body(request)
         self.engine.unload(request.match_info["model"])
         return Reply(200, b"", {"Content-Type": _JSON})
+
+    # -- trace and log settings -------------------------------------------------------------------------------
+    async def trace_setting(self, request: web.Request, fault: Fault | None) -> Reply:
+        model = request.match_info.get("model")
+        if model is not None and not self.engine.loaded.get(model, False):
+            raise ModelError(400, f"Request for unknown model : {model}")
+        settings = self.engine.settings
+        if request.method == "GET":
+            return Reply.json(settings.get_trace(model))
+        return Reply.json(settings.update_trace(model, await _settings_body(request)))
+
+    async def log_settings(self, request: web.Request, fault: Fault | None) -> Reply:
+        settings = self.engine.settings
+        if request.method == "GET":
+            return Reply.json(dict(settings.log))
+        return Reply.json(settings.update_log(await _settings_body(request)))
 
     # -- system shared memory ---------------------------------------------------------------------------------
     async def shm_status(self, request: web.Request, fault: Fault | None) -> Reply:
@@ -384,6 +431,15 @@ class _Api:
         except Exception as exc:
             raise ModelError(500, f"model '{model.name}' explainer failed: {type(exc).__name__}: {exc}") from exc
         return Reply.json(result)
+
+
+async def _settings_body(request: web.Request) -> Mapping[str, Any]:
+    """A settings update: a JSON object (Triton ignores a JSON array; anything else is its parse error, a 500)."""
+    try:
+        value = _json.loads(await request.read(), what="request body")
+    except DecodeError:
+        raise ModelError(500, "failed to parse the request JSON buffer: Invalid value. at 0") from None
+    return value if isinstance(value, dict) else {}
 
 
 async def _json_body(request: web.Request) -> Mapping[str, Any]:

@@ -1,5 +1,6 @@
-"""Standard models for tests and demos: identity, add/sub, decoupled repeat, failing, slow, sequence, and a
-small real classifier (softmax regression trained with numpy on the iris measurements at start-up).
+"""Standard models for tests and demos: identity, add/sub, decoupled repeat, failing, slow, sequence, a stand-in
+LLM for Triton's generate extension, and a small real classifier (softmax regression trained with numpy on the
+iris measurements at start-up).
 
 Owns: the model callables and their declarations. Must not import: aiohttp, grpc.
 """
@@ -23,6 +24,7 @@ __all__ = [
     "failing_model",
     "slow_model",
     "sequence_model",
+    "llm_model",
     "iris_model",
     "train_iris_classifier",
     "demo_models",
@@ -100,6 +102,54 @@ def failing_stream_model(name: str = "fail_mid_stream", fail_after: int = 2) -> 
         inputs=[TensorSpec("IN", "INT32", [-1])],
         outputs=[TensorSpec("OUT", "INT32", [-1])],
         decoupled=True,
+    )
+
+
+def llm_model(name: str = "llm", delay: float = 0.0, decoupled: bool = True) -> Model:
+    """A stand-in LLM for ``generate`` / ``generate_stream``: it streams the words of its input back.
+
+    Input ``text_input`` (BYTES ``[1]``); output ``text_output`` (BYTES ``[1]``): one response per word (the word
+    and the space after it), like the tokens of an LLM. Request parameters (top-level keys of a generate payload
+    that are not inputs land there, as on Triton): ``max_tokens`` (most words sent), ``delay`` (seconds before each
+    word, default ``delay``: the time per token), ``fail_after`` (raise after that many words: an error event).
+    With ``decoupled=False`` it answers once with the whole text (``max_tokens`` words of it).
+
+    Example (test your own streaming code against it)::
+
+        with ReferenceServer([llm_model(delay=0.01)]) as server:
+            client = InferenceRESTClient(server.http_url)
+            print("".join(e["text_output"] for e in client.generate_stream("llm", {"text_input": "a b c"})))
+    """
+
+    def words(inputs: dict[str, np.ndarray], parameters: dict[str, Any]) -> list[str]:
+        raw = inputs["text_input"].reshape(-1)[0]
+        text = raw.decode("utf-8") if isinstance(raw, bytes) else str(raw)
+        parts = text.split()
+        out = [word + " " for word in parts[:-1]] + parts[-1:]
+        return out[: int(parameters.get("max_tokens", len(out)))]
+
+    def answer(item: str) -> dict[str, np.ndarray]:
+        return {"text_output": np.array([item.encode("utf-8")], dtype=object)}
+
+    def stream(inputs: dict[str, np.ndarray], parameters: dict[str, Any]) -> Iterator[dict[str, np.ndarray]]:
+        pause = float(parameters.get("delay", delay))
+        fail_after = parameters.get("fail_after")
+        for i, word in enumerate(words(inputs, parameters)):
+            if fail_after is not None and i >= int(fail_after):
+                raise RuntimeError(f"planned failure after {i} tokens")
+            if pause and interruptible_sleep(pause):
+                return
+            yield answer(word)
+
+    def once(inputs: dict[str, np.ndarray], parameters: dict[str, Any]) -> dict[str, np.ndarray]:
+        return answer("".join(words(inputs, parameters)))
+
+    return Model(
+        name,
+        stream if decoupled else once,
+        inputs=[TensorSpec("text_input", "BYTES", [1])],
+        outputs=[TensorSpec("text_output", "BYTES", [1])],
+        decoupled=decoupled,
     )
 
 
@@ -243,5 +293,7 @@ def standard_models() -> list[Model]:
         failing_stream_model(),
         sequence_model(),
         identity_model("versioned", "INT32", versions=("1", "2", "3")),
+        llm_model(),
+        llm_model("llm_once", decoupled=False),
     ]
     return models

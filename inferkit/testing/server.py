@@ -221,12 +221,26 @@ class ReferenceServer:
         return self._book.count(route, model)
 
     def reset(self) -> None:
-        """Clear faults, counters and statistics, unregister every shared memory region, load every model again."""
+        """Clear faults, counters and statistics, unregister every shared memory region, load every model again (with
+        its own configuration), and restore the trace and log settings."""
         self._book.reset()
         self._engine.shm.unregister(None)
         self._engine.reset_statistics()
+        self._engine.settings.reset()
+        self._engine.config_overrides.clear()
+        self._engine.abandoned.clear()
         for name in self._engine.loaded:
             self._engine.loaded[name] = True
+
+    def abandoned(self, route: str | None = None) -> list[str]:
+        """The transports (``"rest"``, ``"grpc"``) of the calls to ``route`` (None: any) whose client went away
+        before the reply: a cancelled gRPC call, or an HTTP connection closed while the request ran."""
+        return [t for r, t in self._engine.abandoned if route is None or r == route]
+
+    def last_headers(self) -> dict[str, str]:
+        """The headers (REST) or metadata (gRPC) of the last request received, names in lower case (e.g. to check
+        that a client sent ``traceparent``)."""
+        return dict(self._engine.last_headers)
 
     def load(self, name: str) -> None:
         """Load a model (as ``POST /v2/repository/models/{name}/load`` does)."""

@@ -100,6 +100,10 @@ def _v1(ns: dict[str, Any]) -> None:
     assert [p["label"] for p in ns["reply"]["predictions"]] == ["setosa", "virginica"]
 
 
+def _sequence(ns: dict[str, Any]) -> None:
+    assert ns["sums"] == [5, 11] and ns["verbose"] == 0
+
+
 ADD = _add_sub("response", "OUTPUT0", lambda a, b: a + b)
 SUB = _add_sub("response", "OUTPUT1", lambda a, b: a - b)
 CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
@@ -113,6 +117,8 @@ CHECKS: dict[str, Callable[[dict[str, Any]], None]] = {
     "inferkit-rest": _iris,
     "inferkit-aio": _iris,
     "inferkit-v1": _v1,
+    "tritonclient-sequence": _sequence,
+    "inferkit-sequence": _sequence,
 }
 
 

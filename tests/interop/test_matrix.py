@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
+import json
 import time
 from collections.abc import Iterator
 from typing import Any, Callable
@@ -378,6 +379,63 @@ def _load_infer_unload_triton(client: Any, server: harness.Server) -> None:
     assert isinstance(
         info.value, (errors().NotFoundError, errors().InvalidInputError, errors().ServiceUnavailableError)
     ), type(info.value)
+
+
+def test_trace_settings(kind: str, client: Any, server: harness.Server, record_property: Any) -> None:
+    if server.name != "triton":  # Triton's trace extension
+        lacks(record_property, missing_endpoint(kind), client.get_trace_settings)
+        return
+    settings = client.get_trace_settings("add_sub")
+    assert settings["trace_level"] == ["OFF"] and isinstance(settings["trace_rate"], int)
+    try:
+        assert client.update_trace_settings("add_sub", {"trace_count": 5})["trace_count"] == 5
+    finally:
+        assert client.update_trace_settings("add_sub", {"trace_count": None}) == settings
+
+
+def test_log_settings(kind: str, client: Any, server: harness.Server, record_property: Any) -> None:
+    if server.name != "triton":  # Triton's logging extension
+        lacks(record_property, missing_endpoint(kind), client.get_log_settings)
+        return
+    settings = client.get_log_settings()
+    assert settings["log_info"] is True and isinstance(settings["log_verbose_level"], int)
+    assert client.update_log_settings({"log_verbose_level": settings["log_verbose_level"]}) == settings
+
+
+def test_load_with_config(kind: str, server: harness.Server) -> None:
+    if server.name != "triton":
+        pytest.skip(f"{server.name}: its load API takes no model configuration (Triton's model_repository extension)")
+    c = make_client(kind, server, retries=0)
+    name = server.info["loadable_model"]
+    batched = {
+        "backend": "python",
+        "max_batch_size": 4,
+        "input": [{"name": "INPUT0", "data_type": "TYPE_FP32", "dims": [-1]}],
+        "output": [{"name": "OUTPUT0", "data_type": "TYPE_FP32", "dims": [-1]}],
+    }
+    try:
+        c.load_model(name, config=json.dumps(batched))
+        assert c.get_model_config(name)["max_batch_size"] == 4
+    finally:
+        c.unload_model(name)
+        c.close()
+
+
+def test_request_controls(client: Any, server: harness.Server) -> None:
+    ik = tensors()
+    if server.name == "triton":  # Triton's own schedulers: a sequence batcher, a queue policy with priorities
+        x = ik.InferInput("INPUT", [1], "INT32")
+        x.set_data_from_numpy(np.array([4], np.int32))
+        sequence = ik.InferRequest("sequence_sum", [x], sequence_id="matrix", sequence_start=True, sequence_end=True)
+        assert int(client.infer(sequence).as_numpy("OUTPUT")[0]) == 4
+        y = ik.InferInput("INPUT", [1, 1], "FP32")
+        y.set_data_from_numpy(np.zeros((1, 1), np.float32))
+        assert client.infer(ik.InferRequest("queue_sleep", [y], priority=1, timeout=10)).as_numpy("OUTPUT")[0] == 0
+        return
+    # Other servers take them as plain request parameters (passed to the model): accepted, answered as usual.
+    x = sample("INT32")
+    request = identity_request(server, "INT32", x, priority=1, timeout=10, sequence_id=9, sequence_start=True)
+    output_equal(client.infer(request), "INT32", x)
 
 
 # ---------------------------------------------------------------------------------------------------------------------

@@ -116,7 +116,7 @@ def add_sub_request(**kwargs: Any) -> InferRequest:
 
 def sequence_request() -> InferRequest:
     x = InferInput("INPUT", [1], "INT32").set_data_from_numpy(np.array([1], dtype=np.int32))
-    return InferRequest("sequence", [x], parameters={"sequence_id": 77, "sequence_start": True})
+    return InferRequest("sequence", [x], sequence_id=77, sequence_start=True)
 
 
 def check_add_sub(response: Any) -> None:

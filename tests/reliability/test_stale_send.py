@@ -36,7 +36,7 @@ def config(**kwargs: Any) -> RESTConfig:
 def sequence_request() -> InferRequest:
     x = InferInput("INPUT0", [1], "INT32")
     x.set_data_from_numpy(np.array([1], dtype=np.int32))
-    return InferRequest("m", [x], parameters={"sequence_id": 7, "sequence_start": True})
+    return InferRequest("m", [x], sequence_id=7, sequence_start=True)
 
 
 @pytest.mark.parametrize(

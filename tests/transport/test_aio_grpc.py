@@ -119,7 +119,7 @@ def test_sequence_requests_are_not_retried_and_deadline(srv: ReferenceServer) ->
 
     async def body(c: InferenceGRPCClient) -> None:
         with pytest.raises(errors.ServiceUnavailableError):
-            await c.infer(add_sub_request(parameters={"sequence_id": 3})[0])
+            await c.infer(add_sub_request(sequence_id=3)[0])
         with pytest.raises(TimeoutError):
             await c.infer(slow_request(2.0), timeout=0.3)
 
@@ -156,8 +156,9 @@ def test_cancelled_infer_leaves_the_client_usable(srv: ReferenceServer) -> None:
     use(InferenceGRPCClient(srv.grpc_url, retry=FAST), body)
 
 
-def test_1000_concurrent_infers_and_loops(srv: ReferenceServer) -> None:
-    client = InferenceGRPCClient(srv.grpc_url, retry=FAST)  # made outside any loop
+@pytest.mark.parametrize("channels", [1, 3])
+def test_1000_concurrent_infers_and_loops(srv: ReferenceServer, channels: int) -> None:
+    client = InferenceGRPCClient(srv.grpc_url, retry=FAST, channels=channels)  # made outside any loop
 
     async def body() -> None:
         request, a, b = add_sub_request()

@@ -198,7 +198,7 @@ def test_sequence_requests_are_not_retried(srv: ReferenceServer) -> None:
 
     async def body(c: InferenceRESTClient) -> None:
         with pytest.raises(errors.ServiceUnavailableError):
-            await c.infer(add_sub_request(parameters={"sequence_id": 7})[0])
+            await c.infer(add_sub_request(sequence_id=7)[0])
 
     use(fast_client(srv, max_retries=3), body)
     assert srv.count(route="infer") == 1

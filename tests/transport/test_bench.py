@@ -374,8 +374,156 @@ def test_the_python_example_of_the_bench_page_runs(reference_server, capsys):
     from pathlib import Path
 
     page = (Path(__file__).resolve().parents[2] / "docs" / "bench.md").read_text()
-    (block,) = re.findall(r"```python\n(.*?)```", page, re.S)
+    stream_block, block = re.findall(r"```python\n(.*?)```", page, re.S)
     namespace: dict = {}
     exec(compile(block.replace("grpc://127.0.0.1:8001", reference_server.grpc_url), "bench.md", "exec"), namespace)  # noqa: S102
     assert [s.ok for s in namespace["report"].steps] == [400, 400, 400] and namespace["best"].throughput > 0
     assert "concurrency" in capsys.readouterr().out
+    namespace = {}
+    stream_code = stream_block.replace("http://127.0.0.1:8000", reference_server.http_url)
+    exec(compile(stream_code, "bench.md", "exec"), namespace)  # noqa: S102
+    assert [(s.ok, s.events) for s in namespace["report"].steps] == [(20, 160), (20, 160)]
+    assert namespace["tokens_per_s"] > 0 and "TTFE p50" in capsys.readouterr().out
+
+
+# -- --stream: generate_stream steps against the stand-in LLM ------------------------------------------------------
+
+PAYLOAD = '{"text_input": "w w w w w w", "max_tokens": 4}'  # 4 events per stream
+STREAM_ROUTE = {"rest": "generate_stream", "grpc": "stream_infer"}
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_stream_sweep_reports_events_and_their_timings(reference_server, transport, tmp_path, capsys):
+    out_json, out_csv = tmp_path / "s.json", tmp_path / "s.csv"
+    argv = ["bench", "-u", url_of(reference_server, transport), "-m", "llm", "--stream", "--payload", PAYLOAD]
+    argv += ["--concurrency", "1,2", "--requests", "6", "--warmup", "2", "--json", str(out_json), "--csv", str(out_csv)]
+    assert main(argv) == 0
+    assert reference_server.count(route=STREAM_ROUTE[transport], model="llm") == 2 * (6 + 2)
+    assert reference_server.count(route="infer") == 0
+
+    report = json.loads(out_json.read_text())
+    assert report["options"]["stream"] is True and report["options"]["payload"]["max_tokens"] == 4
+    assert report["inputs"] == []
+    for step in report["steps"]:
+        assert step["requests"] == step["ok"] == 6 and step["events"] == 24 and step["errors"] == {}
+        assert 0 < step["ttfe_p50_ms"] <= step["ttfe_p95_ms"] <= step["ttfe_p99_ms"]
+        assert 0 < step["tbe_p50_ms"] <= step["tbe_p95_ms"] <= step["tbe_p99_ms"]
+        assert step["events_per_s"] > step["throughput"] > 0  # 4 events per request
+    rows = list(csv.DictReader(out_csv.open()))
+    assert [(r["level"], r["events"]) for r in rows] == [("1.0", "24"), ("2.0", "24")] and rows[0]["ttfe_p99_ms"]
+
+    table = capsys.readouterr().out
+    assert "generate_stream payload" in table and "time to first event, ms" in table
+    for column in ("req/s", "events/s", "TTFE p50", "TBE p50"):
+        assert column in table
+    assert len([line for line in table.splitlines() if line.strip().startswith(("1 ", "2 "))]) == 2
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("mode", ["concurrency", "rate"])
+def test_stream_asyncio_driver(reference_server, transport, mode):
+    pytest.importorskip("aiohttp" if transport == "rest" else "grpc")
+    options = BenchOptions(
+        url=url_of(reference_server, transport),
+        model="llm",
+        stream=True,
+        payload={"text_input": "a b c", "max_tokens": 3},
+        use_async=True,
+        concurrency=(1, 3),
+        request_rates=(200.0,) if mode == "rate" else (),
+        requests=5,
+        duration=None if mode == "concurrency" else 5.0,
+        warmup_requests=1,
+    )
+    report = run_bench(options)
+    assert all(s.requests == s.ok == 5 and s.events == 15 for s in report.steps)
+    assert all(s.ttfe_p50_ms and s.tbe_p50_ms for s in report.steps)
+    assert reference_server.count(route=STREAM_ROUTE[transport], model="llm") == len(report.steps) * 6
+
+
+def test_stream_default_payload_and_infer_steps_have_no_stream_figures(reference_server):
+    report = run_bench(BenchOptions(url=reference_server.http_url, model="llm", stream=True, requests=2, duration=None))
+    (step,) = report.steps
+    assert step.ok == 2 and step.events == 2 * len(bench.DEFAULT_PAYLOAD["text_input"].split())
+    report = run_bench(BenchOptions(url=reference_server.http_url, model="add_sub", requests=2, duration=None))
+    assert report.steps[0].events is None and report.steps[0].ttfe_p50_ms is None
+
+
+def test_stream_errors_mid_stream_are_counted_by_class(reference_server, tmp_path, capsys):
+    argv = ["bench", "-u", reference_server.http_url, "-m", "llm", "--stream", "--requests", "3", "--warmup", "0"]
+    argv += ["--payload", '{"text_input": "a b c", "fail_after": 1}', "--json", str(tmp_path / "r.json")]
+    assert main(argv) == 1
+    step = json.loads((tmp_path / "r.json").read_text())["steps"][0]
+    assert step["errors"] == {"InternalServerError": 3} and step["events"] == 0 and step["ttfe_p50_ms"] is None
+    assert "planned failure after 1 tokens" in capsys.readouterr().out
+
+
+def test_stream_payload_from_a_file(reference_server, tmp_path):
+    path = tmp_path / "payload.json"
+    path.write_text('{"text_input": "x y", "max_tokens": 2}')
+    argv = ["bench", "-u", reference_server.grpc_url, "-m", "llm", "--stream", "--payload", f"@{path}"]
+    assert main(argv + ["--requests", "2", "--warmup", "0"]) == 0
+    assert reference_server.count(route="stream_infer", model="llm") == 2
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--payload", "{}"], "--payload is what --stream sends: add --stream"),
+        (["--stream", "--payload", "{bad"], "--payload: not JSON"),
+        (["--stream", "--payload", "[1, 2]"], "--payload: expected a JSON object"),
+        (["--stream", "--payload", "@/nonexistent-dir-xyz/p.json"], "--payload file '/nonexistent-dir-xyz/p.json'"),
+        (["--stream", "--shape", "INPUT0:1,16"], "--shape, --datatype, --batch-size and --data are for infer"),
+        (["--stream", "-b", "4"], "with --stream the --payload says what to send"),
+        (["--stream", "--data", "zeros"], "with --stream the --payload says what to send"),
+    ],
+)
+def test_stream_user_mistakes_are_one_line_and_exit_2(flags, message, capsys):
+    argv = ["bench", "-u", "http://127.0.0.1:1", "-m", "llm", "--requests", "1", "--warmup", "0"]
+    assert main(argv + flags) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("inferkit bench: ") and message in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_stream_unknown_model_is_a_usage_error(reference_server, transport, capsys):
+    assert main(["bench", "-u", url_of(reference_server, transport), "-m", "nope", "--stream"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot read the metadata of model 'nope'" in err and "--shape" not in err and err.count("\n") == 1
+
+
+def test_stream_bad_payload_shows_no_traceback():
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [sys.executable, "-m", "inferkit.cli", "bench", "-u", "http://127.0.0.1:1", "-m", "m", "--stream"]
+        + ["--payload", "{'single': 'quotes'}"],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert result.stderr.startswith("inferkit bench: --payload: not JSON") and result.stderr.count("\n") == 1
+
+
+def test_stream_plot_has_a_panel_per_figure(reference_server, tmp_path, capsys, fake_matplotlib):
+    png = tmp_path / "s.png"
+    argv = ["bench", "-u", reference_server.http_url, "-m", "llm", "--stream", "--payload", PAYLOAD]
+    assert main(argv + ["--requests", "2", "--warmup", "0", "--plot", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    figure = fake_matplotlib.return_value
+    assert [c.args for c in figure.add_subplot.call_args_list] == [(1, 2, 1), (1, 2, 2)]
+    labels = [c.args[0] for c in figure.add_subplot.return_value.set_ylabel.call_args_list]
+    assert labels == ["time to first event (ms)", "time between events (ms)"]
+
+
+def test_stream_plot_writes_a_png(reference_server, tmp_path):
+    pytest.importorskip("matplotlib")
+    png = tmp_path / "s.png"
+    argv = ["bench", "-u", reference_server.http_url, "-m", "llm", "--stream", "--payload", PAYLOAD]
+    assert main(argv + ["--concurrency", "1,2", "--requests", "3", "--warmup", "0", "--plot", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

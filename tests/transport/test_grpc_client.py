@@ -259,8 +259,7 @@ def test_parameters_reach_the_model(client):
     seq = 4242
     for value, start, end, expected in ((3, True, False, 3), (4, False, True, 7)):
         x = InferInput("INPUT", [1], "INT32").set_data_from_numpy(np.array([value], np.int32))
-        params = {"sequence_id": seq, "sequence_start": start, "sequence_end": end}
-        resp = client.infer(InferRequest("sequence", [x], parameters=params))
+        resp = client.infer(InferRequest("sequence", [x], sequence_id=seq, sequence_start=start, sequence_end=end))
         assert resp.as_numpy("OUTPUT").reshape(-1)[0] == expected
 
 
@@ -372,7 +371,7 @@ def test_large_request_path_retries_and_rebuilds(client, server, monkeypatch):
 def test_sequence_request_is_never_retried(client, server):
     server.inject(Fault(route="infer", model="sequence", action="grpc_status", code="UNAVAILABLE", times=1))
     x = InferInput("INPUT", [1], "INT32").set_data_from_numpy(np.array([1], np.int32))
-    req = InferRequest("sequence", [x], parameters={"sequence_id": 99, "sequence_start": True})
+    req = InferRequest("sequence", [x], sequence_id=99, sequence_start=True)
     with pytest.raises(ServiceUnavailableError) as info:
         client.infer(req)
     assert info.value.attempts == 1
@@ -783,9 +782,32 @@ def test_threads_share_one_client(client):
     assert errors == []
 
 
+def test_channel_pool_takes_channels_in_turn_and_closes_them_all(server):
+    with pytest.raises(ValueError, match="channels must be an integer >= 1"):
+        InferenceGRPCClient(server.grpc_url, channels=0)
+    client = InferenceGRPCClient(server.grpc_url, timeout=10, retry=FAST, channels=3)
+    channels = list(client._transport._channels)
+    assert len({id(c) for c in channels}) == 3 and client.channel is channels[0]
+    req, a, b = _add_sub_request()
+    for _ in range(6):
+        assert (client.infer(req).as_numpy("OUTPUT0") == a + b).all()
+    # every channel carried calls, each on its own connection (READY = 2 in grpc-core)
+    assert [c._channel.check_connectivity_state(False) for c in channels] == [2, 2, 2]
+    assert client._transport.channel_state() == "READY"
+    assert [r.as_numpy("OUTPUT0")[0, 0] for r in client.stream_infer([req] * 3)] == [(a + b)[0, 0]] * 3
+    client.close()
+    with pytest.raises(TransportError, match="closed"):
+        client.infer(req)
+    for c in channels:
+        with pytest.raises(ValueError):
+            c.unary_unary("/x")(b"")  # closed: grpcio refuses new calls
+
+
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="needs fork()")
 @needs_fork_support
-def test_usable_after_fork(client):
+@pytest.mark.parametrize("channels", [1, 3])
+def test_usable_after_fork(server, channels):
+    client = InferenceGRPCClient(server.grpc_url, timeout=10, retry=FAST, channels=channels)
     req, a, b = _add_sub_request()
     client.infer(req)  # the parent's channel is connected
     read_fd, write_fd = os.pipe()
@@ -809,6 +831,7 @@ def test_usable_after_fork(client):
     _, status = os.waitpid(pid, 0)
     assert message == b"ok"
     client.infer(req)  # the parent still works
+    client.close()
 
 
 # -- packaging -------------------------------------------------------------------------------------------------

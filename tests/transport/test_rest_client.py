@@ -164,7 +164,7 @@ def test_infer_model_version_and_many_datatypes(client: InferenceRESTClient, srv
 def test_sequence_requests_work(client: InferenceRESTClient) -> None:
     def step(value: int, **params: Any) -> int:
         x = InferInput("INPUT", [1], "INT32").set_data_from_numpy(np.array([value], dtype=np.int32))
-        response = client.infer(InferRequest("sequence", [x], parameters={"sequence_id": 42, **params}))
+        response = client.infer(InferRequest("sequence", [x], sequence_id=42, **params))
         return int(response.as_numpy("OUTPUT")[0])
 
     assert step(5, sequence_start=True) == 5
@@ -202,7 +202,7 @@ def test_caller_dicts_and_request_are_not_mutated(srv: ReferenceServer) -> None:
     call_headers = {"X-Call": "1", "x-team": "override"}
     snapshot = copy.deepcopy(call_headers)
     with InferenceRESTClient(srv.http_url, RESTConfig(headers=config_headers)) as c:
-        request, _, _ = add_sub_request(parameters={"priority": 1})
+        request, _, _ = add_sub_request(parameters={"tag": "t"}, priority=1)
         params_before = dict(request.parameters)
         c.infer(request, headers=call_headers)
         c.get_server_metadata(headers=call_headers)

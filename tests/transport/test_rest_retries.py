@@ -119,7 +119,7 @@ def test_retry_after_reported_on_final_error(infer: Any, srv: ReferenceServer) -
 def test_sequence_requests_are_not_retried(infer: Any, srv: ReferenceServer) -> None:
     srv.inject(Fault(route="infer", model="sequence", action="status", status=503, times=1))
     x = InferInput("INPUT", [1], "INT32").set_data_from_numpy(np.array([1], dtype=np.int32))
-    request = InferRequest("sequence", [x], parameters={"sequence_id": 9, "sequence_start": True})
+    request = InferRequest("sequence", [x], sequence_id=9, sequence_start=True)
     with make_client(srv, max_retries=3) as c, pytest.raises(errors.ServiceUnavailableError) as info:
         infer(c, request)
     assert info.value.attempts == 1

@@ -278,7 +278,8 @@ def _reference(wire: bytes, count: int):
     ],
     ids=["text", "zeros-mult4", "binary", "one-huge", "uniform", "empty"],
 )
-def test_vectorised_bytes_codec_matches_the_reference_including_corruptions(make):
+def test_vectorised_bytes_codec_matches_the_reference_including_corruptions(make, monkeypatch):
+    monkeypatch.setattr(dt, "_VECTOR_MIN", 512)  # the vectorised decoder from 512 elements (8192 by default)
     rng = np.random.default_rng(7)
     for count in (512, 3000):
         items = [make(rng, i) for i in range(count)]
@@ -309,3 +310,53 @@ def test_vectorised_fixed_width_encode(kind):
     arr = np.array(items, dtype=kind)
     assert dt.serialize_bytes_tensor(arr) == b"".join(len(x).to_bytes(4, "little") + x.encode() for x in items)
     assert dt.serialize_bytes_tensor(np.array(["é"] * 600)) == b"\x02\0\0\0\xc3\xa9" * 600
+
+
+# -- against tritonclient's per-element functions, the oracle of the wire format --------------------------------
+_element = st.one_of(st.binary(max_size=24), st.text(max_size=12), st.just(b""), st.just(""))
+
+
+@settings(max_examples=120, deadline=None)
+@given(
+    st.lists(_element, max_size=70),
+    st.sampled_from(["object", "object-str", "U", "S"]),
+    st.sampled_from([(-1,), (1, -1), (-1, 1, 1)]),
+    st.integers(0, 2),
+)
+def test_bytes_codec_agrees_with_tritonclient(items, kind, shape, chunk_exp):
+    utils = pytest.importorskip("tritonclient.utils")
+    if kind == "object-str":
+        items = [x if isinstance(x, str) else x.decode("latin-1") for x in items]
+    elif kind in ("U", "S"):  # fixed width: numpy drops trailing NULs, so they are not part of an element
+        items = [(x if isinstance(x, str) else x.decode("latin-1")).rstrip("\0") for x in items]
+    if kind == "S":
+        items = [x.encode("utf-8") for x in items]
+    if kind in ("U", "S") and items:
+        arr = np.array(items, dtype=kind)
+    else:
+        arr = np.empty(len(items), dtype=object)
+        arr[:] = items
+    arr = arr.reshape(shape) if items else arr
+    old_chunk = dt._CHUNK
+    dt._CHUNK = (1, 7, 4096)[chunk_exp]  # several chunks, or one
+    try:
+        wire = dt.serialize_bytes_tensor(arr)
+    finally:
+        dt._CHUNK = old_chunk
+    peer = arr.astype(object) if kind == "U" else arr
+    expected = utils.serialize_byte_tensor(peer).item() if items else b""
+    assert bytes(wire) == expected
+    count = len(items)
+    as_bytes = [x.encode("utf-8") if isinstance(x, str) else x for x in items]
+    assert list(dt.deserialize_bytes_tensor(wire, count)) == (
+        list(utils.deserialize_bytes_tensor(expected)) if items else []
+    )
+    assert list(dt.deserialize_bytes_tensor(wire, count)) == as_bytes
+    if kind in ("object-str", "U"):
+        assert list(dt.deserialize_bytes_tensor(memoryview(wire), count, as_str=True)) == items
+
+
+def test_bytes_non_byte_views_are_converted_not_mislabelled():
+    arr = np.empty(2, dtype=object)
+    arr[:] = [memoryview(b"abcd").cast("I"), bytearray(b"xy")]  # len() of the first is 1, its bytes are 4
+    assert dt.serialize_bytes_tensor(arr) == b"\x04\0\0\0abcd\x02\0\0\0xy"

@@ -520,7 +520,8 @@ def test_our_request_parses_with_tritonclient(datatype):
         "m",
         [_input(datatype)],
         request_id="rid",
-        parameters={"priority": 3, "flag": False},
+        parameters={"flag": False},
+        priority=3,
         outputs=[InferRequestedOutput("Y", class_count=4)],
     )
     theirs = tc_pb.ModelInferRequest.FromString(serialize_infer_request(req))

@@ -197,12 +197,22 @@ def test_mixed_binary_and_json_inputs_and_requested_outputs_survive_the_server_d
         _input("b", np.array([b"x", b"yz"], dtype=object), "BYTES", binary=False),
         _input("c", np.ones((2, 2), np.float16), "FP16", binary=True),
         request_id="r1",
-        parameters={"sequence_id": 7, "sequence_start": True, "priority": 1, "tag": "t", "scale": 0.5},
+        parameters={"tag": "t", "scale": 0.5},
+        sequence_id=7,
+        sequence_start=True,
+        priority=1,
         outputs=[InferRequestedOutput("o1"), InferRequestedOutput("o2", binary_data=False, class_count=3)],
     )
     got = _server_round_trip(req, binary=True)
     assert got.request_id == "r1"
-    assert got.parameters == {"sequence_id": 7, "sequence_start": True, "priority": 1, "tag": "t", "scale": 0.5}
+    assert got.parameters == {
+        "tag": "t",
+        "scale": 0.5,
+        "sequence_id": 7,
+        "sequence_start": True,
+        "sequence_end": False,
+        "priority": 1,
+    }
     assert got.is_sequence
     assert [(o.name, o.binary_data, o.class_count) for o in got.outputs or []] == [("o1", True, 0), ("o2", False, 3)]
     assert [t.binary_data for t in got.inputs] == [True, False, True]

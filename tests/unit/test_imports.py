@@ -8,7 +8,7 @@ import pytest
 
 from tests.unit.test_layers import Rule, check
 
-OPTIONAL = ("grpc", "aiohttp", "orjson", "ml_dtypes", "tqdm", "google.protobuf")
+OPTIONAL = ("grpc", "aiohttp", "orjson", "ml_dtypes", "tqdm", "google.protobuf", "opentelemetry")
 
 # Module -> what importing it must not load (beyond its own "Must not import" line, which test_layers checks).
 BASELINE = {

@@ -14,9 +14,12 @@ pytest.importorskip("aiohttp")
 pytest.importorskip("grpc")
 
 import inferkit.aio as aio  # noqa: E402
+from inferkit import _grpc_generate  # noqa: E402
 from inferkit import factory as sync_factory  # noqa: E402
 from inferkit import grpc_client as sync_grpc  # noqa: E402
 from inferkit import rest_client as sync_rest  # noqa: E402
+from inferkit._transport import stream as sync_sse  # noqa: E402
+from inferkit.aio import _stream as aio_sse  # noqa: E402
 from inferkit.aio import grpc_client as aio_grpc  # noqa: E402
 
 PAIRS = [
@@ -24,6 +27,8 @@ PAIRS = [
     (sync_grpc.InferenceGRPCClient, aio.InferenceGRPCClient),
     (sync_factory.InferenceClientFactory, aio.InferenceClientFactory),
     (sync_grpc.InferStream, aio_grpc.AsyncInferStream),
+    (sync_sse.EventStream, aio_sse.AsyncEventStream),
+    (_grpc_generate.GenerateStream, _grpc_generate.AsyncGenerateStream),
 ]
 
 # Intended differences: (class name, member) -> why.
@@ -38,6 +43,16 @@ ALLOWED = {
     ("InferStream", "__next__"): "sync iterator",
     ("AsyncInferStream", "__aiter__"): "async iterator",
     ("AsyncInferStream", "__anext__"): "async iterator",
+    ("EventStream", "__iter__"): "sync iterator",
+    ("EventStream", "__next__"): "sync iterator",
+    ("AsyncEventStream", "__aiter__"): "async iterator",
+    ("AsyncEventStream", "__anext__"): "async iterator",
+    ("AsyncEventStream", "aclose"): "the name async generators use for close()",
+    ("GenerateStream", "__iter__"): "sync iterator",
+    ("GenerateStream", "__next__"): "sync iterator",
+    ("AsyncGenerateStream", "__aiter__"): "async iterator",
+    ("AsyncGenerateStream", "__anext__"): "async iterator",
+    ("AsyncGenerateStream", "aclose"): "the name async generators use for close()",
     # The factory and streams have no batch mixin; the clients have BatchMixin / AsyncBatchMixin, whose parity is
     # asserted in tests/transport/test_aio_batching.py (infer_many returns an iterator vs an async iterator).
 }
@@ -73,6 +88,8 @@ def _ret(sig: inspect.Signature) -> str:
     for a, b in (
         ("AsyncIterator", "Iterator"),
         ("AsyncInferStream", "InferStream"),
+        ("AsyncEventStream", "EventStream"),
+        ("AsyncGenerateStream", "GenerateStream"),
         ("AsyncInferManyIterator", "InferManyIterator"),
         ("InferManyIterator[Any]", "InferManyIterator"),
     ):
@@ -81,7 +98,7 @@ def _ret(sig: inspect.Signature) -> str:
 
 
 # Methods that return an (async) iterator object at once rather than a coroutine: plain def in both.
-RETURN_ITERATORS = {"infer_many", "stream"}
+RETURN_ITERATORS = {"infer_many", "stream", "generate_stream", "generate_many"}
 
 
 @pytest.mark.parametrize(("sync_cls", "aio_cls"), PAIRS, ids=lambda c: c.__name__)
@@ -111,6 +128,24 @@ def test_same_signatures_and_async_methods(sync_cls: type, aio_cls: type) -> Non
             assert inspect.isasyncgenfunction(a_fn), f"{aio_cls.__name__}.{name} must be an async generator"
         elif aio_cls is not aio.InferenceClientFactory and name not in RETURN_ITERATORS | {"cancel"}:
             assert inspect.iscoroutinefunction(a_fn), f"{aio_cls.__name__}.{name} must be async def"
+
+
+GENERATE = ("generate", "generate_stream", "generate_many")
+
+
+@pytest.mark.parametrize("name", GENERATE)
+def test_generate_calls_on_all_four_clients(name: str) -> None:
+    # The same parameters on REST and gRPC too (the contract), sync and aio.
+    clients = (
+        sync_rest.InferenceRESTClient,
+        sync_grpc.InferenceGRPCClient,
+        aio.InferenceRESTClient,
+        aio.InferenceGRPCClient,
+    )
+    shapes = {cls.__module__ + "." + cls.__name__: _shape(inspect.signature(getattr(cls, name))) for cls in clients}
+    first = next(iter(shapes.values()))
+    for where, shape in shapes.items():
+        assert [p[:3] for p in shape] == [p[:3] for p in first], where
 
 
 def test_aio_clients_pickle_as_their_arguments() -> None:

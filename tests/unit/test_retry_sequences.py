@@ -132,7 +132,7 @@ def test_sequence_request_is_sent_once(mocked: Any, sleeps: list[float]) -> None
     mocked.add(responses.POST, INFER, json={"error": "busy"}, status=503)
     mocked.add(responses.POST, INFER, json=OK_BODY)
     with pytest.raises(errors.ServiceUnavailableError):
-        client(max_retries=3).infer(request(parameters={"sequence_id": 7}))
+        client(max_retries=3).infer(request(sequence_id=7))
     assert len(mocked.calls) == 1
 
 
