@@ -32,6 +32,18 @@ def _aiohttp_logs_the_peer() -> bool:
 
 A_CLIENT = "a client at 127.0.0.1" if _aiohttp_logs_the_peer() else "a client"
 
+
+def _warnings(caplog: pytest.LogCaptureFixture, level: int = logging.WARNING) -> list[logging.LogRecord]:
+    """WARNING and above, less grpcio's own asyncio poller error: on some grpcio versions (seen with 1.50-1.63) a
+    grpc.aio server that an earlier test stopped logs "Exception in callback PollerCompletionQueue._handle_events"
+    (BlockingIOError) on the asyncio logger later; it is grpcio's, not the reference server's."""
+    return [
+        r
+        for r in caplog.records
+        if r.levelno >= level and not (r.name == "asyncio" and "PollerCompletionQueue" in r.getMessage())
+    ]
+
+
 ROOT = Path(__file__).resolve().parents[2]
 ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
 
@@ -228,10 +240,10 @@ def test_http2_preface_on_the_rest_port_is_one_warning(caplog: pytest.LogCapture
         assert _send_raw(server.http_port, HTTP2_PREFACE).startswith(b"HTTP/1.")
         expected = f"to the REST port (a gRPC client? use the gRPC port {server.grpc_port})"
         _wait_for(caplog, expected)
-    (record,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    (record,) = _warnings(caplog)
     assert record.name == "inferkit.testing" and record.exc_info is None
     assert record.getMessage() == f"{A_CLIENT} sent something that is not HTTP/1.1 {expected}"
-    assert "Traceback" not in caplog.text and "Error handling request" not in caplog.text
+    assert not [r for r in _warnings(caplog, 0) if r.exc_info] and "Error handling request" not in caplog.text
 
 
 def test_a_grpc_channel_on_the_rest_port_is_one_warning(caplog: pytest.LogCaptureFixture) -> None:
@@ -245,12 +257,12 @@ def test_a_grpc_channel_on_the_rest_port_is_one_warning(caplog: pytest.LogCaptur
         finally:
             channel.close()
         _wait_for(caplog, "a gRPC client?")
-    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    warnings = _warnings(caplog)
     assert [r.getMessage() for r in warnings] == [
         f"{A_CLIENT} sent something that is not HTTP/1.1 to the REST port (a gRPC client? use the gRPC "
         f"port {server.grpc_port})"
     ]  # its reconnects within the minute: DEBUG
-    assert all(r.exc_info is None for r in warnings) and "Traceback" not in caplog.text
+    assert not [r for r in _warnings(caplog, 0) if r.exc_info]  # no traceback at any level
 
 
 @pytest.mark.parametrize(
@@ -267,8 +279,8 @@ def test_other_unparsable_requests_are_one_warning(
     with ReferenceServer(demo_models(), grpc=False) as server:
         assert _send_raw(server.http_port, data).startswith(b"HTTP/1.")
         _wait_for(caplog, expected)
-    (record,) = [r for r in caplog.records if r.levelno >= logging.WARNING]
-    assert expected in record.getMessage() and record.exc_info is None and "Traceback" not in caplog.text
+    (record,) = _warnings(caplog)
+    assert expected in record.getMessage() and not [r for r in _warnings(caplog, 0) if r.exc_info]
 
 
 def test_serve_prints_one_line_for_a_grpc_client_on_the_rest_port() -> None:
