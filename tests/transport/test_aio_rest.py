@@ -63,6 +63,10 @@ def use(client: InferenceRESTClient, body: Callable[[InferenceRESTClient], Await
     async def main() -> Any:
         async with client:
             result = await body(client)
+            for _ in range(100):  # aiohttp 3.10.x may give a TLS connection back a few loop turns after the reply
+                if client._transport.connector_stats()["acquired"] == 0:
+                    break
+                await asyncio.sleep(0.01)
             assert client._transport.connector_stats()["acquired"] == 0
             return result
 
