@@ -175,7 +175,7 @@ def test_failed_requests_become_an_error_column(counted: ReferenceServer, transp
         fresh.close()
     finally:
         predictor.close()
-    strict = InferencePredictor(spec, "add_sub", batch_size=8, keep_columns=["id"])
+    strict = InferencePredictor(spec, "add_sub", batch_size=8, concurrency=1, keep_columns=["id"])  # in order
     with pytest.raises(inferkit.errors.InvalidInputError) as info:
         strict(batch)
     if sys.version_info >= (3, 11):
