@@ -273,10 +273,7 @@ class EventStream(EventStreamBase):
         return self
 
     def __next__(self) -> dict[str, Any]:
-        while True:
-            value = self._next_event()
-            if value is not None:
-                return value
+        while not self._pending:
             if self._source is None:
                 raise StopIteration
             timeout, by_deadline = self._read_timeout(clock())
@@ -287,6 +284,7 @@ class EventStream(EventStreamBase):
             except (OSError, http.client.HTTPException, urllib3.exceptions.HTTPError, ValueError) as exc:
                 raise self._broken(exc) from exc
             self._received(chunk)
+        return self._next_event()
 
     def close(self) -> None:
         """End the stream now: its connection is closed (the server stops generating). Safe to call twice."""

@@ -159,17 +159,15 @@ class AsyncEventStream(EventStreamBase):
     async def __anext__(self) -> dict[str, Any]:
         if self._start is not None:
             await self._open()
-        while True:
-            value = self._next_event()
-            if value is not None:
-                return value
-            if self._source is None:
+        while not self._pending:
+            source = self._source
+            if source is None:
                 raise StopAsyncIteration
-            timeout, by_deadline = self._read_timeout(time.monotonic())
-            read = self._source.resp.content.readany()
+            timeout, by_deadline = self._read_timeout(time.monotonic()) if self._deadline is not None else (None, False)
+            read = source.resp.content.readany()
             try:
                 # aiohttp's sock_read timeout bounds each read; a deadline needs wait_for (a task) on top.
-                chunk = await (read if self._deadline is None else asyncio.wait_for(read, timeout))
+                chunk = await (read if timeout is None else asyncio.wait_for(read, timeout))
             except asyncio.TimeoutError as exc:  # also aiohttp's sock_read timeout (a subclass)
                 raise self._timed_out(by_deadline) from exc
             except BaseException as exc:
@@ -178,6 +176,7 @@ class AsyncEventStream(EventStreamBase):
                     raise  # cancellation: the connection is closed, the task goes on being cancelled
                 raise self._broken(exc) from exc
             self._received(chunk)
+        return self._next_event()
 
     def _close(self) -> None:
         self._start = None

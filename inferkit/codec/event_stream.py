@@ -50,11 +50,9 @@ class EventStreamBase:
         else:
             self._pending.append(Event("message", bytes(opened.body)))
 
-    def _next_event(self) -> dict[str, Any] | None:
-        """The next event as a dict, or None when none is pending; an error event or a malformed one closes the
-        stream and raises (ServerError / DecodeError naming the model and the event's position)."""
-        if not self._pending:
-            return None
+    def _next_event(self) -> dict[str, Any]:
+        """The next pending event as a dict (call it when ``_pending`` is not empty); an error event or a malformed
+        one closes the stream and raises (ServerError / DecodeError naming the model and the event's position)."""
         try:
             value = decode_event(self.model_name, self._pending.popleft())
         except errors.InferkitError as exc:
