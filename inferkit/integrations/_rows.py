@@ -3,7 +3,8 @@
 Owns: :class:`ClientSpec` (URL and settings, rebuilt in each worker process, sync or asyncio), :func:`worker_client`
 (one client per spec per process, rebuilt after a fork), :class:`RowBlock` (a block of aligned input rows split
 into requests, and the responses put back together: failed requests either raise or become an error per row,
-``on_error="column"``), and the column-mapping helpers.
+``on_error="column"``), :class:`GenerateRows` with :func:`run_generate` / :func:`run_generate_async` (the same for
+generate payloads: one payload per row, the answers' fields as columns), and the column-mapping helpers.
 
 Must not import at import time: ray, pyspark, pandas, inferkit.rest_client, inferkit.grpc_client, inferkit.aio (the
 adapters load their framework; a client is built in the worker, on first use).
@@ -16,23 +17,26 @@ import dataclasses
 import os
 import sys
 import threading
-from typing import Any, Iterable, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
 from inferkit.batching.batched import split_batches
 from inferkit.codec.datatypes import datatype_to_dtype
 from inferkit.config import RESTConfig
-from inferkit.errors import DecodeError, ItemError
+from inferkit.errors import DecodeError, EncodeError, ItemError
 
 __all__ = [
     "ClientSpec",
     "ColumnMap",
+    "GenerateRows",
     "RowBlock",
     "check_on_error",
     "column_map",
     "run_block",
     "run_block_async",
+    "run_generate",
+    "run_generate_async",
     "worker_client",
 ]
 
@@ -361,3 +365,162 @@ async def run_block_async(
         if _missing(block, out, templates):
             raise _no_shape(block)
     return out, errors
+
+
+# -- generate payloads: one per row ------------------------------------------------------------------------------
+def _plain(value: Any) -> Any:
+    """A column value as JSON-ready Python: numpy scalars as Python scalars, arrays as lists, bytes as text."""
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, bytes):
+        return value.decode("utf-8", "replace")
+    return value
+
+
+def _objects(values: Sequence[Any]) -> np.ndarray[Any, Any]:
+    """A 1-D object array holding ``values`` as they are (a list stays one element, not a row of a 2-D array)."""
+    array = np.empty(len(values), dtype=object)
+    for i, value in enumerate(values):
+        array[i] = value
+    return array
+
+
+class GenerateRows:
+    """Rows as generate payloads (``client.generate``, for LLM prompts), and the answers' fields as columns.
+
+    Args:
+        model_name: The model.
+        inputs: ``{column: payload key}`` (or a list of names used for both): each row's values under those keys,
+            e.g. ``{"prompt": "text_input"}``; a column may as well carry a per-row parameter (``max_tokens``).
+        payload: Instead of ``inputs``: a function of one row (a dict of column -> Python value) returning its
+            payload.
+        parameters: Fixed keys added to every payload (``{"max_tokens": 64}``); a row's own keys win.
+        outputs: ``{answer field: column}`` (or a list of fields used for both); each must be in every answer.
+    """
+
+    def __init__(
+        self,
+        model_name: str,
+        inputs: Optional[Mapping[str, str]],
+        payload: Optional[Callable[[dict[str, Any]], Mapping[str, Any]]],
+        parameters: Optional[Mapping[str, Any]],
+        outputs: Mapping[str, str],
+    ) -> None:
+        if (inputs is None) == (payload is None):
+            raise ValueError("pass either inputs={column: payload key} or payload=<function of a row>, not both")
+        if payload is not None and not callable(payload):
+            raise ValueError(f"payload must be a function of a row returning a dict, got {type(payload).__name__}")
+        if inputs is not None and not inputs:
+            raise ValueError("inputs must name at least one column")
+        if not outputs:
+            raise ValueError("outputs must name at least one field of the answer (e.g. ['text_output'])")
+        self.model_name = model_name
+        self.inputs = None if inputs is None else dict(inputs)
+        self.payload = payload
+        self.parameters = dict(parameters or {})
+        self.outputs = dict(outputs)
+
+    def columns(self) -> list[str]:
+        """The columns the payloads are made of (with a payload function: none in particular, it gets them all)."""
+        return list(self.inputs or ())
+
+    def payloads(self, columns: Mapping[str, np.ndarray[Any, Any]], rows: int) -> list[dict[str, Any]]:
+        """One payload per row."""
+        if self.inputs is not None:
+            pairs = [(key, columns[column]) for column, key in self.inputs.items()]
+            return [{**self.parameters, **{key: _plain(values[i]) for key, values in pairs}} for i in range(rows)]
+        assert self.payload is not None
+        made = []
+        for i in range(rows):
+            payload = self.payload({name: _plain(values[i]) for name, values in columns.items()})
+            if not isinstance(payload, Mapping):
+                raise EncodeError(
+                    f"model {self.model_name!r}: the payload function returned {type(payload).__name__} for row {i}, "
+                    "not a dict"
+                )
+            made.append({**self.parameters, **payload})
+        return made
+
+    def assemble(self, results: Sequence[Any]) -> tuple[dict[str, np.ndarray[Any, Any]], list[Optional[str]]]:
+        """Output column -> object array (None in the rows that failed), and one error per row (None: answered)."""
+        errors: list[Optional[str]] = [None] * len(results)
+        values: dict[str, list[Any]] = {column: [None] * len(results) for column in self.outputs.values()}
+        for i, result in enumerate(results):
+            if isinstance(result, (BaseException, ItemError)):
+                errors[i] = _describe(result.exception if isinstance(result, ItemError) else result)
+                continue
+            for field, column in self.outputs.items():
+                if field not in result:
+                    raise DecodeError(
+                        f"model {self.model_name!r}: the answer has no field {field!r} (it has {sorted(result)}); "
+                        "name the answer's fields in outputs=[...]"
+                    )
+                values[column][i] = result[field]
+        return {column: _objects(v) for column, v in values.items()}, errors
+
+
+def _row_failed(model_name: str, exc: BaseException, row: Optional[int]) -> BaseException:
+    if isinstance(row, int) and sys.version_info >= (3, 11):
+        exc.add_note(f"model {model_name!r}: the failed generate request was row {row} of the block")
+    return exc
+
+
+def run_generate(
+    client: Any,
+    rows: GenerateRows,
+    payloads: Sequence[Mapping[str, Any]],
+    *,
+    concurrency: int,
+    on_error: str,
+    model_version: Optional[str] = None,
+    timeout: Any = None,
+    headers: Optional[Mapping[str, str]] = None,
+) -> tuple[dict[str, np.ndarray[Any, Any]], Optional[list[Optional[str]]]]:
+    """Send one payload per row with a sync client's ``generate_many`` (at most ``concurrency`` in flight, each
+    under the client's retry policy); the output columns in row order and, with ``on_error="column"``, the errors."""
+    column = on_error == "column"
+    many = client.generate_many(
+        rows.model_name,
+        payloads,
+        model_version=model_version,
+        concurrency=concurrency,
+        return_exceptions=column,
+        timeout=timeout,
+        headers=headers,
+    )
+    try:
+        results = list(many)
+    except Exception as exc:  # on_error="raise": the first failure, once the requests in flight have ended
+        raise _row_failed(rows.model_name, exc, getattr(exc, "index", None))  # noqa: B904 - the same exception
+    out, errors = rows.assemble(results)
+    return out, (errors if column else None)
+
+
+async def run_generate_async(
+    client: Any,
+    rows: GenerateRows,
+    payloads: Sequence[Mapping[str, Any]],
+    *,
+    semaphore: asyncio.Semaphore,
+    on_error: str,
+    model_version: Optional[str] = None,
+    timeout: Any = None,
+    headers: Optional[Mapping[str, str]] = None,
+) -> tuple[dict[str, np.ndarray[Any, Any]], Optional[list[Optional[str]]]]:
+    """:func:`run_generate` with an :mod:`inferkit.aio` client; ``semaphore`` bounds the requests in flight (shared
+    by every block the caller runs at once)."""
+
+    async def one(payload: Mapping[str, Any]) -> Any:
+        async with semaphore:
+            return await client.generate(
+                rows.model_name, payload, model_version=model_version, headers=headers, timeout=timeout
+            )
+
+    results = list(await asyncio.gather(*(one(p) for p in payloads), return_exceptions=True))
+    for row, result in enumerate(results):
+        if isinstance(result, BaseException) and (on_error == "raise" or not isinstance(result, Exception)):
+            raise _row_failed(rows.model_name, result, row)  # cancellation and interrupts are never a row's error
+    out, errors = rows.assemble(results)
+    return out, (errors if on_error == "column" else None)

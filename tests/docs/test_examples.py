@@ -31,6 +31,7 @@ COVERED = {
     "mtls.py": "test_mtls",
     "grpc_stream.py": "test_grpc_stream, test_grpc_stream_script",
     "ray_batch.py": "tests/integrations/test_scaling_examples.py (needs Ray: .ci/run's ray step)",
+    "ray_generate.py": "tests/integrations/test_scaling_examples.py (needs Ray: .ci/run's ray step)",
     "spark_batch.py": "tests/integrations/test_scaling_examples.py (needs Spark: .ci/run's spark step)",
     "scale_one_machine.py": "test_scale_one_machine",
 }

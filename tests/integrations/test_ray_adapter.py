@@ -21,9 +21,17 @@ import pytest
 import inferkit
 from inferkit import RESTConfig
 from inferkit.errors import DecodeError, EncodeError
-from inferkit.integrations.ray import AsyncInferencePredictor, ClientSpec, InferencePredictor, infer_dataset
+from inferkit.integrations.ray import (
+    AsyncGeneratePredictor,
+    AsyncInferencePredictor,
+    ClientSpec,
+    GeneratePredictor,
+    InferencePredictor,
+    generate_dataset,
+    infer_dataset,
+)
 from inferkit.testing import Fault, Model, ReferenceServer, TensorSpec
-from inferkit.testing.models import add_sub_model, identity_model
+from inferkit.testing.models import add_sub_model, identity_model, llm_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(inferkit.__file__)))
 
@@ -49,13 +57,35 @@ class InFlight:
         spec = [TensorSpec("INPUT0", "INT32", [-1, 16])]
         return Model("in_flight", self, inputs=spec, outputs=[TensorSpec("OUTPUT0", "INT32", [-1, 16])])
 
+    def generate_model(self) -> Model:
+        """The same count for generate payloads: echoes ``text_input`` as ``text_output``."""
+
+        def echo(inputs: dict[str, np.ndarray], parameters: dict[str, Any]) -> dict[str, np.ndarray]:
+            return {"OUTPUT0": self({"INPUT0": inputs["text_input"]}, parameters)["OUTPUT0"]}
+
+        def answer(inputs: dict[str, np.ndarray], parameters: dict[str, Any]) -> dict[str, np.ndarray]:
+            return {"text_output": echo(inputs, parameters)["OUTPUT0"]}
+
+        return Model(
+            "gen_in_flight",
+            answer,
+            inputs=[TensorSpec("text_input", "BYTES", [1])],
+            outputs=[TensorSpec("text_output", "BYTES", [1])],
+        )
+
 
 IN_FLIGHT = InFlight()
 
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ReferenceServer]:
-    models = [add_sub_model(), identity_model("identity", "FP32", [-1, 3]), IN_FLIGHT.model()]
+    models = [
+        add_sub_model(),
+        identity_model("identity", "FP32", [-1, 3]),
+        IN_FLIGHT.model(),
+        IN_FLIGHT.generate_model(),
+        llm_model("llm_once", decoupled=False),  # the stand-in LLM: answers /generate once with the prompt's words
+    ]
     with ReferenceServer(models, grpc=True, max_workers=16) as s:
         yield s
 
@@ -212,6 +242,147 @@ def test_sync_predictor_bounds_requests_in_flight(counted: ReferenceServer) -> N
     assert 1 <= IN_FLIGHT.most <= 3
 
 
+# -- generate payloads (LLM prompts) -------------------------------------------------------------------------------
+PROMPTS = ["the quick brown fox", "jumps over", "the lazy dog", "and runs", "far away"]
+
+
+def _prompts(n: int) -> dict[str, np.ndarray]:
+    return {
+        "id": np.arange(n, dtype=np.int64),
+        "prompt": np.array([PROMPTS[i % len(PROMPTS)] for i in range(n)]),
+        "max_tokens": np.array([1 + i % 3 for i in range(n)], dtype=np.int64),  # a per-row parameter
+    }
+
+
+def _expected(prompt: str, max_tokens: int) -> str:
+    words = prompt.split()
+    return (
+        "".join([w + " " for w in words[:-1]] + words[-1:][:max_tokens])[:None]
+        if False
+        else "".join(([w + " " for w in words[:-1]] + words[-1:])[:max_tokens])
+    )
+
+
+def _bad_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A payload function: every third row's payload names no input of the model, so its request fails."""
+    if row["id"] % 3 == 1:
+        return {"prompt": row["prompt"]}
+    return {"text_input": row["prompt"], "max_tokens": row["max_tokens"]}
+
+
+@pytest.mark.parametrize("transport", ["rest", "grpc"])
+def test_generate_predictor_maps_prompts_to_answers(counted: ReferenceServer, transport: str) -> None:
+    url = counted.http_url if transport == "rest" else counted.grpc_url
+    predictor = GeneratePredictor(
+        url,
+        "llm_once",
+        inputs={"prompt": "text_input", "max_tokens": "max_tokens"},
+        outputs={"text_output": "answer"},
+        keep_columns=["id"],
+        concurrency=2,
+    )
+    batch = _prompts(7)
+    try:
+        out = predictor(batch)
+        assert sorted(out) == ["answer", "id"] and out["answer"].dtype == object
+        np.testing.assert_array_equal(out["id"], batch["id"])
+        assert list(out["answer"]) == [_expected(p, int(m)) for p, m in zip(batch["prompt"], batch["max_tokens"])]
+        if transport == "rest":
+            assert counted.count(route="generate", model="llm_once") == 7  # one request per row
+        # Fixed parameters go into every payload; the defaults are the "prompt" column and "text_output".
+        fixed = GeneratePredictor(url, "llm_once", parameters={"max_tokens": 1}, keep_columns=["id"])
+        assert list(fixed(batch)["text_output"]) == [_expected(p, 1) for p in batch["prompt"]]
+        assert list(fixed({"id": np.zeros(0), "prompt": np.zeros(0, dtype=object)})) == ["id"]  # an empty batch
+        clone = pickle.loads(pickle.dumps(fixed))  # the client stays behind
+        assert clone._client is None and list(clone(batch)["text_output"]) == list(fixed(batch)["text_output"])
+        clone.close()
+        fixed.close()
+    finally:
+        predictor.close()
+
+
+def test_generate_predictor_errors_name_the_problem(counted: ReferenceServer) -> None:
+    with pytest.raises(ValueError, match="not both"):
+        GeneratePredictor(counted.http_url, "llm_once", inputs=["prompt"], payload=_bad_row)
+    with pytest.raises(ValueError, match="on_error"):
+        GeneratePredictor(counted.http_url, "llm_once", on_error="ignore")
+    predictor = GeneratePredictor(counted.http_url, "llm_once", inputs={"text": "text_input"})
+    with pytest.raises(EncodeError, match=r"no column\(s\) \['text'\]"):
+        predictor(_prompts(2))
+    unknown = GeneratePredictor(counted.http_url, "llm_once", outputs=["tokens"])
+    with pytest.raises(DecodeError, match="no field 'tokens'"):
+        unknown(_prompts(2))
+    clash = GeneratePredictor(counted.http_url, "llm_once", outputs={"text_output": "id"}, keep_columns=["id"])
+    with pytest.raises(DecodeError, match="overwrite kept column 'id'"):
+        clash(_prompts(2))
+    for p in (predictor, unknown, clash):
+        p.close()
+
+
+@pytest.mark.parametrize("transport", ["rest", "grpc"])
+def test_failed_generate_requests_become_an_error_column(counted: ReferenceServer, transport: str) -> None:
+    url = counted.http_url if transport == "rest" else counted.grpc_url
+    spec = ClientSpec(url, rest_config=RESTConfig(retries=0)) if transport == "rest" else ClientSpec(url)
+    batch = _prompts(6)
+    column = GeneratePredictor(spec, "llm_once", payload=_bad_row, keep_columns=["id"], on_error="column")
+    try:
+        out = column(batch)
+        assert [e is not None for e in out["error"]] == [False, True, False, False, True, False]
+        assert "text_input" in out["error"][1] and (
+            "InvalidInputError" in out["error"][1] or "EncodeError" in out["error"][1]
+        )
+        assert out["text_output"][1] is None and out["text_output"][4] is None
+        assert out["text_output"][0] == _expected(PROMPTS[0], 1) and out["text_output"][5] == _expected(PROMPTS[0], 3)
+    finally:
+        column.close()
+    if transport == "rest":  # a server-side failure too: the first request answers 503 (no retries)
+        counted.inject(Fault(route="generate", model="llm_once", status=503, message="overloaded", times=1))
+        one = GeneratePredictor(spec, "llm_once", concurrency=1, on_error="column", parameters={"max_tokens": 2})
+        out = one(batch)
+        assert "overloaded" in out["error"][0] and all(e is None for e in out["error"][1:])
+        one.close()
+    strict = GeneratePredictor(spec, "llm_once", payload=_bad_row, concurrency=1)  # one in flight: row 1 fails first
+    with pytest.raises(inferkit.errors.InferkitError, match="text_input") as info:
+        strict(batch)
+    if sys.version_info >= (3, 11):
+        assert any("row 1 of the block" in note for note in info.value.__notes__)
+    strict.close()
+
+
+@pytest.mark.parametrize("transport", ["rest", "grpc"])
+def test_async_generate_predictor_bounds_requests_across_batches(counted: ReferenceServer, transport: str) -> None:
+    url = counted.http_url if transport == "rest" else counted.grpc_url
+    predictor = AsyncGeneratePredictor(url, "gen_in_flight", concurrency=3)
+    errors = AsyncGeneratePredictor(url, "llm_once", payload=_bad_row, keep_columns=["id"], on_error="column")
+    batch = _prompts(12)
+    IN_FLIGHT.most = 0
+
+    async def three_batches_at_once() -> tuple[list[dict[str, np.ndarray]], dict[str, np.ndarray]]:
+        try:
+            outs = list(await asyncio.gather(*(predictor(batch) for _ in range(3))))
+            return outs, await errors(batch)
+        finally:
+            await predictor.aclose()
+            await errors.aclose()
+
+    outs, failed = asyncio.run(three_batches_at_once())
+    for out in outs:
+        assert list(out["text_output"]) == list(batch["prompt"])
+    assert 1 <= IN_FLIGHT.most <= 3  # one semaphore per actor: 3 batches x 12 rows, never more than 3 at once
+    assert [e is not None for e in failed["error"]] == [i % 3 == 1 for i in range(12)]
+    assert [t is None for t in failed["text_output"]] == [i % 3 == 1 for i in range(12)]
+
+
+def test_sync_generate_predictor_bounds_requests_in_flight(counted: ReferenceServer) -> None:
+    predictor = GeneratePredictor(counted.http_url, "gen_in_flight", concurrency=3)
+    IN_FLIGHT.most = 0
+    try:
+        assert list(predictor(_prompts(24))["text_output"]) == list(_prompts(24)["prompt"])
+    finally:
+        predictor.close()
+    assert 1 <= IN_FLIGHT.most <= 3
+
+
 # -- with Ray ----------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def ray_local() -> Iterator[Any]:
@@ -292,3 +463,41 @@ def test_async_predictor_and_error_column_on_local_ray(ray_local: Any, counted: 
     for r in out:
         if r["error"] is None:
             np.testing.assert_array_equal(r["sum"], rows["a"][r["id"]] + 1)
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_generate_dataset_on_local_ray(ray_local: Any, counted: ReferenceServer, asynchronous: bool) -> None:
+    n = 60
+    rows = _prompts(n)
+    items = [
+        {"id": int(i), "prompt": str(rows["prompt"][i]), "max_tokens": int(rows["max_tokens"][i])} for i in range(n)
+    ]
+    dataset = ray_local.data.from_items(items)
+    if asynchronous:  # gRPC, an asyncio client per actor, failed rows in the error column
+        spec = ClientSpec(counted.grpc_url, grpc_options={"retries": 0, "timeout": 30})
+        options: dict[str, Any] = {"payload": _bad_row, "on_error": "column"}
+    else:
+        spec = ClientSpec(counted.http_url, rest_config=RESTConfig(retries=0))
+        options = {"inputs": {"prompt": "text_input", "max_tokens": "max_tokens"}}
+    mapped = generate_dataset(
+        dataset,
+        spec,
+        "llm_once",
+        actors=2,
+        rows_per_batch=16,
+        map_batches_options={"num_cpus": 0.5, **({"max_concurrency": 2} if asynchronous else {})},
+        asynchronous=asynchronous,
+        outputs={"text_output": "answer"},
+        keep_columns=["id", "prompt"],
+        concurrency=4,
+        **options,
+    )
+    out = sorted(mapped.take_all(), key=lambda r: r["id"])
+    assert [r["id"] for r in out] == list(range(n))
+    for r in out:
+        failing = asynchronous and r["id"] % 3 == 1
+        if failing:
+            assert r["answer"] is None and "text_input" in r["error"]
+        else:
+            assert r["answer"] == _expected(r["prompt"], int(rows["max_tokens"][r["id"]]))
+            assert not asynchronous or r["error"] is None

@@ -1,5 +1,6 @@
-"""The scaling-out examples of docs/scaling.md that need an engine: docs/examples/ray_batch.py (in the Ray venv) and
-docs/examples/spark_batch.py (in the Spark venv), each run as a script against its embedded reference server.
+"""The scaling-out examples of docs/scaling.md that need an engine: docs/examples/ray_batch.py and ray_generate.py
+(in the Ray venv) and docs/examples/spark_batch.py (in the Spark venv), each run as a script against its embedded
+reference server.
 The one-machine example runs in the default suite (tests/docs/test_examples.py).
 """
 
@@ -33,6 +34,12 @@ def _run(script: str, *args: str) -> str:
 def test_ray_batch_example() -> None:
     pytest.importorskip("ray.data")
     assert "1000 rows scored" in _run("ray_batch.py", "--rows", "1000", "--actors", "2")
+
+
+def test_ray_generate_example() -> None:
+    pytest.importorskip("ray.data")
+    stdout = _run("ray_generate.py", "--rows", "120", "--actors", "2")
+    assert "120 prompts answered, 0 failed; first: 'Write one line about the sea' -> 'Write one line about '" in stdout
 
 
 def test_spark_batch_example() -> None:
