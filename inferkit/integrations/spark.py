@@ -2,7 +2,8 @@
 
 Owns: :func:`make_predict_fn` (the ``make_predict_fn`` argument of ``pyspark.ml.functions.predict_batch_udf``),
 :func:`infer_pandas` (the function for ``DataFrame.mapInPandas``) and :func:`infer_dataframe` (``mapInPandas``
-with the output schema put together). Each Spark Python worker process builds ONE client per
+with the output schema put together), and for generate payloads (LLM prompts, one request per row)
+:func:`generate_pandas` / :func:`generate_dataframe`. Each Spark Python worker process builds ONE client per
 :class:`~inferkit.integrations.ray.ClientSpec` on first use (after Spark forked it) and reuses it for every later
 batch and task it runs; each batch is split into requests of ``batch_size`` rows sent with ``infer_many``, at most
 ``concurrency`` in flight, each under the client's retry policy (429 and ``Retry-After`` included).
@@ -30,15 +31,17 @@ from inferkit.errors import EncodeError
 from inferkit.integrations._rows import (
     ClientSpec,
     ColumnMap,
+    GenerateRows,
     RowBlock,
     check_count,
     check_on_error,
     column_map,
     run_block,
+    run_generate,
     worker_client,
 )
 
-__all__ = ["ClientSpec", "infer_dataframe", "infer_pandas", "make_predict_fn"]
+__all__ = ["ClientSpec", "generate_dataframe", "generate_pandas", "infer_dataframe", "infer_pandas", "make_predict_fn"]
 
 
 class _Job:
@@ -324,4 +327,114 @@ def infer_dataframe(
     if options.get("on_error", "raise") == "column":
         fields.append(types.StructField(options.get("error_column", "error"), types.StringType(), True))
     function = infer_pandas(client, model_name, inputs, outputs, keep_columns=keep_columns, **options)
+    return df.mapInPandas(function, types.StructType(fields))
+
+
+def generate_pandas(
+    client: Union[ClientSpec, str],
+    model_name: str,
+    inputs: Optional[ColumnMap] = None,
+    outputs: Optional[ColumnMap] = None,
+    *,
+    payload: Optional[Callable[[dict[str, Any]], Mapping[str, Any]]] = None,
+    parameters: Optional[Mapping[str, Any]] = None,
+    keep_columns: Sequence[str] = (),
+    concurrency: int = 4,
+    model_version: Optional[str] = None,
+    timeout: Any = None,
+    headers: Optional[Mapping[str, str]] = None,
+    on_error: str = "raise",
+    error_column: str = "error",
+) -> Callable[[Iterator[Any]], Iterator[Any]]:
+    """The function for ``DataFrame.mapInPandas`` that sends one generate payload per row (LLM prompts).
+
+    Args:
+        client: A :class:`ClientSpec` or URL (``grpc://`` for gRPC).
+        model_name: The model.
+        inputs: ``{column: payload key}`` or a list of names used for both; None (and no ``payload``):
+            ``{"prompt": "text_input"}``. A column may carry a per-row parameter (``max_tokens``).
+        outputs: The answer's fields to return: a list, or ``{field: column}``; None: ``["text_output"]``.
+        payload: Instead of ``inputs``: a function of one row (a dict of column -> Python value) returning its payload.
+        parameters: Keys added to every payload (a row's own keys win).
+        keep_columns: Columns copied unchanged into the result.
+        concurrency: Requests in flight at once per Spark Python worker (``generate_many``; one client per worker).
+        model_version, timeout, headers: Passed to each ``generate``.
+        on_error: ``"raise"`` or ``"column"`` (a failed row: null outputs, the error's text in ``error_column``).
+
+    The schema given to ``mapInPandas`` lists ``keep_columns``, the output columns and, with ``on_error="column"``,
+    ``error_column`` (a string); :func:`generate_dataframe` puts it together.
+    """
+    if inputs is None and payload is None:
+        inputs = {"prompt": "text_input"}
+    rows = GenerateRows(
+        model_name,
+        column_map(inputs, "inputs"),
+        payload,
+        parameters,
+        column_map(outputs, "outputs") or {"text_output": "text_output"},
+    )
+    spec = ClientSpec.of(client)
+    keep = list(keep_columns)
+    concurrency = check_count(concurrency, "concurrency")
+    on_error = check_on_error(on_error)
+    headers = dict(headers) if headers else None
+
+    def run(frames: Iterator[Any]) -> Iterator[Any]:
+        pd = importlib.import_module("pandas")
+        for frame in frames:
+            missing = [c for c in [*rows.columns(), *keep] if c not in frame.columns]
+            if missing:
+                raise EncodeError(f"model {model_name!r}: no column(s) {missing}; columns: {list(frame.columns)}")
+            result = pd.DataFrame({c: frame[c].to_numpy() for c in keep})
+            if len(frame) == 0:
+                yield result
+                continue
+            columns = {str(c): frame[c].to_numpy() for c in frame.columns}
+            out, errors = run_generate(
+                worker_client(spec),
+                rows,
+                rows.payloads(columns, len(frame)),
+                concurrency=concurrency,
+                on_error=on_error,
+                model_version=model_version,
+                timeout=timeout,
+                headers=headers,
+            )
+            for column, values in out.items():
+                result[column] = pd.Series(values, dtype=object)
+            if errors is not None:
+                result[error_column] = pd.Series(errors, dtype=object)
+            yield result
+
+    return run
+
+
+def generate_dataframe(
+    df: Any,
+    client: Union[ClientSpec, str],
+    model_name: str,
+    inputs: Optional[ColumnMap] = None,
+    outputs: Optional[ColumnMap] = None,
+    *,
+    output_schema: Any = None,
+    keep_columns: Sequence[str] = (),
+    **options: Any,
+) -> Any:
+    """``df.mapInPandas`` with :func:`generate_pandas`, the result's schema put together: the kept columns (types
+    from ``df``), the output columns (strings, or ``output_schema``: a ``StructType`` or DDL string such as
+    ``"answer string, tokens int"``) and, with ``on_error="column"``, the error column (string).
+
+    Returns:
+        The lazily mapped DataFrame.
+    """
+    types = importlib.import_module("pyspark.sql.types")
+    if isinstance(output_schema, str):
+        output_schema = types._parse_datatype_string(output_schema)
+    if output_schema is None:
+        names = list((column_map(outputs, "outputs") or {"text_output": "text_output"}).values())
+        output_schema = types.StructType([types.StructField(n, types.StringType(), True) for n in names])
+    fields = [df.schema[c] for c in keep_columns] + list(output_schema.fields)
+    if options.get("on_error", "raise") == "column":
+        fields.append(types.StructField(options.get("error_column", "error"), types.StringType(), True))
+    function = generate_pandas(client, model_name, inputs, outputs, keep_columns=keep_columns, **options)
     return df.mapInPandas(function, types.StructType(fields))

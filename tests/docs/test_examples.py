@@ -33,6 +33,7 @@ COVERED = {
     "ray_batch.py": "tests/integrations/test_scaling_examples.py (needs Ray: .ci/run's ray step)",
     "ray_generate.py": "tests/integrations/test_scaling_examples.py (needs Ray: .ci/run's ray step)",
     "spark_batch.py": "tests/integrations/test_scaling_examples.py (needs Spark: .ci/run's spark step)",
+    "spark_generate.py": "tests/integrations/test_scaling_examples.py (needs Spark: .ci/run's spark step)",
     "scale_one_machine.py": "test_scale_one_machine",
 }
 

@@ -1,6 +1,6 @@
 """The scaling-out examples of docs/scaling.md that need an engine: docs/examples/ray_batch.py and ray_generate.py
-(in the Ray venv) and docs/examples/spark_batch.py (in the Spark venv), each run as a script against its embedded
-reference server.
+(in the Ray venv) and docs/examples/spark_batch.py and spark_generate.py (in the Spark venv), each run as a script
+against its embedded reference server.
 The one-machine example runs in the default suite (tests/docs/test_examples.py).
 """
 
@@ -47,3 +47,10 @@ def test_spark_batch_example() -> None:
     pytest.importorskip("pyarrow")
     stdout = _run("spark_batch.py", "--rows", "1000")
     assert "predict_batch_udf: 1000 rows" in stdout and "mapInPandas: 1000 rows" in stdout
+
+
+def test_spark_generate_example() -> None:
+    pytest.importorskip("pyspark")
+    pytest.importorskip("pyarrow")
+    stdout = _run("spark_generate.py", "--rows", "120")
+    assert "120 prompts answered, 0 failed; first: 'Write one line about the sea' -> 'Write one line about '" in stdout

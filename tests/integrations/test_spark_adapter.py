@@ -18,9 +18,9 @@ import pytest
 
 import inferkit
 from inferkit import RESTConfig
-from inferkit.integrations.spark import ClientSpec, infer_dataframe, make_predict_fn
+from inferkit.integrations.spark import ClientSpec, generate_dataframe, infer_dataframe, make_predict_fn
 from inferkit.testing import Fault, ReferenceServer
-from inferkit.testing.models import add_sub_model, identity_model
+from inferkit.testing.models import add_sub_model, identity_model, llm_model
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(inferkit.__file__)))
 ROWS = 200
@@ -46,7 +46,7 @@ class CountingSpec(ClientSpec):
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[ReferenceServer]:
-    models = [add_sub_model(), identity_model("identity_bytes", "BYTES")]
+    models = [add_sub_model(), identity_model("identity_bytes", "BYTES"), llm_model("llm_once", decoupled=False)]
     with ReferenceServer(models, grpc=True, max_workers=8) as s:
         yield s
 
@@ -255,3 +255,42 @@ def test_failed_rows_become_an_error_column(spark: Any, counted: ReferenceServer
     empty = None if api == "mapInPandas" else [0] * 16
     assert all(r["sum"] == empty for r in failed)
     assert all(r["sum"] is not None and len(r["sum"]) == 16 for r in rows if r["error"] is None)
+
+
+@pytest.mark.parametrize("transport", ["rest", "grpc"])
+def test_generate_dataframe_with_prompts_and_an_error_column(
+    spark: Any, counted: ReferenceServer, transport: str
+) -> None:
+    prompts = ["the quick brown fox", "jumps over", "the lazy dog"]
+    rows = [(i, prompts[i % 3], 1 + i % 4) for i in range(60)]
+    frame = spark.createDataFrame(rows, "id long, prompt string, max_tokens int").repartition(2, "id")
+    url = counted.http_url if transport == "rest" else counted.grpc_url
+
+    def expected(prompt: str, max_tokens: int) -> str:  # the stand-in LLM: the prompt's first max_tokens words
+        words = prompt.split()
+        return "".join(([w + " " for w in words[:-1]] + words[-1:])[:max_tokens])
+
+    # Columns -> payload keys (a per-row max_tokens), the answer renamed, typed schema put together.
+    df = generate_dataframe(
+        frame, url, "llm_once", {"prompt": "text_input", "max_tokens": "max_tokens"}, {"text_output": "answer"},
+        keep_columns=["id", "prompt"], concurrency=2,
+    )  # fmt: skip
+    assert [(f.name, f.dataType.simpleString()) for f in df.schema.fields] == [
+        ("id", "bigint"), ("prompt", "string"), ("answer", "string"),
+    ]  # fmt: skip
+    assert sorted((r["id"], r["answer"]) for r in df.collect()) == [(i, expected(p, m)) for i, p, m in rows]
+
+    # A payload function; every fifth row's payload names no input of the model: its error is in the column.
+    def payload(row: dict[str, Any]) -> dict[str, Any]:
+        return {"prompt": row["prompt"]} if row["id"] % 5 == 0 else {"text_input": row["prompt"]}
+
+    out = generate_dataframe(
+        frame, ClientSpec(url) if transport == "grpc" else ClientSpec(url, rest_config=RESTConfig(retries=0)),
+        "llm_once", payload=payload, parameters={"max_tokens": 2}, keep_columns=["id"], on_error="column",
+    ).collect()  # fmt: skip
+    assert len(out) == 60
+    for r in out:
+        if r["id"] % 5 == 0:
+            assert r["text_output"] is None and "text_input" in r["error"]
+        else:
+            assert r["error"] is None and r["text_output"] == expected(prompts[r["id"] % 3], 2)
