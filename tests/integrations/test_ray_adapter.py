@@ -189,7 +189,7 @@ def test_failed_requests_become_an_error_column(counted: ReferenceServer, transp
         spec, "add_sub", inputs={"a": "INPUT0", "b": "INPUT1"}, outputs={"OUTPUT0": "sum"}, keep_columns=["id"],
         batch_size=8, concurrency=1, on_error="column",
     )  # fmt: skip
-    counted.inject(Fault(route="infer", model="add_sub", status=400, message="bad rows", times=1))
+    counted.inject(Fault(route="infer", model="add_sub", status=400, message="bad rows", times=1, protocol=transport))
     batch = _rows(20)
     try:
         out = predictor(batch)
@@ -199,7 +199,7 @@ def test_failed_requests_become_an_error_column(counted: ReferenceServer, transp
         np.testing.assert_array_equal(out["sum"][8:], batch["a"][8:] + 1)
         # Every request failing on a fresh predictor: the output's shape comes from the model's metadata.
         fresh = InferencePredictor(spec, "add_sub", outputs={"OUTPUT0": "sum"}, keep_columns=["id"], on_error="column")
-        counted.inject(Fault(route="infer", model="add_sub", status=400, times=None))
+        counted.inject(Fault(route="infer", model="add_sub", status=400, times=None, protocol=transport))
         out = fresh({k: v[:3] for k, v in batch.items()})
         assert out["sum"].shape == (3, 16) and all("InvalidInputError" in e for e in out["error"])
         fresh.close()
