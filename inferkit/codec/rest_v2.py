@@ -296,7 +296,7 @@ def _split(body: Buffer, header_length: int | str | None, where: str) -> tuple[d
     length = parse_header_length(header_length, len(view), where)
     json_part = view if length is None else view[:length]
     try:
-        header = _json.loads(json_part, what=f"{where} JSON")
+        header = _json.loads_tensors(json_part, what=f"{where} JSON")
     except DecodeError as exc:
         if length is None and b"binary_data_size" in bytes(view[:65536]):
             raise DecodeError(

@@ -174,7 +174,7 @@ class InferTensor:
             if self.datatype == "BYTES":
                 return [x.decode("utf-8", "replace") if isinstance(x, bytes) else x for x in arr.reshape(-1)]
             return arr.reshape(-1).tolist()
-        return self._json
+        return self._json.tolist() if isinstance(self._json, np.ndarray) else self._json
 
     # -- setting data ---------------------------------------------------------------------------------------
     def set_data_from_numpy(self, input_tensor: np.ndarray[Any, Any], binary_data: bool = True) -> InferTensor:
@@ -418,14 +418,16 @@ class InferTensor:
         count = shape_size(self._shape)
         if self.datatype == "BF16":
             raise error(f"tensor {self.name!r}: BF16 has no JSON form; it must be sent as binary")
-        if isinstance(data, np.ndarray):
+        text = self.datatype == "BYTES"
+        if isinstance(data, np.ndarray) and (text or data.dtype == datatype_to_dtype(self.datatype)):
             flat = data.reshape(-1)
+        elif not text and isinstance(data, (list, tuple, np.ndarray)):
+            # JSON numbers: a list, or an array of the values (codec/_json.loads_tensors reads long lists as one)
+            flat = _numeric_json_to_numpy(data, self.datatype, self.name, error)
         elif not isinstance(data, (list, tuple)):
             raise error(f"tensor {self.name!r}: data must be a list, got {type(data).__name__}")
-        elif self.datatype == "BYTES":
-            flat = _flatten_bytes(data, self.name, error)
         else:
-            flat = _numeric_json_to_numpy(data, self.datatype, self.name, error)
+            flat = _flatten_bytes(data, self.name, error)
         if flat.size != count:
             raise error(f"tensor {self.name!r}: data has {flat.size} elements but shape {self._shape} needs {count}")
         return flat.reshape(self._shape)
