@@ -20,6 +20,7 @@ import time
 from typing import Any, Awaitable, Callable, Mapping, NamedTuple
 
 from inferkit import errors
+from inferkit._retry import RetryState
 from inferkit.codec.generate import (
     ONE_RESPONSE_ONLY,
     check_payload,
@@ -81,24 +82,21 @@ def single_answer(model_name: str, responses: list[InferResponse]) -> dict[str, 
     return response_to_dict(responses[0])
 
 
-class _FirstEventRetries:
-    """Retries of a stream before its first event, under the client's policy (never once an event was handed out)."""
+def _first_event_retries(policy: RetryPolicy) -> RetryState:
+    """The retry state of one stream: its retries follow the client's policy as every other call's do."""
+    state = RetryState(policy, retryable=policy.retry_infer)
+    state.attempt = 1
+    return state
 
-    def __init__(self, policy: RetryPolicy) -> None:
-        self.policy = policy
-        self.retries = 0
-        self.start = time.monotonic()
 
-    def wait(self, exc: BaseException, events_received: int) -> float | None:
-        """Seconds to wait before opening the stream again after ``exc``, or None: raise it."""
-        if events_received or not self.policy.retry_infer or not isinstance(exc, errors.InferkitError):
-            return None
-        transient = isinstance(exc, errors.ConnectError) or exc.grpc_code in self.policy.retry_grpc_codes
-        if not transient:
-            return None
-        self.retries += 1
-        retry_after = getattr(exc, "retry_after", None)
-        return self.policy.delay(self.retries, retry_after=retry_after, elapsed=time.monotonic() - self.start)
+def _retry_wait(state: RetryState, exc: BaseException, events_received: int) -> float | None:
+    """Seconds to wait before opening the stream again after ``exc``, or None: raise it. Never once an event was
+    handed out (the answer would start again)."""
+    if events_received or not isinstance(exc, errors.InferkitError):
+        return None
+    wait = state.on_error(exc, state.deadline)
+    state.attempt += 1
+    return wait
 
 
 class GenerateStream:
@@ -109,7 +107,7 @@ class GenerateStream:
     def __init__(self, opener: Callable[[], Any], request: InferRequest, policy: RetryPolicy) -> None:
         self.model_name = request.model_name
         self.events_received = 0
-        self._opener, self._request, self._retries = opener, request, _FirstEventRetries(policy)
+        self._opener, self._request, self._retries = opener, request, _first_event_retries(policy)
         self._stream: Any = None
         self._open()
 
@@ -134,7 +132,7 @@ class GenerateStream:
                 break
             except BaseException as exc:
                 self.close()
-                wait = self._retries.wait(exc, self.events_received)
+                wait = _retry_wait(self._retries, exc, self.events_received)
                 if wait is None:
                     raise
                 time.sleep(wait)
@@ -174,7 +172,7 @@ class AsyncGenerateStream:
         self.events_received = 0
         self._opener: Callable[[], Awaitable[tuple[Any, InferRequest]]] | None = opener
         self._reopen = opener
-        self._retries = _FirstEventRetries(policy)
+        self._retries = _first_event_retries(policy)
         self._stream: Any = None
 
     async def _open(self) -> None:
@@ -203,7 +201,7 @@ class AsyncGenerateStream:
                 break
             except BaseException as exc:
                 await self.close()
-                wait = self._retries.wait(exc, self.events_received)
+                wait = _retry_wait(self._retries, exc, self.events_received)
                 if wait is None:
                     raise
                 await asyncio.sleep(wait)

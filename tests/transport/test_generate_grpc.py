@@ -211,6 +211,12 @@ def test_grpc_streams_are_retried_before_their_first_event_only(reference_server
         reference_server.inject(Fault(route="stream_infer", action="grpc_status", code="INVALID_ARGUMENT", times=1))
         with pytest.raises(errors.InvalidInputError):
             list(grpc.generate_stream("llm", {"text_input": TEXT}))
+        reference_server.reset()
+        reference_server.inject(Fault(route="stream_infer", action="grpc_status", code="UNAVAILABLE", times=5))
+        with pytest.raises(errors.ServiceUnavailableError):
+            list(grpc.generate_stream("llm", {"text_input": TEXT}))
+        assert reference_server.count("stream_infer") == 3  # the first attempt and the policy's 2 retries
+        reference_server.reset()  # the fault's 2 unused times
 
     async def main() -> None:
         async with aio.InferenceGRPCClient(reference_server.grpc_address, retry=policy) as g:
