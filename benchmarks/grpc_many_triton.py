@@ -124,7 +124,10 @@ async def aio_rps(call: Callable[[], Any], n: int, duration: float) -> tuple[flo
     return done / wall, cpu / max(done, 1) * 1e6
 
 
-def aio_samples(target: str, channel_counts: list[int], level: int, duration: float) -> dict[str, tuple[float, float]]:
+def aio_samples(
+    target: str, channel_counts: list[int], level: int, duration: float, turn: int
+) -> dict[str, tuple[float, float]]:
+    """One sample of each async stack at ``level`` tasks; the stacks' order rotates with ``turn``."""
     import tritonclient.grpc.aio as tga
 
     from inferkit.aio import InferenceGRPCClient
@@ -133,26 +136,30 @@ def aio_samples(target: str, channel_counts: list[int], level: int, duration: fl
     a, b = rest_bench.small_arrays()
 
     async def main() -> dict[str, tuple[float, float]]:
+        clients: dict[str, Any] = {f"inferkit.aio channels={n}": n for n in channel_counts}
+        clients["tritonclient.grpc.aio"] = None
+        names = list(clients)
+        names = names[turn % len(names) :] + names[: turn % len(names)]
         out: dict[str, tuple[float, float]] = {}
-        for n in channel_counts:
-            client = InferenceGRPCClient(target, retries=0, channels=n)
+        for name in names:
+            if clients[name] is not None:
+                client = InferenceGRPCClient(target, retries=0, channels=clients[name])
 
-            async def ours(client: Any = client) -> Any:
-                return (await client.infer(req)).as_numpy("OUTPUT0")
+                async def call(client: Any = client) -> Any:
+                    return (await client.infer(req)).as_numpy("OUTPUT0")
 
-            out[f"inferkit.aio channels={n}"] = await aio_rps(ours, level, duration)
+            else:
+                client = tga.InferenceServerClient(target)
+                x0, x1 = tga.InferInput("INPUT0", [1, 16], "INT32"), tga.InferInput("INPUT1", [1, 16], "INT32")
+                x0.set_data_from_numpy(a)
+                x1.set_data_from_numpy(b)
+
+                async def call(client: Any = client, inputs: list[Any] = [x0, x1]) -> Any:  # noqa: B006 - read only
+                    return (await client.infer("add_sub", inputs)).as_numpy("OUTPUT0")
+
+            out[name] = await aio_rps(call, level, duration)
             await client.close()
-        peer = tga.InferenceServerClient(target)
-        x0, x1 = tga.InferInput("INPUT0", [1, 16], "INT32"), tga.InferInput("INPUT1", [1, 16], "INT32")
-        x0.set_data_from_numpy(a)
-        x1.set_data_from_numpy(b)
-
-        async def theirs() -> Any:
-            return (await peer.infer("add_sub", [x0, x1])).as_numpy("OUTPUT0")
-
-        out["tritonclient.grpc.aio"] = await aio_rps(theirs, level, duration)
-        await peer.close()
-        return out
+        return {name: out[name] for name in clients}  # the table's order
 
     return asyncio.run(main())
 
@@ -187,9 +194,7 @@ def run(target: str, levels: list[int], channel_counts: list[int], args: argpars
     for level in levels:
         for r in range(args.runs):
             if args.aio:
-                samples = aio_samples(
-                    target, channel_counts if r % 2 == 0 else channel_counts[::-1], level, args.duration
-                )
+                samples = aio_samples(target, channel_counts, level, args.duration, r)
             else:
                 makers = list(sync_makers(target, channel_counts).items())
                 makers = makers[r % len(makers) :] + makers[: r % len(makers)]  # rotated from run to run

@@ -15,7 +15,11 @@ Sections (per server unless noted; medians of several runs, stacks interleaved s
 3. a 64 MiB FP32 round trip: time and peak extra RSS, each in a fresh process;
 4. the codec microbenchmarks (benchmarks/codec_bench.py; reference server only, it has no server);
 5. ``import`` time and RSS delta of inferkit, tritonclient.http/.grpc and kserve (in its venv), each in a fresh
-   interpreter, median of several.
+   interpreter, median of several;
+6. BYTES from 1 to 1M elements (benchmarks/bytes_bench.py), the gRPC concurrency curve from 1 to 256 with
+   ``channels=1/2/4`` on Triton (benchmarks/grpc_many_triton.py, threads and asyncio) and streaming
+   (benchmarks/stream_bench.py), each run as it is;
+7. the table of performance round 2's goals (issue 23), read from this run's figures (benchmarks/run_all_goals.py).
 
 Reused, not rewritten: rest_bench (sequential REST stacks), grpc_bench (sequential gRPC stacks, the RSS-peak
 helper), aio_bench (the async stacks), codec_bench (run as it is), servers (Triton).
@@ -57,6 +61,7 @@ ENV = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.env
 import aio_bench  # noqa: E402
 import grpc_bench  # noqa: E402
 import rest_bench  # noqa: E402
+import run_all_goals  # noqa: E402
 
 from inferkit import InferInput, InferRequest, RESTConfig  # noqa: E402
 from inferkit.bench import system_info  # noqa: E402
@@ -432,16 +437,7 @@ def section_large(t: Target, s: Settings) -> dict[str, dict[str, float]]:
 
 
 def section_codec(s: Settings) -> str:
-    args = ["--quick", "--runs", "3"] if s.quick else ["--runs", "5"]
-    try:
-        proc = subprocess.run(
-            [sys.executable, str(HERE / "codec_bench.py"), *args], capture_output=True, text=True, timeout=900, env=ENV
-        )
-    except subprocess.TimeoutExpired:
-        return "(codec_bench.py timed out after 900 s)"
-    return proc.stdout.strip() + (
-        f"\n(exit {proc.returncode}: {proc.stderr.strip()[-500:]})" if proc.returncode else ""
-    )
+    return run_all_goals.run_script("codec_bench.py", ["--quick", "--runs", "3"] if s.quick else ["--runs", "5"], 900)
 
 
 # -- streaming (benchmarks/stream_bench.py, run as it is: its own servers, the reference one and Triton's llm) ----
@@ -450,19 +446,7 @@ def section_codec(s: Settings) -> str:
 def section_streaming(s: Settings, no_triton: bool) -> str:
     """generate_stream against raw SSE loops: client CPU per event, time to first event, 100 aio streams."""
     args = (["--quick"] if s.quick else []) + (["--no-triton"] if no_triton else [])
-    try:
-        proc = subprocess.run(
-            [sys.executable, str(HERE / "stream_bench.py"), *args],
-            capture_output=True,
-            text=True,
-            timeout=1200,
-            env=ENV,
-        )
-    except subprocess.TimeoutExpired:
-        return "(stream_bench.py timed out after 1200 s)"
-    return proc.stdout.strip() + (
-        f"\n(exit {proc.returncode}: {proc.stderr.strip()[-500:]})" if proc.returncode else ""
-    )
+    return run_all_goals.run_script("stream_bench.py", args, 1200)
 
 
 # -- 5. import time and memory ------------------------------------------------------------------------------------
@@ -545,6 +529,7 @@ def render(results: dict[str, Any], s: Settings, elapsed: float) -> str:
         "even ratios move between runs.",
         "",
     ]
+    lines += run_all_goals.goals(results)
     for tname, tres in results["targets"].items():
         if "skipped" in tres:
             lines += [f"### Server: {tname}", "", f"Skipped: {tres['skipped']}", ""]
@@ -642,6 +627,11 @@ def render(results: dict[str, Any], s: Settings, elapsed: float) -> str:
             "```",
             "",
         ]
+    if results.get("bytes"):
+        lines += ["### BYTES, 1 to 1M elements (this run's output of `benchmarks/bytes_bench.py`)", "", "```"]
+        lines += [results["bytes"], "```", ""]
+    for mode, text in results.get("targets", {}).get("Triton", {}).get("grpc_curve", {}).items():
+        lines += [f"### gRPC concurrency curve on Triton, {mode} (`benchmarks/grpc_many_triton.py`)", "", text, ""]
     if results.get("streaming"):
         lines += ["### Streaming (this run's output of `benchmarks/stream_bench.py`)", "", results["streaming"], ""]
     lines += [
@@ -774,6 +764,8 @@ def main() -> int:
     if not args.no_codec:
         log("codec microbenchmarks ...")
         results["codec"] = section_codec(s)
+        log("BYTES, 1 to 1M elements (bytes_bench.py) ...")
+        results["bytes"] = run_all_goals.section_bytes(s.quick)
     log("streaming ...")
     results["streaming"] = section_streaming(s, args.no_triton)
     results["load_end"] = [round(x, 2) for x in os.getloadavg()]
@@ -805,7 +797,10 @@ def _run_triton(s: Settings, kserve_py: str | None, kserve_why: str) -> dict[str
             model, inp, out = servers.identity_io(srv, "FP32")
             t = Target("triton", srv.http_url, srv.grpc_address, model, inp, out, "Triton 2.51, python backend")
             log(f"Triton ready in {srv.startup_seconds:.1f} s at {srv.http_url}")
-            return run_target(t, s, kserve_py, kserve_why)
+            res = run_target(t, s, kserve_py, kserve_why)
+            log("[triton] gRPC concurrency curve, channels=1/2/4 (grpc_many_triton.py) ...")
+            res["grpc_curve"] = run_all_goals.section_grpc_curve(srv.grpc_address, s.quick)
+            return res
     except servers.harness.HarnessError as exc:
         log(f"Triton: skipped: {exc}")
         return {"skipped": str(exc).splitlines()[0]}

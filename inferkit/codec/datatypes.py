@@ -410,7 +410,8 @@ def deserialize_bytes_tensor(
     Raises DecodeError when a length runs past the end, when bytes are left over, or (``as_str``) when an
     element is not valid UTF-8.
     """
-    data = buf if isinstance(buf, bytes) else memoryview(buf).cast("B")
+    small = count < _VECTOR_MIN  # decoded by the plain loop, from bytes (one copy of a small buffer)
+    data = buf if type(buf) is bytes else bytes(buf) if small else memoryview(buf).cast("B")
     size = len(data)
     if count < 0:
         raise DecodeError(f"tensor {tensor!r}: negative element count {count}")
@@ -418,13 +419,12 @@ def deserialize_bytes_tensor(
         raise DecodeError(
             f"tensor {tensor!r}: {count} BYTES elements need at least {count * 4} bytes of length prefixes, got {size}"
         )
-    result = np.empty(count, dtype=object)
     if count == 0:
         if size:
             raise DecodeError(f"tensor {tensor!r}: {size} bytes left over after 0 BYTES elements")
-        return result
+        return np.empty(0, dtype=object)
     items: Any = None
-    if count >= _VECTOR_MIN:
+    if not small:
         first = _U32.unpack_from(data, 0)[0]
         if size == count * (4 + first) and (np.ndarray((count,), "<u4", data, 0, (4 + first,)) == first).all():
             # Every element has the same length: a strided view, converted to bytes objects in one call.
@@ -437,7 +437,7 @@ def deserialize_bytes_tensor(
                 lens[-1] = size - offsets[-1] - 4
                 items = struct.Struct(b"<" + _format_tokens(lens, b"4x", b"s")).unpack_from(data)
     if items is None:
-        items = _deserialize_loop(data if count >= _VECTOR_MIN else bytes(data), size, count, tensor)
+        items = _deserialize_loop(data, size, count, tensor)
     if as_str:
         try:
             items = list(map(bytes.decode, items))
@@ -450,5 +450,5 @@ def deserialize_bytes_tensor(
                         f"tensor {tensor!r}: BYTES element {index} is not valid UTF-8 ({exc.reason} at byte "
                         f"{exc.start}); read it as bytes (as_str=False)"
                     ) from exc
-    result[:] = items
-    return result
+    # np.array of a list of bytes/str is 1-D; at one element it costs half of np.empty + slice assignment
+    return items if isinstance(items, np.ndarray) else np.array(items, dtype=object)
