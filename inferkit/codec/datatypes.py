@@ -26,6 +26,7 @@ __all__ = [
     "to_wire_array",
     "serialize_bytes_tensor",
     "deserialize_bytes_tensor",
+    "decode_utf8",
     "float32_to_bf16_bits",
     "bf16_bits_to_float32",
     "bfloat16_dtype",
@@ -439,16 +440,28 @@ def deserialize_bytes_tensor(
     if items is None:
         items = _deserialize_loop(data, size, count, tensor)
     if as_str:
-        try:
-            items = list(map(bytes.decode, items))
-        except UnicodeDecodeError:
-            for index, item in enumerate(items):
-                try:
-                    item.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    raise DecodeError(
-                        f"tensor {tensor!r}: BYTES element {index} is not valid UTF-8 ({exc.reason} at byte "
-                        f"{exc.start}); read it as bytes (as_str=False)"
-                    ) from exc
+        items = decode_utf8(items, tensor)
     # np.array of a list of bytes/str is 1-D; at one element it costs half of np.empty + slice assignment
     return items if isinstance(items, np.ndarray) else np.array(items, dtype=object)
+
+
+def decode_utf8(items: Any, tensor: str = "") -> list[Any]:
+    """BYTES elements as ``str`` (UTF-8); elements that are ``str`` already are kept. DecodeError names the first
+    element that is not valid UTF-8."""
+    try:
+        try:
+            return list(map(bytes.decode, items))
+        except TypeError:  # str among the elements (a tensor set from str data)
+            return [x.decode() if isinstance(x, bytes) else x for x in items]
+    except UnicodeDecodeError:
+        for index, item in enumerate(items):
+            if not isinstance(item, bytes):
+                continue
+            try:
+                item.decode()
+            except UnicodeDecodeError as exc:
+                raise DecodeError(
+                    f"tensor {tensor!r}: BYTES element {index} is not valid UTF-8 ({exc.reason} at byte "
+                    f"{exc.start}); read it as bytes (as_str=False)"
+                ) from exc
+        raise

@@ -24,6 +24,7 @@ from inferkit.codec.datatypes import (
     bfloat16_dtype,
     check_datatype,
     datatype_to_dtype,
+    decode_utf8,
     deserialize_bytes_tensor,
     serialize_bytes_tensor,
     to_wire_array,
@@ -364,14 +365,7 @@ class InferTensor:
             self._decoded = self._decode()
         arr = self._decoded
         if as_str and self.datatype == "BYTES":
-            try:
-                return np.array(
-                    [x.decode("utf-8") if isinstance(x, bytes) else x for x in arr.reshape(-1)], dtype=object
-                ).reshape(arr.shape)
-            except UnicodeDecodeError as exc:
-                raise DecodeError(
-                    f"tensor {self.name!r}: a BYTES element is not valid UTF-8; read it as bytes"
-                ) from exc
+            return np.array(decode_utf8(arr.reshape(-1).tolist(), self.name), dtype=object).reshape(arr.shape)
         if dtype is not None and np.dtype(dtype) != arr.dtype:
             if self.datatype == "BF16" and arr.dtype == np.dtype("<u2"):
                 return bf16_bits_to_float32(arr).astype(dtype, copy=False)
