@@ -150,7 +150,9 @@ def _tensor(entry: Any) -> Any:
     if "data" in entry:
         data = entry["data"]
         kind = _KIND.get(out["datatype"]) if isinstance(out.get("datatype"), str) else None
-        # Flat lists only: as_buffer flattens nested lists without checking that they are regular.
+        # Flat lists only: as_buffer flattens nested lists without checking that they are regular. A nested list is
+        # recognised by its first element or by a flattened count other than its length; what is left (a number
+        # first, then one-element lists among numbers, [1, [2], 3]) is read as flat, values in order.
         if kind and isinstance(data, _simdjson.Array) and (len(data) == 0 or not isinstance(data[0], _simdjson.Array)):
             try:
                 array = np.frombuffer(data.as_buffer(of_type=kind), dtype=_AS_BUFFER[kind])
