@@ -20,7 +20,6 @@ import asyncio
 import os
 import statistics
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -31,6 +30,7 @@ for _p in (str(HERE.parent), str(HERE)):
         sys.path.insert(0, _p)
 
 import rest_bench  # noqa: E402
+import run_all  # noqa: E402
 
 from inferkit import InferInput, InferRequest  # noqa: E402
 
@@ -45,37 +45,20 @@ def request() -> InferRequest:
 
 
 def threads_rps(make: Maker, shared: bool, n: int, duration: float) -> tuple[float, float]:
-    """n threads looping for ``duration`` s: (req/s, client CPU us per request). ``shared``: one client for all."""
-    common = make() if shared else None
-    counts = [0] * n
-    start = threading.Barrier(n + 1)
-    end = [float("inf")]
+    """n threads looping for ``duration`` s, with run_all's harness: (req/s, client CPU us per request).
+    ``shared``: one client for all (closed afterwards)."""
+    made: list[Any] = []
 
-    def worker(i: int) -> None:
-        call, close = common if common is not None else make()
-        try:
-            call()
-            start.wait(120)
-            while time.perf_counter() < end[0]:
-                call()
-                counts[i] += 1
-        finally:
-            if common is None:
-                close()
+    def make_once() -> Any:
+        made.append(make())
+        return made[-1]
 
-    threads = [threading.Thread(target=worker, args=(i,), daemon=True) for i in range(n)]
-    for th in threads:
-        th.start()
-    start.wait(120)
-    c0, t0 = time.process_time(), time.perf_counter()
-    end[0] = t0 + duration
-    for th in threads:
-        th.join(duration + 120)
-    wall, cpu = time.perf_counter() - t0, time.process_time() - c0
-    if common is not None:
-        common[1]()
-    done = sum(counts)
-    return done / wall, cpu / max(done, 1) * 1e6
+    sample = run_all._threads_rps(make_once, shared, n, duration)
+    if shared:
+        made[0][1]()
+    if sample["errors"]:
+        print(f"  warning: {int(sample['errors'])} failed calls at c={n}", flush=True)
+    return sample["rps"], sample["cpu_us"]
 
 
 def sync_makers(target: str, channel_counts: list[int]) -> dict[str, tuple[Maker, bool]]:
